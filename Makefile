@@ -1,0 +1,43 @@
+# ddict — PGXS build of the extension; see README.md.
+#
+#   make            build ddict.so
+#   make install    install the extension into the PostgreSQL found by $(PG_CONFIG)
+#   make test       install missing packages, build, install, run every suite (as root on CI)
+#   make demo       the README's demo on a throwaway cluster
+
+EXTENSION   = ddict
+MODULE_big  = ddict
+OBJS        = src/ddict.o src/shmem.o src/changelog.o src/xact.o src/triggers.o \
+              src/wal.o src/registry.o src/functions.o src/sync.o src/stats.o
+DATA        = sql/ddict--1.0.sql
+PGFILEDESC  = "ddict - dicts backed by tables with commit-time versions"
+
+REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_stats
+REGRESS_OPTS = --inputdir=. --outputdir=test/out/regress --user=postgres
+ISOLATION    = commit_visibility rollback out_of_order setdefault sync_delta
+ISOLATION_OPTS = --inputdir=test/isolation --outputdir=test/out/isolation --user=postgres
+
+PG_CONFIG  ?= /usr/lib/postgresql/15/bin/pg_config
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-clobbered
+
+# No LLVM bitcode: JIT inlining of ddict is not worth a clang build dependency.
+override with_llvm = no
+
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
+include $(PGXS)
+else
+all install installcheck:
+	@echo "$(PG_CONFIG) not found: run 'make deps' (or 'make test', which runs it) first" >&2; exit 1
+endif
+
+.PHONY: test demo deps
+deps:
+	bash test/deps.sh
+
+test:
+	bash test/run-all.sh
+
+demo:
+	bash test/demo.sh

@@ -1,0 +1,252 @@
+/*
+ * changelog.c — a shared ring of the keys that committing transactions
+ * changed, so that a client can reload only those keys.
+ *
+ * Positions are 64-bit byte offsets that only grow; the ring keeps the bytes
+ * between tail and head.  A writer appends its keys just before it commits
+ * (XACT_EVENT_PRE_COMMIT) and, while it does, publishes the position it
+ * started at in its own "in flight" slot; the slot is cleared after the
+ * commit became visible (or after abort).
+ *
+ * A client's cursor is the *horizon*: min(head, every in-flight start),
+ * read before the client's snapshot is taken.  Every entry before the horizon
+ * belongs to a transaction that had finished before that snapshot, so its
+ * effects are in what the client loaded.  Every transaction the snapshot did
+ * not see wrote its keys at or after the horizon.  A delta therefore needs the
+ * keys between the client's cursor and the current head, re-read under a new
+ * snapshot taken after the new horizon.  Keys of transactions that were not
+ * yet visible, or that aborted after appending, are read again harmlessly
+ * (their current values are what the new snapshot sees).  This is the
+ * xid-plus-snapshot technique with the snapshot comparison done by position.
+ *
+ * When the cursor has fallen out of the ring, when a transaction wrote more
+ * keys than ddict.max_delta_keys or truncated the dict (a "full" entry), or
+ * after a restart (the epoch changed), the client reloads the whole dict.
+ */
+#include "ddict.h"
+
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "access/twophase.h"
+#include "utils/builtins.h"
+
+#define LOG_MAGIC	0xDD1C7E57u
+#define LOG_PAD		0x01			/* filler up to the end of the ring */
+#define LOG_FULL	0x02			/* the whole dict changed */
+
+typedef struct LogEntry
+{
+	uint32		magic;
+	uint32		len;			/* whole entry, MAXALIGNed */
+	Oid			dboid;
+	Oid			relid;
+	uint32		flags;
+	uint32		keylen;
+	/* key bytes follow */
+} LogEntry;
+
+#define ENTRY_HDR	MAXALIGN(sizeof(LogEntry))
+
+typedef struct LogShared
+{
+	LWLock	   *lock;
+	uint64		size;			/* bytes in the ring */
+	uint64		head;			/* next position to write */
+	uint64		tail;			/* oldest position still in the ring */
+	int			nslots;
+	pg_atomic_uint64 inflight[FLEXIBLE_ARRAY_MEMBER];	/* start + 1, or 0 */
+} LogShared;
+
+static LogShared *logsh = NULL;
+static char *ring = NULL;
+static bool my_inflight = false;
+
+static int
+slot_count(void)
+{
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
+
+static uint64
+ring_bytes(void)
+{
+	return (uint64) ddict_changelog_kb * 1024;
+}
+
+Size
+ddict_changelog_shmem_size(void)
+{
+	Size		sz = offsetof(LogShared, inflight);
+
+	sz = add_size(sz, mul_size(sizeof(pg_atomic_uint64), slot_count()));
+	return add_size(MAXALIGN(sz), ring_bytes());
+}
+
+void
+ddict_changelog_init(void)
+{
+	bool		found;
+	Size		hdr = MAXALIGN(offsetof(LogShared, inflight) +
+							   sizeof(pg_atomic_uint64) * slot_count());
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	logsh = ShmemInitStruct("ddict changelog", hdr + ring_bytes(), &found);
+	ring = (char *) logsh + hdr;
+	if (!found)
+	{
+		logsh->lock = &(GetNamedLWLockTranche("ddict"))[1].lock;
+		logsh->size = ring_bytes();
+		/* Position 0 means "no cursor" to clients: start after it. */
+		logsh->head = logsh->tail = MAXIMUM_ALIGNOF;
+		logsh->nslots = slot_count();
+		for (int i = 0; i < logsh->nslots; i++)
+			pg_atomic_init_u64(&logsh->inflight[i], 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static inline LogEntry *
+entry_at(uint64 pos)
+{
+	return (LogEntry *) (ring + pos % logsh->size);
+}
+
+/* Drop entries from the tail until "need" more bytes fit. Lock held. */
+static void
+make_room(uint64 need)
+{
+	while (logsh->head + need - logsh->tail > logsh->size)
+		logsh->tail += entry_at(logsh->tail)->len;
+}
+
+static void
+write_entry(Oid dboid, Oid relid, uint32 flags, const char *key, uint32 keylen)
+{
+	uint64		need = ENTRY_HDR + MAXALIGN(keylen);
+	uint64		off = logsh->head % logsh->size;
+	LogEntry   *e;
+
+	if (off + need > logsh->size)
+	{
+		uint64		pad = logsh->size - off;
+
+		make_room(pad);
+		e = entry_at(logsh->head);
+		e->magic = LOG_MAGIC;
+		e->len = (uint32) pad;
+		e->flags = LOG_PAD;
+		e->dboid = e->relid = InvalidOid;
+		e->keylen = 0;
+		logsh->head += pad;
+	}
+	make_room(need);
+	e = entry_at(logsh->head);
+	e->magic = LOG_MAGIC;
+	e->len = (uint32) need;
+	e->dboid = dboid;
+	e->relid = relid;
+	e->flags = flags;
+	e->keylen = keylen;
+	if (keylen)
+		memcpy((char *) e + ENTRY_HDR, key, keylen);
+	logsh->head += need;
+}
+
+void
+ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys)
+{
+	/* Keys this large would evict most of the ring: log them as "full". */
+	uint64		maxkey = logsh->size / 16;
+
+	LWLockAcquire(logsh->lock, LW_EXCLUSIVE);
+	if (!my_inflight)
+	{
+		pg_atomic_write_u64(&logsh->inflight[MyProc->pgprocno], logsh->head + 1);
+		my_inflight = true;
+	}
+	for (int i = 0; i < nkeys; i++)
+	{
+		PendingKey *k = &keys[i];
+
+		if (k->full || k->len > maxkey)
+			write_entry(dboid, k->relid, LOG_FULL, NULL, 0);
+		else
+			write_entry(dboid, k->relid, 0, k->data, k->len);
+	}
+	LWLockRelease(logsh->lock);
+}
+
+/* After commit or abort: this backend's entries are settled. */
+void
+ddict_changelog_finish(void)
+{
+	if (!my_inflight)
+		return;
+	pg_memory_barrier();
+	pg_atomic_write_u64(&logsh->inflight[MyProc->pgprocno], 0);
+	my_inflight = false;
+}
+
+uint64
+ddict_changelog_horizon(void)
+{
+	uint64		h;
+
+	LWLockAcquire(logsh->lock, LW_SHARED);
+	h = logsh->head;
+	for (int i = 0; i < logsh->nslots; i++)
+	{
+		uint64		s = pg_atomic_read_u64(&logsh->inflight[i]);
+
+		if (s != 0 && s - 1 < h)
+			h = s - 1;
+	}
+	LWLockRelease(logsh->lock);
+	return h;
+}
+
+/*
+ * Keys of (dboid, relid) logged at or after "since".  Returns false when a
+ * delta cannot be exact and the caller must reload everything.
+ */
+bool
+ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
+{
+	bool		ok = true;
+	uint64		pos;
+
+	*keys = NIL;
+	LWLockAcquire(logsh->lock, LW_SHARED);
+	if (since < logsh->tail || since > logsh->head)
+		ok = false;
+	for (pos = since; ok && pos < logsh->head;)
+	{
+		LogEntry   *e = entry_at(pos);
+
+		if (e->magic != LOG_MAGIC || e->len < ENTRY_HDR ||
+			e->len > logsh->size - pos % logsh->size)
+		{
+			ok = false;			/* a cursor that is not an entry boundary */
+			break;
+		}
+		if (!(e->flags & LOG_PAD) && e->dboid == dboid && e->relid == relid)
+		{
+			if (e->flags & LOG_FULL)
+				ok = false;
+			else
+				*keys = lappend(*keys, cstring_to_text_with_len((char *) e + ENTRY_HDR,
+																e->keylen));
+		}
+		pos += e->len;
+	}
+	LWLockRelease(logsh->lock);
+	if (!ok)
+	{
+		list_free_deep(*keys);
+		*keys = NIL;
+	}
+	return ok;
+}

@@ -1,0 +1,122 @@
+/*
+ * ddict.c — module entry point.
+ *
+ * ddict must be loaded through shared_preload_libraries: the version table
+ * and the change ring live in shared memory sized at postmaster start, the
+ * custom WAL resource manager must be registered before recovery, and the
+ * transaction callbacks must be present in every backend that can write a
+ * dict (a backend that wrote a dict without them would commit without
+ * bumping, which is the one thing ddict must never do).  When the library is
+ * loaded any other way (CREATE EXTENSION in a server without the setting),
+ * every entry point, the trigger included, raises the error below.
+ *
+ * Shared memory follows contrib/pg_stat_statements: space and the LWLock
+ * tranche are requested from shmem_request_hook, and the structures are set
+ * up in shmem_startup_hook under AddinShmemInitLock.
+ */
+#include "ddict.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+PG_MODULE_MAGIC;
+
+int			ddict_max_dicts = 1024;
+int			ddict_changelog_kb = 8192;
+int			ddict_max_delta_keys = 10000;
+int			ddict_max_value_size = 1024 * 1024;
+bool		ddict_preloaded = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+void		_PG_init(void);
+
+void
+ddict_require_preload(void)
+{
+	if (!ddict_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ddict must be loaded via shared_preload_libraries"),
+				 errhint("Add 'ddict' to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+uint64
+ddict_now_us(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	/* TimestampTz counts from 2000-01-01; versions count from 1970-01-01. */
+	return (uint64) now +
+		(uint64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+}
+
+static void
+ddict_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(add_size(ddict_shmem_size(),
+									ddict_changelog_shmem_size()));
+	RequestNamedLWLockTranche("ddict", 2);
+}
+
+static void
+ddict_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	ddict_shmem_init();
+	ddict_changelog_init();
+}
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	DefineCustomIntVariable("ddict.max_dicts",
+							"Maximum number of dicts (over all databases) whose versions are tracked.",
+							NULL,
+							&ddict_max_dicts,
+							1024, 16, INT_MAX / 2,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("ddict.changelog_size",
+							"Size of the shared ring of changed keys used for delta reloads.",
+							"Clients whose last reload is older than the ring reload in full.",
+							&ddict_changelog_kb,
+							8192, 64, INT_MAX / 1024,
+							PGC_POSTMASTER, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("ddict.max_delta_keys",
+							"Keys one transaction may change in one dict before clients reload it in full.",
+							NULL,
+							&ddict_max_delta_keys,
+							10000, 0, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("ddict.max_value_size",
+							"Largest value, in bytes, that may be stored in a dict.",
+							"Enforced by the dict trigger on every write path.",
+							&ddict_max_value_size,
+							1024 * 1024, 1, MaxAllocSize,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	MarkGUCPrefixReserved("ddict");
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ddict_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ddict_shmem_startup;
+
+	ddict_wal_register();
+	ddict_xact_init();
+	ddict_preloaded = true;
+}

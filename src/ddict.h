@@ -1,0 +1,106 @@
+/*
+ * ddict.h — declarations shared by the ddict extension's translation units.
+ *
+ * The extension is split by concern:
+ *   ddict.c      _PG_init: GUCs, hooks, the "must be preloaded" guard
+ *   shmem.c      the per-dict version table in shared memory (hybrid logical clock)
+ *   changelog.c  a shared ring of changed keys that lets clients reload by delta
+ *   xact.c       what the current transaction changed; bumps at commit
+ *   triggers.c   the C trigger attached to every dict table
+ *   wal.c        a custom WAL resource manager so hot standbys move versions on replay
+ *   registry.c   which tables are dicts; attach / detach / create; SPI plan cache
+ *   functions.c  the dict API (get, set, delete, pop, setdefault, items, keys, len)
+ *   sync.c       ddict_changes(): the client's one-round-trip check + delta
+ *   stats.c      ddict_last_updated() and the statistics SRF
+ */
+#ifndef DDICT_H
+#define DDICT_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
+
+/* GUCs (ddict.c) */
+extern int	ddict_max_dicts;
+extern int	ddict_changelog_kb;
+extern int	ddict_max_delta_keys;
+extern int	ddict_max_value_size;
+
+/* True when loaded through shared_preload_libraries (set in _PG_init). */
+extern bool ddict_preloaded;
+extern void ddict_require_preload(void);
+
+/* Microseconds since the Unix epoch: the unit of versions. */
+extern uint64 ddict_now_us(void);
+
+/* shmem.c */
+extern Size ddict_shmem_size(void);
+extern void ddict_shmem_init(void);
+extern bool ddict_version_get(Oid dboid, Oid relid, uint64 *version);
+extern uint64 ddict_version_ensure(Oid dboid, Oid relid);
+extern uint64 ddict_version_bump(Oid dboid, Oid relid);
+extern void ddict_version_redo(Oid dboid, Oid relid, uint64 version);
+extern void ddict_version_forget(Oid dboid, Oid relid);
+extern uint64 ddict_epoch(void);
+
+typedef struct DictStat
+{
+	Oid			relid;
+	uint64		version;
+	uint64		commits;
+	TimestampTz last_changed;
+} DictStat;
+extern int	ddict_stats_collect(Oid dboid, DictStat **out);
+
+/* changelog.c */
+typedef struct PendingKey
+{
+	Oid			relid;
+	int			level;			/* transaction nest level that wrote it */
+	bool		full;			/* whole dict changed (TRUNCATE, overflow) */
+	int			len;
+	char	   *data;			/* key bytes, TopTransactionContext */
+} PendingKey;
+
+extern Size ddict_changelog_shmem_size(void);
+extern void ddict_changelog_init(void);
+extern void ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys);
+extern void ddict_changelog_finish(void);
+extern uint64 ddict_changelog_horizon(void);
+extern bool ddict_changelog_collect(Oid dboid, Oid relid, uint64 since,
+									List **keys);
+
+/* xact.c */
+extern void ddict_xact_init(void);
+extern void ddict_note_change(Oid relid, const char *key, int len);
+extern void ddict_note_forget(Oid relid);
+
+/* wal.c */
+extern void ddict_wal_register(void);
+extern void ddict_wal_log_bump(Oid dboid, Oid relid, uint64 version);
+extern void ddict_wal_log_forget(Oid dboid, Oid relid);
+
+/* registry.c */
+typedef struct DictInfo
+{
+	Oid			relid;
+	char	   *qualname;		/* quoted, schema-qualified table name */
+	char	   *keycol;			/* quoted key column */
+	char	   *valcol;			/* quoted value column */
+	Oid			keytype;
+	Oid			valtype;
+	int32		valtypmod;
+} DictInfo;
+
+extern DictInfo *ddict_lookup(Oid relid);
+extern bool ddict_is_registered(Oid relid);
+extern SPIPlanPtr ddict_plan(const char *sql, int nargs, Oid *argtypes);
+extern char *ddict_ext_schema(void);
+
+/* stats.c */
+extern uint64 ddict_current_version(Oid relid);
+
+#endif							/* DDICT_H */

@@ -1,0 +1,479 @@
+/*
+ * registry.c — which tables are dicts, and the functions that make and unmake
+ * them: ddict_create(), ddict_attach(), ddict_detach().
+ *
+ * The registry is the extension's configuration table ddict_registry
+ * (dict regclass, key_column name, value_column name), dumped by pg_dump via
+ * pg_extension_config_dump and readable by everyone.  Only the table's owner
+ * may attach or detach it; the registry row itself is written with the
+ * registry owner's rights (SetUserIdAndSecContext, as CREATE EXTENSION
+ * scripts' objects are written), so no role needs rights on the registry.
+ *
+ * SQL is never built from values: values travel as parameters, identifiers
+ * are quoted with quote_identifier(), types with format_type_be_qualified(),
+ * and operators are spelled OPERATOR(pg_catalog.=) so that a search_path
+ * cannot redirect them.  Prepared plans are kept per backend, keyed by their
+ * text and argument types (plancache.c replans them after DDL).
+ */
+#include "ddict.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+#include "storage/lmgr.h"
+
+PG_FUNCTION_INFO_V1(ddict_create);
+PG_FUNCTION_INFO_V1(ddict_attach);
+PG_FUNCTION_INFO_V1(ddict_detach);
+PG_FUNCTION_INFO_V1(ddict_forget);
+
+#define PLAN_KEY_LEN 1024
+
+typedef struct PlanEntry
+{
+	char		key[PLAN_KEY_LEN];
+	SPIPlanPtr	plan;
+} PlanEntry;
+
+static HTAB *plan_cache = NULL;
+
+SPIPlanPtr
+ddict_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	StringInfoData key;
+	PlanEntry  *e;
+	bool		found;
+	SPIPlanPtr	plan;
+
+	initStringInfo(&key);
+	for (int i = 0; i < nargs; i++)
+		appendStringInfo(&key, "%u,", argtypes[i]);
+	appendStringInfo(&key, "|%s", sql);
+
+	if (plan_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = PLAN_KEY_LEN;
+		ctl.entrysize = sizeof(PlanEntry);
+		plan_cache = hash_create("ddict plans", 64, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	if (key.len < PLAN_KEY_LEN)
+	{
+		e = hash_search(plan_cache, key.data, HASH_FIND, NULL);
+		if (e)
+			return e->plan;
+	}
+
+	plan = SPI_prepare(sql, nargs, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "ddict: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (key.len >= PLAN_KEY_LEN)
+		return plan;			/* too long to cache: lives until SPI_finish */
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "ddict: SPI_keepplan failed");
+	e = hash_search(plan_cache, key.data, HASH_ENTER, &found);
+	e->plan = plan;
+	return plan;
+}
+
+/* Namespace of the installed extension, looked up in pg_extension. */
+static Oid
+ext_namespace(void)
+{
+	static Oid	cached_ext = InvalidOid;
+	static Oid	cached_nsp = InvalidOid;
+	Oid			ext = get_extension_oid("ddict", true);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	if (!OidIsValid(ext))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"ddict\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION ddict.")));
+	if (ext == cached_ext)
+		return cached_nsp;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ext));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "ddict: extension %u vanished", ext);
+	cached_nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	cached_ext = ext;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return cached_nsp;
+}
+
+char *
+ddict_ext_schema(void)
+{
+	return pstrdup(quote_identifier(get_namespace_name(ext_namespace())));
+}
+
+static char *
+registry_sql(const char *fmt)
+{
+	return psprintf(fmt, ddict_ext_schema());
+}
+
+/* Reads the registry row of relid into key/value column names; SPI connected. */
+static bool
+registry_row(Oid relid, char **keycol, char **valcol)
+{
+	Oid			argtypes[1] = {REGCLASSOID};
+	Datum		args[1] = {ObjectIdGetDatum(relid)};
+	SPIPlanPtr	plan;
+	int			rc;
+
+	plan = ddict_plan(registry_sql("SELECT key_column::pg_catalog.text, value_column::pg_catalog.text "
+								   "FROM %s.ddict_registry WHERE dict OPERATOR(pg_catalog.=) $1"),
+					  1, argtypes);
+	rc = SPI_execute_plan(plan, args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "ddict: registry lookup failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return false;
+	if (keycol)
+		*keycol = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (valcol)
+		*valcol = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	return true;
+}
+
+bool
+ddict_is_registered(Oid relid)
+{
+	return registry_row(relid, NULL, NULL);
+}
+
+static char *
+rel_name_or_error(Oid relid)
+{
+	char	   *name = get_rel_name(relid);
+
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	return name;
+}
+
+static char *
+qualified_name(Oid relid)
+{
+	char	   *rel = rel_name_or_error(relid);
+
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel);
+}
+
+DictInfo *
+ddict_lookup(Oid relid)
+{
+	DictInfo   *d = palloc0(sizeof(DictInfo));
+	char	   *keycol,
+			   *valcol;
+	AttrNumber	katt,
+				vatt;
+	Oid			coll;
+	int32		ktypmod;
+
+	(void) rel_name_or_error(relid);
+	if (!registry_row(relid, &keycol, &valcol))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("table \"%s\" is not a dict", get_rel_name(relid)),
+				 errhint("Create one with ddict_create() or adopt a table with ddict_attach().")));
+	katt = get_attnum(relid, keycol);
+	vatt = get_attnum(relid, valcol);
+	if (katt <= 0 || vatt <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("dict \"%s\" has no column \"%s\"", get_rel_name(relid),
+						katt <= 0 ? keycol : valcol),
+				 errhint("Columns of a dict must not be renamed; detach and attach it again.")));
+	d->relid = relid;
+	d->qualname = qualified_name(relid);
+	d->keycol = pstrdup(quote_identifier(keycol));
+	d->valcol = pstrdup(quote_identifier(valcol));
+	get_atttypetypmodcoll(relid, katt, &d->keytype, &ktypmod, &coll);
+	get_atttypetypmodcoll(relid, vatt, &d->valtype, &d->valtypmod, &coll);
+	return d;
+}
+
+/* Run a utility or DML statement through SPI as the registry's owner. */
+static void
+exec_as_registry_owner(const char *sql, int nargs, Oid *argtypes, Datum *args)
+{
+	Oid			nsp = ext_namespace();
+	Oid			regrel = get_relname_relid("ddict_registry", nsp);
+	HeapTuple	tup;
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec;
+	int			rc;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(regrel));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "ddict: registry table not found");
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	rc = SPI_execute_with_args(sql, nargs, argtypes, args, NULL, false, 0);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (rc < 0)
+		elog(ERROR, "ddict: registry update failed: %s", SPI_result_code_string(rc));
+}
+
+static void
+exec_sql(const char *sql)
+{
+	int			rc = SPI_execute(sql, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "ddict: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
+}
+
+static void
+check_owner(Oid relid)
+{
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
+}
+
+static AttrNumber
+user_column(Oid relid, const char *name, const char *what)
+{
+	AttrNumber	att = get_attnum(relid, name);
+
+	if (att == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s column \"%s\" does not exist in table \"%s\"",
+						what, name, get_rel_name(relid))));
+	if (att < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s column \"%s\" is a system column", what, name)));
+	return att;
+}
+
+/* A valid, immediate, non-partial unique index on exactly the key column? */
+static bool
+key_is_unique(Relation rel, AttrNumber keyatt)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		ok = false;
+
+	foreach(lc, indexes)
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index idx;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		idx = (Form_pg_index) GETSTRUCT(tup);
+		if (idx->indisunique && idx->indimmediate && idx->indisvalid &&
+			idx->indnkeyatts == 1 && idx->indkey.values[0] == keyatt &&
+			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
+			heap_attisnull(tup, Anum_pg_index_indexprs, NULL))
+			ok = true;
+		ReleaseSysCache(tup);
+	}
+	list_free(indexes);
+	return ok;
+}
+
+/* The body of ddict_attach(); SPI connected. */
+static void
+attach_internal(Oid relid, const char *keycol, const char *valcol)
+{
+	Relation	rel;
+	AttrNumber	katt,
+				vatt;
+	Oid			keytype;
+	char	   *qual;
+	char	   *schema = ddict_ext_schema();
+	char	   *args;
+	Oid			argtypes[3] = {REGCLASSOID, NAMEOID, NAMEOID};
+	Datum		values[3];
+	NameData	kname,
+				vname;
+
+	rel = table_open(relid, ShareRowExclusiveLock);
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel)),
+				 errdetail("Only ordinary tables can be dicts.")));
+	check_owner(relid);
+	katt = user_column(relid, keycol, "key");
+	vatt = user_column(relid, valcol, "value");
+	if (katt == vatt)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("key and value must be different columns")));
+	keytype = getBaseType(get_atttype(relid, katt));
+	if (keytype != TEXTOID && keytype != VARCHAROID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("key column \"%s\" must be of type text or varchar, not %s",
+						keycol, format_type_be(get_atttype(relid, katt)))));
+	if (!key_is_unique(rel, katt))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("key column \"%s\" of table \"%s\" has no unique index",
+						keycol, RelationGetRelationName(rel)),
+				 errhint("Add a PRIMARY KEY or a UNIQUE constraint on the key column.")));
+	table_close(rel, NoLock);
+	if (ddict_is_registered(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("table \"%s\" is already a dict", get_rel_name(relid))));
+
+	qual = qualified_name(relid);
+	args = psprintf("%s, %s", quote_literal_cstr(keycol), quote_literal_cstr(valcol));
+	exec_sql(psprintf("CREATE TRIGGER ddict_change AFTER INSERT OR UPDATE OF %s, %s OR DELETE ON %s "
+					  "FOR EACH ROW EXECUTE FUNCTION %s.ddict_trigger(%s)",
+					  quote_identifier(keycol), quote_identifier(valcol), qual, schema, args));
+	exec_sql(psprintf("CREATE TRIGGER ddict_truncate AFTER TRUNCATE ON %s "
+					  "FOR EACH STATEMENT EXECUTE FUNCTION %s.ddict_trigger(%s)",
+					  qual, schema, args));
+	exec_sql(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER ddict_change, "
+					  "ENABLE ALWAYS TRIGGER ddict_truncate", qual));
+
+	namestrcpy(&kname, keycol);
+	namestrcpy(&vname, valcol);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = NameGetDatum(&kname);
+	values[2] = NameGetDatum(&vname);
+	exec_as_registry_owner(psprintf("INSERT INTO %s.ddict_registry (dict, key_column, value_column) "
+									"VALUES ($1, $2, $3)", schema),
+						   3, argtypes, values);
+
+	/* A new dict: its version moves at commit, and clients load it whole. */
+	(void) ddict_version_ensure(MyDatabaseId, relid);
+	ddict_note_change(relid, NULL, 0);
+}
+
+static void
+require_arg(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+}
+
+Datum
+ddict_attach(PG_FUNCTION_ARGS)
+{
+	ddict_require_preload();
+	require_arg(fcinfo, 0, "dict");
+	require_arg(fcinfo, 1, "key_column");
+	require_arg(fcinfo, 2, "value_column");
+	SPI_connect();
+	attach_internal(PG_GETARG_OID(0), NameStr(*PG_GETARG_NAME(1)),
+					NameStr(*PG_GETARG_NAME(2)));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+Datum
+ddict_create(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			valtype;
+	RangeVar   *rv;
+	Oid			nsp;
+	Oid			relid;
+	char		typtype;
+
+	ddict_require_preload();
+	require_arg(fcinfo, 0, "dict");
+	require_arg(fcinfo, 1, "value_type");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	valtype = PG_GETARG_OID(1);
+	typtype = get_typtype(valtype);
+	if (typtype == TYPTYPE_PSEUDO || typtype == '\0' || !get_typisdefined(valtype))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("type %s cannot be the value type of a dict", format_type_be(valtype))));
+
+	rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
+	nsp = RangeVarGetCreationNamespace(rv);
+
+	SPI_connect();
+	exec_sql(psprintf("CREATE TABLE %s (key pg_catalog.text PRIMARY KEY, value %s NOT NULL)",
+					  quote_qualified_identifier(get_namespace_name(nsp), rv->relname),
+					  format_type_be_qualified(valtype)));
+	relid = get_relname_relid(rv->relname, nsp);
+	if (!OidIsValid(relid))
+		elog(ERROR, "ddict: created table \"%s\" not found", rv->relname);
+	attach_internal(relid, "key", "value");
+	SPI_finish();
+	PG_RETURN_OID(relid);
+}
+
+Datum
+ddict_detach(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	char	   *qual;
+	Oid			argtypes[1] = {REGCLASSOID};
+	Datum		values[1];
+
+	ddict_require_preload();
+	require_arg(fcinfo, 0, "dict");
+	relid = PG_GETARG_OID(0);
+	SPI_connect();
+	LockRelationOid(relid, ShareRowExclusiveLock);
+	(void) ddict_lookup(relid);
+	check_owner(relid);
+	qual = qualified_name(relid);
+	exec_sql(psprintf("DROP TRIGGER IF EXISTS ddict_change ON %s", qual));
+	exec_sql(psprintf("DROP TRIGGER IF EXISTS ddict_truncate ON %s", qual));
+	values[0] = ObjectIdGetDatum(relid);
+	exec_as_registry_owner(psprintf("DELETE FROM %s.ddict_registry WHERE dict OPERATOR(pg_catalog.=) $1",
+									ddict_ext_schema()),
+						   1, argtypes, values);
+	ddict_note_forget(relid);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* Called by the sql_drop event trigger for a dropped dict table. */
+Datum
+ddict_forget(PG_FUNCTION_ARGS)
+{
+	ddict_require_preload();
+	if (!PG_ARGISNULL(0))
+		ddict_note_forget(PG_GETARG_OID(0));
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,74 @@
+/*
+ * stats.c — reading versions: ddict_last_updated(), ddict_epoch() and the
+ * per-dict statistics behind the ddict_stats view.
+ *
+ * ddict_last_updated() is the function clients poll: when the dict has a
+ * slot in shared memory it takes a shared LWLock, probes the hash table and
+ * reads an atomic, and touches no table.  Only the first call for a dict
+ * after a server start (or on a standby before the first replayed bump)
+ * checks the registry and creates the slot.
+ */
+#include "ddict.h"
+
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/tuplestore.h"
+
+PG_FUNCTION_INFO_V1(ddict_last_updated);
+PG_FUNCTION_INFO_V1(ddict_epoch_sql);
+PG_FUNCTION_INFO_V1(ddict_stats_internal);
+
+uint64
+ddict_current_version(Oid relid)
+{
+	uint64		v;
+
+	if (ddict_version_get(MyDatabaseId, relid, &v))
+		return v;
+	SPI_connect();
+	(void) ddict_lookup(relid);
+	SPI_finish();
+	return ddict_version_ensure(MyDatabaseId, relid);
+}
+
+Datum
+ddict_last_updated(PG_FUNCTION_ARGS)
+{
+	ddict_require_preload();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("dict must not be NULL")));
+	PG_RETURN_INT64((int64) ddict_current_version(PG_GETARG_OID(0)));
+}
+
+Datum
+ddict_epoch_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64((int64) ddict_epoch());
+}
+
+Datum
+ddict_stats_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DictStat   *st;
+	int			n;
+
+	ddict_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+	n = ddict_stats_collect(MyDatabaseId, &st);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = ObjectIdGetDatum(st[i].relid);
+		values[1] = Int64GetDatum((int64) st[i].version);
+		values[2] = Int64GetDatum((int64) st[i].commits);
+		values[3] = TimestampTzGetDatum(st[i].last_changed);
+		nulls[3] = (st[i].last_changed == 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

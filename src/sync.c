@@ -1,0 +1,238 @@
+/*
+ * sync.c — ddict_changes(): what a client cache needs, in one round trip.
+ *
+ *   ddict_changes(dict, since_version, since_epoch, since_cursor)
+ *     RETURNS TABLE(kind "char", key text, value bytea,
+ *                   version bigint, epoch bigint, cursor bigint)
+ *
+ * The first row is a header: kind 'u' (unchanged: nothing follows), 'd'
+ * (delta: the changed keys follow) or 'f' (full: every key follows; the
+ * client replaces its contents), with the version, epoch and cursor the
+ * client stores for its next call.  Then one row per key: 's' with its value,
+ * or 'x' when it no longer exists.  Values are bytes: a bytea value as is,
+ * any other type as its text output, so the client needs no per-type code
+ * and binary values survive.
+ *
+ * Order is what makes it correct: the version is read first, then the change
+ * ring's horizon (the next cursor), and only then a fresh snapshot is taken
+ * for the rows.  Versions move only after the writer is visible, so the rows
+ * are at least as new as the version in the header.  READ COMMITTED is
+ * required: under REPEATABLE READ the snapshot could predate the version.
+ */
+#include "ddict.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/tuplestore.h"
+
+PG_FUNCTION_INFO_V1(ddict_changes);
+
+typedef struct Emitter
+{
+	ReturnSetInfo *rsinfo;
+} Emitter;
+
+static void
+emit(Emitter *em, char kind, Datum key, bool key_null, Datum value, bool value_null)
+{
+	Datum		values[6];
+	bool		nulls[6] = {false, key_null, value_null, true, true, true};
+
+	values[0] = CharGetDatum(kind);
+	values[1] = key;
+	values[2] = value;
+	tuplestore_putvalues(em->rsinfo->setResult, em->rsinfo->setDesc, values, nulls);
+}
+
+static void
+emit_header(Emitter *em, char kind, uint64 version, uint64 epoch, uint64 cursor)
+{
+	Datum		values[6];
+	bool		nulls[6] = {false, true, true, false, false, false};
+
+	values[0] = CharGetDatum(kind);
+	values[1] = values[2] = (Datum) 0;
+	values[3] = Int64GetDatum((int64) version);
+	values[4] = Int64GetDatum((int64) epoch);
+	values[5] = Int64GetDatum((int64) cursor);
+	tuplestore_putvalues(em->rsinfo->setResult, em->rsinfo->setDesc, values, nulls);
+}
+
+/* The value expression: bytea as is, anything else through its text form. */
+static char *
+value_expr(DictInfo *d)
+{
+	if (getBaseType(d->valtype) == BYTEAOID)
+		return d->valcol;
+	return psprintf("%s::pg_catalog.text", d->valcol);
+}
+
+/* Emit the rows of the current SPI tuptable as 's' rows. */
+static void
+emit_rows(Emitter *em)
+{
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		kn,
+					vn;
+		Datum		k = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &kn);
+		Datum		v = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &vn);
+
+		/* text and bytea share the varlena layout; detoast before storing */
+		emit(em, 's', kn ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_PACKED(k)), kn,
+			 vn ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_PACKED(v)), vn);
+	}
+}
+
+static void
+full_reload(Emitter *em, DictInfo *d)
+{
+	SPIPlanPtr	plan;
+	Portal		portal;
+
+	plan = ddict_plan(psprintf("SELECT %s::pg_catalog.text, %s FROM %s",
+							   d->keycol, value_expr(d), d->qualname), 0, NULL);
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		emit_rows(em);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+}
+
+static int
+text_cmp(const void *a, const void *b)
+{
+	text	   *ta = *(text *const *) a;
+	text	   *tb = *(text *const *) b;
+	int			la = VARSIZE_ANY_EXHDR(ta),
+				lb = VARSIZE_ANY_EXHDR(tb);
+	int			c = memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), Min(la, lb));
+
+	return c != 0 ? c : (la > lb) - (la < lb);
+}
+
+static void
+delta_reload(Emitter *em, DictInfo *d, List *keys)
+{
+	int			n = list_length(keys),
+				u = 0;
+	text	  **arr;
+	bool	   *found;
+	Datum	   *elems;
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	Datum		args[1];
+	SPIPlanPtr	plan;
+	int			rc;
+
+	if (n == 0)
+		return;
+	arr = palloc(sizeof(text *) * n);
+	for (int i = 0; i < n; i++)
+		arr[i] = (text *) list_nth(keys, i);
+	qsort(arr, n, sizeof(text *), text_cmp);
+	for (int i = 0; i < n; i++)
+		if (u == 0 || text_cmp(&arr[u - 1], &arr[i]) != 0)
+			arr[u++] = arr[i];
+	elems = palloc(sizeof(Datum) * u);
+	for (int i = 0; i < u; i++)
+		elems[i] = PointerGetDatum(arr[i]);
+	args[0] = PointerGetDatum(construct_array(elems, u, TEXTOID, -1, false, TYPALIGN_INT));
+
+	plan = ddict_plan(psprintf("SELECT %s::pg_catalog.text, %s FROM %s "
+							   "WHERE %s OPERATOR(pg_catalog.=) ANY ($1)",
+							   d->keycol, value_expr(d), d->qualname, d->keycol),
+					  1, argtypes);
+	rc = SPI_execute_plan(plan, args, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "ddict: delta query failed: %s", SPI_result_code_string(rc));
+	emit_rows(em);
+
+	found = palloc0(sizeof(bool) * u);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		kn;
+		text	   *k = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[i],
+													 SPI_tuptable->tupdesc, 1, &kn));
+		text	  **hit = bsearch(&k, arr, u, sizeof(text *), text_cmp);
+
+		if (hit)
+			found[hit - arr] = true;
+	}
+	for (int i = 0; i < u; i++)
+		if (!found[i])
+			emit(em, 'x', PointerGetDatum(arr[i]), false, (Datum) 0, true);
+}
+
+Datum
+ddict_changes(PG_FUNCTION_ARGS)
+{
+	Emitter		em;
+	Oid			relid;
+	DictInfo   *d;
+	uint64		version,
+				epoch,
+				cursor = 0;
+	bool		have = !PG_ARGISNULL(1) && !PG_ARGISNULL(2);
+	bool		recovery = RecoveryInProgress();
+	List	   *keys = NIL;
+
+	ddict_require_preload();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("dict must not be NULL")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ddict_changes() must run in a READ COMMITTED transaction"),
+				 errdetail("Its rows must come from a snapshot taken after the version was read.")));
+	relid = PG_GETARG_OID(0);
+	InitMaterializedSRF(fcinfo, 0);
+	em.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	SPI_connect();
+	d = ddict_lookup(relid);
+	version = ddict_current_version(relid);
+	epoch = ddict_epoch();
+
+	if (have && (uint64) PG_GETARG_INT64(2) == epoch &&
+		(uint64) PG_GETARG_INT64(1) == version)
+	{
+		emit_header(&em, 'u', version, epoch, PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3));
+		SPI_finish();
+		return (Datum) 0;
+	}
+
+	/* Standbys have no change ring: they always answer in full. */
+	if (!recovery)
+		cursor = ddict_changelog_horizon();
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (have && !recovery && !PG_ARGISNULL(3) && PG_GETARG_INT64(3) > 0 &&
+		(uint64) PG_GETARG_INT64(2) == epoch &&
+		ddict_changelog_collect(MyDatabaseId, relid, (uint64) PG_GETARG_INT64(3), &keys))
+	{
+		emit_header(&em, 'd', version, epoch, cursor);
+		delta_reload(&em, d, keys);
+	}
+	else
+	{
+		emit_header(&em, 'f', version, epoch, cursor);
+		full_reload(&em, d);
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+	return (Datum) 0;
+}

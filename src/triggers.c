@@ -1,0 +1,138 @@
+/*
+ * triggers.c — the trigger every dict table carries.
+ *
+ * ddict_attach() installs it twice, ENABLE ALWAYS so that it also fires under
+ * session_replication_role = replica and in logical replication apply:
+ *
+ *   AFTER INSERT OR UPDATE OF key, value OR DELETE FOR EACH ROW
+ *   AFTER TRUNCATE FOR EACH STATEMENT
+ *
+ * with the key and value column names as arguments.  It only notes the
+ * change for xact.c; versions move at commit.  It also enforces
+ * ddict.max_value_size, so an oversized value fails on every write path
+ * (ddict_set, plain INSERT, COPY) with the same clear error.
+ */
+#include "ddict.h"
+
+#include "access/detoast.h"
+#include "access/htup_details.h"
+#include "commands/trigger.h"
+#include "utils/rel.h"
+
+PG_FUNCTION_INFO_V1(ddict_trigger);
+
+static int
+column_number(Relation rel, const char *name)
+{
+	int			attnum = SPI_fnumber(RelationGetDescr(rel), name);
+
+	if (attnum <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("dict column \"%s\" of table \"%s\" does not exist",
+						name, RelationGetRelationName(rel)),
+				 errhint("Columns of a dict must not be renamed; detach and attach it again.")));
+	return attnum;
+}
+
+static void
+note_key(Oid relid, HeapTuple tuple, TupleDesc desc, int keyatt)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tuple, keyatt, desc, &isnull);
+	text	   *t;
+
+	if (isnull)
+		return;
+	t = DatumGetTextPP(d);
+	ddict_note_change(relid, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+static void
+check_value_size(Relation rel, HeapTuple tuple, int valatt)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tuple, valatt, RelationGetDescr(rel), &isnull);
+	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), valatt - 1);
+	Size		sz;
+
+	if (isnull || att->attlen != -1)
+		return;
+	sz = toast_raw_datum_size(d) - VARHDRSZ;
+	if (sz > (Size) ddict_max_value_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("value of %zu bytes exceeds ddict.max_value_size (%d bytes) in dict \"%s\"",
+						sz, ddict_max_value_size, RelationGetRelationName(rel))));
+}
+
+static bool
+same_key(HeapTuple a, HeapTuple b, TupleDesc desc, int keyatt)
+{
+	bool		na,
+				nb;
+	Datum		da = heap_getattr(a, keyatt, desc, &na);
+	Datum		db = heap_getattr(b, keyatt, desc, &nb);
+	text	   *ta,
+			   *tb;
+
+	if (na || nb)
+		return na == nb;
+	ta = DatumGetTextPP(da);
+	tb = DatumGetTextPP(db);
+	return VARSIZE_ANY_EXHDR(ta) == VARSIZE_ANY_EXHDR(tb) &&
+		memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), VARSIZE_ANY_EXHDR(ta)) == 0;
+}
+
+Datum
+ddict_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	desc;
+	Oid			relid;
+	int			keyatt,
+				valatt;
+
+	ddict_require_preload();
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ddict_trigger() must be called as a trigger")));
+	if (!TRIGGER_FIRED_AFTER(td->tg_event) || td->tg_trigger->tgnargs != 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ddict_trigger() must be installed by ddict_attach()")));
+
+	rel = td->tg_relation;
+	relid = RelationGetRelid(rel);
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+	{
+		ddict_note_change(relid, NULL, 0);
+		return PointerGetDatum(NULL);
+	}
+	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ddict_trigger() must be installed by ddict_attach()")));
+
+	desc = RelationGetDescr(rel);
+	keyatt = column_number(rel, td->tg_trigger->tgargs[0]);
+	valatt = column_number(rel, td->tg_trigger->tgargs[1]);
+
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+	{
+		check_value_size(rel, td->tg_trigtuple, valatt);
+		note_key(relid, td->tg_trigtuple, desc, keyatt);
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		note_key(relid, td->tg_trigtuple, desc, keyatt);
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		check_value_size(rel, td->tg_newtuple, valatt);
+		if (!same_key(td->tg_trigtuple, td->tg_newtuple, desc, keyatt))
+			note_key(relid, td->tg_trigtuple, desc, keyatt);
+		note_key(relid, td->tg_newtuple, desc, keyatt);
+	}
+	return PointerGetDatum(NULL);
+}
