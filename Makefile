@@ -12,9 +12,9 @@ OBJS        = src/ddict.o src/shmem.o src/changelog.o src/xact.o src/triggers.o 
 DATA        = sql/ddict--1.0.sql
 PGFILEDESC  = "ddict - dicts backed by tables with commit-time versions"
 
-REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_stats
+REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_changes 09_stats
 REGRESS_OPTS = --inputdir=. --outputdir=test/out/regress --user=postgres
-ISOLATION    = commit_visibility rollback out_of_order setdefault sync_delta
+ISOLATION    = commit_visibility rollback out_of_order setdefault changes_delta
 ISOLATION_OPTS = --inputdir=test/isolation --outputdir=test/out/isolation --user=postgres
 
 PG_CONFIG  ?= /usr/lib/postgresql/15/bin/pg_config

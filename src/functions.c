@@ -228,7 +228,7 @@ materialize(FunctionCallInfo fcinfo, const char *sql)
 	SPIPlanPtr	plan;
 	Portal		portal;
 
-	InitMaterializedSRF(fcinfo, 0);
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	plan = ddict_plan(sql, 0, NULL);
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	for (;;)

@@ -1,0 +1,59 @@
+-- ddict_changes(): the client's one-round-trip check and delta.
+SELECT ddict_create('syncd');
+SELECT ddict_set('syncd', 'a', '1');
+SELECT ddict_set('syncd', 'b', '2');
+
+-- first call: full load, header first
+SELECT kind, key, convert_from(value, 'UTF8') AS value,
+       version IS NOT NULL AS has_version, "cursor" > 0 AS has_cursor
+  FROM ddict_changes('syncd') ORDER BY kind = 's', key;
+SELECT version AS v, epoch AS e, "cursor" AS c FROM ddict_changes('syncd') WHERE kind = 'f' \gset
+
+-- unchanged: one header row, no data
+SELECT kind, key, value, version = :v AS same_version, "cursor" = :c AS same_cursor
+  FROM ddict_changes('syncd', :v, :e, :c);
+
+-- one change: a delta of exactly that key
+SELECT ddict_set('syncd', 'a', '10');
+SELECT kind, key, convert_from(value, 'UTF8') AS value, version > :v AS newer
+  FROM ddict_changes('syncd', :v, :e, :c) ORDER BY kind = 's', key;
+SELECT version AS v, "cursor" AS c FROM ddict_changes('syncd', :v, :e, :c) WHERE kind IN ('d', 'f') \gset
+
+-- deletes come as 'x'; several writes of one key come once
+SELECT ddict_delete('syncd', 'b');
+SELECT ddict_set('syncd', 'c', '3');
+SELECT ddict_set('syncd', 'c', '4');
+SELECT kind, key, convert_from(value, 'UTF8') AS value
+  FROM ddict_changes('syncd', :v, :e, :c) ORDER BY kind <> 'd', key;
+SELECT version AS v, "cursor" AS c FROM ddict_changes('syncd', :v, :e, :c) WHERE kind IN ('d', 'f') \gset
+
+-- writes to other dicts do not show up
+SELECT ddict_set('settings', 'unrelated', 'x');
+SELECT kind, count(*) FROM ddict_changes('syncd', :v, :e, :c) GROUP BY kind ORDER BY kind;
+
+-- TRUNCATE forces a full reload
+TRUNCATE syncd;
+INSERT INTO syncd VALUES ('after', 'truncate');
+SELECT kind, key, convert_from(value, 'UTF8') AS value
+  FROM ddict_changes('syncd', :v, :e, :c) ORDER BY kind = 's', key;
+SELECT version AS v, "cursor" AS c FROM ddict_changes('syncd', :v, :e, :c) WHERE kind IN ('d', 'f') \gset
+
+-- more keys in one transaction than ddict.max_delta_keys: full reload
+SET ddict.max_delta_keys = 3;
+INSERT INTO syncd SELECT 'k' || i, 'v' FROM generate_series(1, 5) i;
+RESET ddict.max_delta_keys;
+SELECT kind, count(*) FROM ddict_changes('syncd', :v, :e, :c) GROUP BY kind ORDER BY kind;
+
+-- a wrong epoch or a bogus cursor is answered in full, never wrongly
+SELECT kind FROM ddict_changes('syncd', :v, :e + 1, :c) WHERE kind IN ('u', 'd', 'f');
+SELECT kind FROM ddict_changes('syncd', 1, :e, 12345) WHERE kind IN ('u', 'd', 'f');
+SELECT kind FROM ddict_changes('syncd', 1, :e, 0) WHERE kind IN ('u', 'd', 'f');
+
+-- bytea values arrive as raw bytes, others as their text form
+SELECT key, value FROM ddict_changes('blobs') WHERE kind = 's';
+SELECT key, convert_from(value, 'UTF8') FROM ddict_changes('docs') WHERE kind = 's' ORDER BY key;
+
+-- REPEATABLE READ would let the rows predate the version: refused
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM ddict_changes('syncd');
+ROLLBACK;
