@@ -97,6 +97,18 @@ SELECT ddict_last_updated('vers') AS v \gset
 UPDATE vers SET note = 'irrelevant';
 SELECT ddict_last_updated('vers') = :v AS other_column_no_bump;
 
+-- an UPDATE that stores the same key and value is no change
+SELECT ddict_last_updated('vers') AS v \gset
+UPDATE vers SET value = value;
+SELECT ddict_last_updated('vers') = :v AS same_value_no_bump;
+-- a value changed only by a user's BEFORE trigger is a change
+CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN NEW.value := upper(NEW.note); RETURN NEW; END $$;
+CREATE TRIGGER shout BEFORE UPDATE ON vers FOR EACH ROW EXECUTE FUNCTION shout();
+UPDATE vers SET note = 'loud' WHERE key = 'n';
+SELECT ddict_last_updated('vers') > :v AS before_trigger_change_bumps, ddict_get('vers', 'n');
+DROP TRIGGER shout ON vers;
+
 -- FK cascades into a dict bump it
 CREATE TABLE owners (id text PRIMARY KEY);
 CREATE TABLE owned (key text PRIMARY KEY REFERENCES owners ON DELETE CASCADE, value text NOT NULL);

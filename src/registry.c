@@ -359,9 +359,14 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 
 	qual = qualified_name(relid);
 	args = psprintf("%s, %s", quote_literal_cstr(keycol), quote_literal_cstr(valcol));
-	exec_sql(psprintf("CREATE TRIGGER ddict_change AFTER INSERT OR UPDATE OF %s, %s OR DELETE ON %s "
+	/*
+	 * No "UPDATE OF key, value": PostgreSQL skips column triggers when only a
+	 * BEFORE trigger changed the column.  The trigger compares old and new
+	 * key and value itself.
+	 */
+	exec_sql(psprintf("CREATE TRIGGER ddict_change AFTER INSERT OR UPDATE OR DELETE ON %s "
 					  "FOR EACH ROW EXECUTE FUNCTION %s.ddict_trigger(%s)",
-					  quote_identifier(keycol), quote_identifier(valcol), qual, schema, args));
+					  qual, schema, args));
 	exec_sql(psprintf("CREATE TRIGGER ddict_truncate AFTER TRUNCATE ON %s "
 					  "FOR EACH STATEMENT EXECUTE FUNCTION %s.ddict_trigger(%s)",
 					  qual, schema, args));

@@ -128,6 +128,17 @@ entry_create(DictKey *key, uint64 version, bool *full)
 	DictEntry  *e;
 	bool		found;
 
+	/*
+	 * A shared hash table takes spare shared memory beyond its size estimate
+	 * rather than failing; the limit is ours to keep (as pg_stat_statements
+	 * does), so that the server's other users keep that reserve.
+	 */
+	e = hash_search(dict_table, key, HASH_FIND, NULL);
+	if (e == NULL && hash_get_num_entries(dict_table) >= ddict_max_dicts)
+	{
+		*full = true;
+		return NULL;
+	}
 	e = hash_search(dict_table, key, HASH_ENTER_NULL, &found);
 	*full = (e == NULL);
 	if (e && !found)

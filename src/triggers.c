@@ -4,11 +4,13 @@
  * ddict_attach() installs it twice, ENABLE ALWAYS so that it also fires under
  * session_replication_role = replica and in logical replication apply:
  *
- *   AFTER INSERT OR UPDATE OF key, value OR DELETE FOR EACH ROW
+ *   AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW
  *   AFTER TRUNCATE FOR EACH STATEMENT
  *
  * with the key and value column names as arguments.  It only notes the
- * change for xact.c; versions move at commit.  It also enforces
+ * change for xact.c; versions move at commit.  An UPDATE that leaves key and
+ * value as they were (another column changed, or value = value) is not a
+ * change of the dict.  It also enforces
  * ddict.max_value_size, so an oversized value fails on every write path
  * (ddict_set, plain INSERT, COPY) with the same clear error.
  */
@@ -17,6 +19,7 @@
 #include "access/detoast.h"
 #include "access/htup_details.h"
 #include "commands/trigger.h"
+#include "utils/datum.h"
 #include "utils/rel.h"
 
 PG_FUNCTION_INFO_V1(ddict_trigger);
@@ -66,22 +69,22 @@ check_value_size(Relation rel, HeapTuple tuple, int valatt)
 						sz, ddict_max_value_size, RelationGetRelationName(rel))));
 }
 
+/*
+ * Same stored image of column att?  Unchanged toasted values keep their toast
+ * pointer; a value stored differently but equal only costs a spurious bump.
+ */
 static bool
-same_key(HeapTuple a, HeapTuple b, TupleDesc desc, int keyatt)
+same_column(HeapTuple a, HeapTuple b, TupleDesc desc, int att)
 {
+	Form_pg_attribute attr = TupleDescAttr(desc, att - 1);
 	bool		na,
 				nb;
-	Datum		da = heap_getattr(a, keyatt, desc, &na);
-	Datum		db = heap_getattr(b, keyatt, desc, &nb);
-	text	   *ta,
-			   *tb;
+	Datum		da = heap_getattr(a, att, desc, &na);
+	Datum		db = heap_getattr(b, att, desc, &nb);
 
 	if (na || nb)
 		return na == nb;
-	ta = DatumGetTextPP(da);
-	tb = DatumGetTextPP(db);
-	return VARSIZE_ANY_EXHDR(ta) == VARSIZE_ANY_EXHDR(tb) &&
-		memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), VARSIZE_ANY_EXHDR(ta)) == 0;
+	return datumIsEqual(da, db, attr->attbyval, attr->attlen);
 }
 
 Datum
@@ -129,8 +132,12 @@ ddict_trigger(PG_FUNCTION_ARGS)
 		note_key(relid, td->tg_trigtuple, desc, keyatt);
 	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
+		bool		key_same = same_column(td->tg_trigtuple, td->tg_newtuple, desc, keyatt);
+
+		if (key_same && same_column(td->tg_trigtuple, td->tg_newtuple, desc, valatt))
+			return PointerGetDatum(NULL);
 		check_value_size(rel, td->tg_newtuple, valatt);
-		if (!same_key(td->tg_trigtuple, td->tg_newtuple, desc, keyatt))
+		if (!key_same)
 			note_key(relid, td->tg_trigtuple, desc, keyatt);
 		note_key(relid, td->tg_newtuple, desc, keyatt);
 	}

@@ -38,6 +38,7 @@ typedef struct Forget
 {
 	Oid			relid;
 	int			pos;			/* npending when the dict was detached/dropped */
+	int			level;			/* transaction nest level of the detach/drop */
 } Forget;
 
 static Forget *forgets = NULL;
@@ -144,6 +145,7 @@ ddict_note_forget(Oid relid)
 	}
 	forgets[nforgets].relid = relid;
 	forgets[nforgets].pos = npending;
+	forgets[nforgets].level = GetCurrentTransactionNestLevel();
 	nforgets++;
 	MemoryContextSwitchTo(old);
 }
@@ -280,12 +282,16 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	{
 		while (npending > 0 && pending[npending - 1].level >= lvl)
 			npending--;
+		while (nforgets > 0 && forgets[nforgets - 1].level >= lvl)
+			nforgets--;
 		cached_npending = -1;
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
 	{
 		for (int i = npending - 1; i >= 0 && pending[i].level >= lvl; i--)
 			pending[i].level = lvl - 1;
+		for (int i = nforgets - 1; i >= 0 && forgets[i].level >= lvl; i--)
+			forgets[i].level = lvl - 1;
 	}
 }
 
