@@ -39,10 +39,12 @@ extern uint64 ddict_now_us(void);
 /* shmem.c */
 extern Size ddict_shmem_size(void);
 extern void ddict_shmem_init(void);
-extern bool ddict_version_get(Oid dboid, Oid relid, uint64 *version);
+extern bool ddict_version_get(Oid dboid, Oid relid, uint64 *version, bool *pending);
 extern uint64 ddict_version_ensure(Oid dboid, Oid relid);
 extern uint64 ddict_version_bump(Oid dboid, Oid relid);
-extern void ddict_version_redo(Oid dboid, Oid relid, uint64 version);
+extern void ddict_version_redo_intent(Oid dboid, Oid relid, TransactionId xid);
+extern void ddict_version_redo(Oid dboid, Oid relid, TransactionId xid, uint64 version);
+extern void ddict_version_resolve(Oid dboid, Oid relid);
 extern void ddict_version_forget(Oid dboid, Oid relid);
 extern uint64 ddict_epoch(void);
 
@@ -80,7 +82,8 @@ extern void ddict_note_forget(Oid relid);
 
 /* wal.c */
 extern void ddict_wal_register(void);
-extern void ddict_wal_log_bump(Oid dboid, Oid relid, uint64 version);
+extern void ddict_wal_log_intent(Oid dboid, TransactionId xid, Oid *relids, int n);
+extern void ddict_wal_log_bump(Oid dboid, Oid relid, TransactionId xid, uint64 version);
 extern void ddict_wal_log_forget(Oid dboid, Oid relid);
 
 /* registry.c */

@@ -11,6 +11,18 @@
  * highest version this server has handed out or replayed, which is above any
  * version observed before the restart as long as the clock did not go back.
  *
+ * Hot standbys (and a primary replaying WAL after a crash) also keep
+ * *pending* bumps: a writer logs an intent record (its xid and dicts) just
+ * before its commit record, and its bump record just after it becomes
+ * visible.  Replaying the intent makes a pending entry; replaying the bump
+ * clears it and moves the version to the primary's.  If the bump record was
+ * lost (the primary crashed between its commit and the WAL writer's flush),
+ * the first reader of the dict resolves the pending entry itself: once the
+ * xid is committed and no longer in progress for a fresh snapshot, and its
+ * bump record had a second to arrive, the version moves; an aborted xid is
+ * dropped.  So the version never moves
+ * before the rows are visible, and a committed write never goes unbumped.
+ *
  * Entries are created by writers before they commit (so that a full table is
  * an error in the writing transaction, never a silently missed bump), by the
  * first reader after a restart, and by WAL replay on a standby.  An existing
@@ -19,7 +31,11 @@
  */
 #include "ddict.h"
 
+#include "access/transam.h"
+#include "miscadmin.h"
 #include "port/atomics.h"
+#include "storage/procarray.h"
+#include "utils/snapmgr.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
@@ -33,6 +49,7 @@ typedef struct DictKey
 typedef struct DictEntry
 {
 	DictKey		key;
+	pg_atomic_uint32 npending;	/* pending bumps of this dict (replay only) */
 	pg_atomic_uint64 version;
 	pg_atomic_uint64 commits;
 	pg_atomic_uint64 last_changed;	/* TimestampTz */
@@ -45,14 +62,42 @@ typedef struct DdictShared
 	pg_atomic_uint64 hlc;		/* highest version handed out or replayed */
 } DdictShared;
 
+typedef struct PendingBumpKey
+{
+	Oid			dboid;
+	Oid			relid;
+	TransactionId xid;
+} PendingBumpKey;
+
+typedef struct PendingBump
+{
+	PendingBumpKey key;
+	TimestampTz replayed_at;
+} PendingBump;
+
+/*
+ * How long a reader leaves a visible commit's bump to its BUMP record (which
+ * carries the primary's version, keeping both servers' versions equal) before
+ * it moves the version itself: a few WAL writer rounds.
+ */
+#define PENDING_GRACE_MS	1000
+
 static DdictShared *shared = NULL;
 static HTAB *dict_table = NULL;
+static HTAB *pending_table = NULL;
+
+static int
+pending_capacity(void)
+{
+	return MaxBackends * 8 + ddict_max_dicts * 2;
+}
 
 Size
 ddict_shmem_size(void)
 {
-	return add_size(MAXALIGN(sizeof(DdictShared)),
-					hash_estimate_size(ddict_max_dicts, sizeof(DictEntry)));
+	return add_size(add_size(MAXALIGN(sizeof(DdictShared)),
+							 hash_estimate_size(ddict_max_dicts, sizeof(DictEntry))),
+					hash_estimate_size(pending_capacity(), sizeof(PendingBump)));
 }
 
 void
@@ -74,6 +119,11 @@ ddict_shmem_init(void)
 	dict_table = ShmemInitHash("ddict versions",
 							   ddict_max_dicts, ddict_max_dicts,
 							   &info, HASH_ELEM | HASH_BLOBS);
+	info.keysize = sizeof(PendingBumpKey);
+	info.entrysize = sizeof(PendingBump);
+	pending_table = ShmemInitHash("ddict pending bumps",
+								  pending_capacity(), pending_capacity(),
+								  &info, HASH_ELEM | HASH_BLOBS);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -109,7 +159,7 @@ hlc_seed(void)
 }
 
 bool
-ddict_version_get(Oid dboid, Oid relid, uint64 *version)
+ddict_version_get(Oid dboid, Oid relid, uint64 *version, bool *pending)
 {
 	DictKey		key = {dboid, relid};
 	DictEntry  *e;
@@ -117,7 +167,11 @@ ddict_version_get(Oid dboid, Oid relid, uint64 *version)
 	LWLockAcquire(shared->lock, LW_SHARED);
 	e = hash_search(dict_table, &key, HASH_FIND, NULL);
 	if (e)
+	{
 		*version = pg_atomic_read_u64(&e->version);
+		if (pending)
+			*pending = pg_atomic_read_u32(&e->npending) > 0;
+	}
 	LWLockRelease(shared->lock);
 	return e != NULL;
 }
@@ -143,6 +197,7 @@ entry_create(DictKey *key, uint64 version, bool *full)
 	*full = (e == NULL);
 	if (e && !found)
 	{
+		pg_atomic_init_u32(&e->npending, 0);
 		pg_atomic_init_u64(&e->version, version ? version : hlc_seed());
 		pg_atomic_init_u64(&e->commits, 0);
 		pg_atomic_init_u64(&e->last_changed, 0);
@@ -158,7 +213,7 @@ ddict_version_ensure(Oid dboid, Oid relid)
 	bool		full;
 	DictEntry  *e;
 
-	if (ddict_version_get(dboid, relid, &v))
+	if (ddict_version_get(dboid, relid, &v, NULL))
 		return v;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
@@ -174,6 +229,22 @@ ddict_version_ensure(Oid dboid, Oid relid)
 	return v;
 }
 
+/* Move e's version strictly, to at least floor. Lock held. */
+static uint64
+advance(DictEntry *e, uint64 floor)
+{
+	uint64		old = pg_atomic_read_u64(&e->version);
+	uint64		new;
+
+	do
+	{
+		new = Max(old + 1, floor);
+	} while (!pg_atomic_compare_exchange_u64(&e->version, &old, new));
+	pg_atomic_fetch_add_u64(&e->commits, 1);
+	pg_atomic_write_u64(&e->last_changed, (uint64) GetCurrentTimestamp());
+	return new;
+}
+
 /*
  * Called after commit: must not raise an error.  Returns the new version, or
  * 0 when the entry is missing and there is no room for it.
@@ -183,8 +254,7 @@ ddict_version_bump(Oid dboid, Oid relid)
 {
 	DictKey		key = {dboid, relid};
 	DictEntry  *e;
-	uint64		old,
-				new = 0;
+	uint64		new;
 	bool		full;
 
 	LWLockAcquire(shared->lock, LW_SHARED);
@@ -200,63 +270,158 @@ ddict_version_bump(Oid dboid, Oid relid)
 			return 0;
 		}
 	}
-	old = pg_atomic_read_u64(&e->version);
-	do
-	{
-		new = Max(old + 1, ddict_now_us());
-	} while (!pg_atomic_compare_exchange_u64(&e->version, &old, new));
-	pg_atomic_fetch_add_u64(&e->commits, 1);
-	pg_atomic_write_u64(&e->last_changed, (uint64) GetCurrentTimestamp());
+	new = advance(e, ddict_now_us());
 	LWLockRelease(shared->lock);
 	hlc_observe(new);
 	return new;
 }
 
+/* Find or create the entry of a replayed dict. Lock held exclusively. */
+static DictEntry *
+redo_entry(DictKey *key, uint64 version)
+{
+	DictEntry  *e = hash_search(dict_table, key, HASH_FIND, NULL);
+	bool		full;
+
+	if (e == NULL)
+		e = entry_create(key, Max(version, pg_atomic_read_u64(&shared->hlc) + 1), &full);
+	if (e == NULL)
+		elog(WARNING, "ddict: no room to track dict %u of database %u during replay; raise ddict.max_dicts",
+			 key->relid, key->dboid);
+	return e;
+}
+
+/* WAL replay of a writer's intent: its xid will bump relid once visible. */
+void
+ddict_version_redo_intent(Oid dboid, Oid relid, TransactionId xid)
+{
+	DictKey		key = {dboid, relid};
+	PendingBumpKey pkey = {dboid, relid, xid};
+	DictEntry  *e;
+	bool		found;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	e = redo_entry(&key, 0);
+	if (e)
+	{
+		if (hash_get_num_entries(pending_table) >= pending_capacity())
+			elog(WARNING, "ddict: too many pending bumps during replay; dict %u will move only with its bump record",
+				 relid);
+		else
+		{
+			PendingBump *p = hash_search(pending_table, &pkey, HASH_ENTER_NULL, &found);
+
+			if (p && !found)
+			{
+				p->replayed_at = GetCurrentTimestamp();
+				pg_atomic_fetch_add_u32(&e->npending, 1);
+			}
+		}
+	}
+	LWLockRelease(shared->lock);
+}
+
 /*
  * WAL replay of a primary's bump.  Strictly increasing here too, and equal to
- * the primary's version whenever this server's clock is not ahead.
+ * the primary's version whenever this server's clock is not ahead.  When a
+ * reader already resolved the pending bump, only catch up with the primary.
  */
 void
-ddict_version_redo(Oid dboid, Oid relid, uint64 version)
+ddict_version_redo(Oid dboid, Oid relid, TransactionId xid, uint64 version)
+{
+	DictKey		key = {dboid, relid};
+	PendingBumpKey pkey = {dboid, relid, xid};
+	DictEntry  *e;
+	uint64		new;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	e = redo_entry(&key, version);
+	if (e == NULL)
+	{
+		LWLockRelease(shared->lock);
+		return;
+	}
+	if (hash_search(pending_table, &pkey, HASH_REMOVE, NULL))
+	{
+		pg_atomic_fetch_sub_u32(&e->npending, 1);
+		new = advance(e, version);
+	}
+	else
+	{
+		uint64		old = pg_atomic_read_u64(&e->version);
+
+		while (old < version && !pg_atomic_compare_exchange_u64(&e->version, &old, version))
+			;
+		new = Max(old, version);
+	}
+	LWLockRelease(shared->lock);
+	hlc_observe(new);
+}
+
+/*
+ * Resolve replayed pending bumps of a dict whose bump record never came:
+ * bump for each xid that committed and is visible to a fresh snapshot, drop
+ * each xid that did not commit.  Called by readers, in a transaction.
+ */
+void
+ddict_version_resolve(Oid dboid, Oid relid)
 {
 	DictKey		key = {dboid, relid};
 	DictEntry  *e;
-	bool		full;
-	uint64		old,
-				new;
+	HASH_SEQ_STATUS seq;
+	PendingBump *p;
+	Snapshot	snap = GetLatestSnapshot();
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		new = 0;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	e = hash_search(dict_table, &key, HASH_FIND, NULL);
 	if (e == NULL)
 	{
-		e = entry_create(&key, Max(version, pg_atomic_read_u64(&shared->hlc) + 1), &full);
-		if (e)
-		{
-			pg_atomic_fetch_add_u64(&e->commits, 1);
-			pg_atomic_write_u64(&e->last_changed, (uint64) GetCurrentTimestamp());
-			hlc_observe(pg_atomic_read_u64(&e->version));
-		}
 		LWLockRelease(shared->lock);
 		return;
 	}
-	old = pg_atomic_read_u64(&e->version);
-	do
+	hash_seq_init(&seq, pending_table);
+	while ((p = hash_seq_search(&seq)) != NULL)
 	{
-		new = Max(old + 1, version);
-	} while (!pg_atomic_compare_exchange_u64(&e->version, &old, new));
-	pg_atomic_fetch_add_u64(&e->commits, 1);
-	pg_atomic_write_u64(&e->last_changed, (uint64) GetCurrentTimestamp());
+		bool		done;
+
+		if (p->key.dboid != dboid || p->key.relid != relid)
+			continue;
+		if (TransactionIdDidCommit(p->key.xid))
+		{
+			done = !XidInMVCCSnapshot(p->key.xid, snap) &&
+				TimestampDifferenceExceeds(p->replayed_at, now, PENDING_GRACE_MS);
+			if (done)
+				new = advance(e, ddict_now_us());
+		}
+		else
+			done = !TransactionIdIsInProgress(p->key.xid) &&
+				!TransactionIdDidCommit(p->key.xid);
+		if (done)
+		{
+			hash_search(pending_table, &p->key, HASH_REMOVE, NULL);
+			pg_atomic_fetch_sub_u32(&e->npending, 1);
+		}
+	}
 	LWLockRelease(shared->lock);
-	hlc_observe(new);
+	if (new)
+		hlc_observe(new);
 }
 
 void
 ddict_version_forget(Oid dboid, Oid relid)
 {
 	DictKey		key = {dboid, relid};
+	HASH_SEQ_STATUS seq;
+	PendingBump *p;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	hash_search(dict_table, &key, HASH_REMOVE, NULL);
+	hash_seq_init(&seq, pending_table);
+	while ((p = hash_seq_search(&seq)) != NULL)
+		if (p->key.dboid == dboid && p->key.relid == relid)
+			hash_search(pending_table, &p->key, HASH_REMOVE, NULL);
 	LWLockRelease(shared->lock);
 }
 

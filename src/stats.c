@@ -22,9 +22,16 @@ uint64
 ddict_current_version(Oid relid)
 {
 	uint64		v;
+	bool		pending;
 
-	if (ddict_version_get(MyDatabaseId, relid, &v))
-		return v;
+	if (ddict_version_get(MyDatabaseId, relid, &v, &pending))
+	{
+		if (!pending)
+			return v;
+		ddict_version_resolve(MyDatabaseId, relid);
+		if (ddict_version_get(MyDatabaseId, relid, &v, NULL))
+			return v;
+	}
 	SPI_connect();
 	(void) ddict_lookup(relid);
 	SPI_finish();

@@ -3,20 +3,22 @@
  * so that a hot standby moves dict versions as it replays.
  *
  * Triggers never run on a standby, so the version table there is fed from
- * WAL.  The committing backend writes one small record per changed dict in
- * its XACT_EVENT_COMMIT callback, that is after its commit record: a standby
- * that replays the bump has already replayed the commit, so a reader there
- * that sees the new version also sees the new rows (DESIGN §3.1 holds on the
- * standby too).  The record carries the primary's version; replay applies
- * max(current + 1, primary's), which is strictly increasing and equal to the
- * primary's whenever the two clocks agree.
+ * WAL.  A committing writer logs two small records:
  *
- * The record is not flushed synchronously (that would add an fsync to every
- * commit); XLogSetAsyncXactLSN() lets the WAL writer flush it within
- * wal_writer_delay, as for an asynchronous commit.  A primary crash between
- * a commit and its bump record loses that bump on standbys; the primary
- * itself restarts with fresh clock-seeded versions, and standbys move again
- * at the next write of the dict.
+ *   INTENT  at PRE_COMMIT, before its commit record (and flushed with it):
+ *           its xid and the dicts it changed;
+ *   BUMP    in its XACT_EVENT_COMMIT callback, after its commit record, one
+ *           per dict, with the primary's new version.
+ *
+ * Replaying the INTENT makes a pending bump (shmem.c); replaying the BUMP
+ * clears it and moves the version to max(current + 1, primary's).  Since the
+ * BUMP follows the commit record, a standby that replayed it has replayed the
+ * commit, so a reader that sees the new version sees the new rows (DESIGN
+ * §3.1 holds on the standby too).  The BUMP is not flushed synchronously
+ * (that would add an fsync to every commit): XLogSetAsyncXactLSN() lets the
+ * WAL writer flush it within wal_writer_delay.  If the primary crashes before
+ * that, the pending INTENT is resolved by the standby's first reader once the
+ * commit is visible there, so no committed write goes unbumped.
  *
  * The resource manager id is fixed and must be unique among the custom
  * resource managers of a cluster; see README ("Hot standby").
@@ -32,13 +34,23 @@
 #define RM_DDICT_ID			152
 #define XLOG_DDICT_BUMP		0x00
 #define XLOG_DDICT_FORGET	0x10
+#define XLOG_DDICT_INTENT	0x20
 
 typedef struct xl_ddict
 {
 	Oid			dboid;
 	Oid			relid;
+	TransactionId xid;
 	uint64		version;
 } xl_ddict;
+
+typedef struct xl_ddict_intent
+{
+	Oid			dboid;
+	TransactionId xid;
+	int32		nrels;
+	Oid			relids[FLEXIBLE_ARRAY_MEMBER];
+} xl_ddict_intent;
 
 static void
 ddict_redo(XLogReaderState *record)
@@ -48,8 +60,16 @@ ddict_redo(XLogReaderState *record)
 
 	switch (info)
 	{
+		case XLOG_DDICT_INTENT:
+			{
+				xl_ddict_intent *in = (xl_ddict_intent *) XLogRecGetData(record);
+
+				for (int i = 0; i < in->nrels; i++)
+					ddict_version_redo_intent(in->dboid, in->relids[i], in->xid);
+			}
+			break;
 		case XLOG_DDICT_BUMP:
-			ddict_version_redo(rec->dboid, rec->relid, rec->version);
+			ddict_version_redo(rec->dboid, rec->relid, rec->xid, rec->version);
 			break;
 		case XLOG_DDICT_FORGET:
 			ddict_version_forget(rec->dboid, rec->relid);
@@ -62,10 +82,23 @@ ddict_redo(XLogReaderState *record)
 static void
 ddict_desc(StringInfo buf, XLogReaderState *record)
 {
-	xl_ddict   *rec = (xl_ddict *) XLogRecGetData(record);
+	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
 
-	appendStringInfo(buf, "db %u rel %u version " UINT64_FORMAT,
-					 rec->dboid, rec->relid, rec->version);
+	if (info == XLOG_DDICT_INTENT)
+	{
+		xl_ddict_intent *in = (xl_ddict_intent *) XLogRecGetData(record);
+
+		appendStringInfo(buf, "db %u xid %u rels", in->dboid, in->xid);
+		for (int i = 0; i < in->nrels; i++)
+			appendStringInfo(buf, " %u", in->relids[i]);
+	}
+	else
+	{
+		xl_ddict   *rec = (xl_ddict *) XLogRecGetData(record);
+
+		appendStringInfo(buf, "db %u rel %u xid %u version " UINT64_FORMAT,
+						 rec->dboid, rec->relid, rec->xid, rec->version);
+	}
 }
 
 static const char *
@@ -77,6 +110,8 @@ ddict_identify(uint8 info)
 			return "BUMP";
 		case XLOG_DDICT_FORGET:
 			return "FORGET";
+		case XLOG_DDICT_INTENT:
+			return "INTENT";
 	}
 	return NULL;
 }
@@ -94,8 +129,23 @@ ddict_wal_register(void)
 	RegisterCustomRmgr(RM_DDICT_ID, &ddict_rmgr);
 }
 
+/* Before the commit record, in the same flush: no XLogSetAsyncXactLSN. */
+void
+ddict_wal_log_intent(Oid dboid, TransactionId xid, Oid *relids, int n)
+{
+	xl_ddict_intent hdr;
+
+	hdr.dboid = dboid;
+	hdr.xid = xid;
+	hdr.nrels = n;
+	XLogBeginInsert();
+	XLogRegisterData((char *) &hdr, offsetof(xl_ddict_intent, relids));
+	XLogRegisterData((char *) relids, sizeof(Oid) * n);
+	(void) XLogInsert(RM_DDICT_ID, XLOG_DDICT_INTENT);
+}
+
 static void
-log_record(uint8 info, Oid dboid, Oid relid, uint64 version)
+log_record(uint8 info, Oid dboid, Oid relid, TransactionId xid, uint64 version)
 {
 	xl_ddict	rec;
 	XLogRecPtr	lsn;
@@ -104,6 +154,7 @@ log_record(uint8 info, Oid dboid, Oid relid, uint64 version)
 		return;
 	rec.dboid = dboid;
 	rec.relid = relid;
+	rec.xid = xid;
 	rec.version = version;
 	XLogBeginInsert();
 	XLogRegisterData((char *) &rec, sizeof(rec));
@@ -112,13 +163,13 @@ log_record(uint8 info, Oid dboid, Oid relid, uint64 version)
 }
 
 void
-ddict_wal_log_bump(Oid dboid, Oid relid, uint64 version)
+ddict_wal_log_bump(Oid dboid, Oid relid, TransactionId xid, uint64 version)
 {
-	log_record(XLOG_DDICT_BUMP, dboid, relid, version);
+	log_record(XLOG_DDICT_BUMP, dboid, relid, xid, version);
 }
 
 void
 ddict_wal_log_forget(Oid dboid, Oid relid)
 {
-	log_record(XLOG_DDICT_FORGET, dboid, relid, 0);
+	log_record(XLOG_DDICT_FORGET, dboid, relid, InvalidTransactionId, 0);
 }

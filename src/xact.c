@@ -6,11 +6,12 @@
  * rollback never bumps.  At commit:
  *
  *   PRE_COMMIT  make sure every changed dict has a version slot (an error
- *               here still aborts the transaction cleanly) and append the
- *               changed keys to the shared change ring;
+ *               here still aborts the transaction cleanly), log an intent
+ *               record for hot standbys (wal.c) and append the changed keys
+ *               to the shared change ring;
  *   COMMIT      runs after ProcArrayEndTransaction, so the transaction is
  *               visible to every new snapshot: only now bump each dict's
- *               version and log the bump to WAL for hot standbys.
+ *               version and log the bump to WAL.
  *
  * PREPARE TRANSACTION of a transaction that changed a dict is refused: the
  * bump would have to happen at COMMIT PREPARED, possibly in another backend
@@ -170,18 +171,29 @@ touched_list(int *n)
 	return t;
 }
 
+static TransactionId commit_xid = InvalidTransactionId;
+
 static void
 pre_commit(void)
 {
 	Touched    *t;
+	Oid		   *relids;
 	int			n;
 
 	if (npending == 0)
 		return;
 	t = touched_list(&n);
+	relids = palloc(sizeof(Oid) * n);
 	for (int i = 0; i < n; i++)
+	{
 		(void) ddict_version_ensure(MyDatabaseId, t[i].relid);
+		relids[i] = t[i].relid;
+	}
+	commit_xid = GetTopTransactionIdIfAny();
+	if (TransactionIdIsValid(commit_xid))
+		ddict_wal_log_intent(MyDatabaseId, commit_xid, relids, n);
 	ddict_changelog_append(MyDatabaseId, pending, npending);
+	pfree(relids);
 	pfree(t);
 }
 
@@ -228,8 +240,9 @@ at_commit(void)
 			continue;
 		v = ddict_version_bump(MyDatabaseId, t[i].relid);
 		if (v != 0)
-			ddict_wal_log_bump(MyDatabaseId, t[i].relid, v);
+			ddict_wal_log_bump(MyDatabaseId, t[i].relid, commit_xid, v);
 	}
+	commit_xid = InvalidTransactionId;
 	ddict_changelog_finish();
 }
 
@@ -263,6 +276,7 @@ xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_ABORT:
+			commit_xid = InvalidTransactionId;
 			ddict_changelog_finish();
 			reset_state();
 			cached_npending = -1;

@@ -1,0 +1,328 @@
+/*
+ * libddict.h — the C client of ddict: a dict whose truth is a PostgreSQL
+ * table, served from process memory.
+ *
+ *     #include <libddict.h>          cc app.c $(pkg-config --cflags --libs ddict)
+ *
+ * A handle (ddict *) caches one dict.  Reads are answered from an immutable
+ * in-memory snapshot; depending on the sync mode, a read first asks the
+ * server whether the dict changed (ddict_changes(): one round trip, zero rows
+ * when nothing changed) and applies the changed keys.  Writes go through the
+ * server's ddict_set()/ddict_delete()/... and the cache is brought forward by
+ * a delta in the same round trip.
+ *
+ * Ownership, in one place (every function below repeats what applies to it):
+ *   - Strings passed in (conninfo, dict, keys, values, options) are only read
+ *     during the call; the library copies what it keeps.
+ *   - A value returned through "char **value" is malloc'd for the caller, who
+ *     frees it with ddict_free() (or free()); it is NUL-terminated after
+ *     *len bytes for convenience, but may itself contain NULs.
+ *   - Pointers returned through "const char **" by ddict_snapshot_*() point
+ *     into a pinned snapshot and stay valid until ddict_unpin() of it; the
+ *     caller must not free or modify them.
+ *   - A PGconn given to ddict_open_conn() stays the application's: the
+ *     library never closes or resets it.
+ *   - ddict_errmsg() and ddict_strerror() return library-owned strings.
+ *
+ * Errors: functions return DDICT_OK (0) or a positive non-error status
+ * (DDICT_NOTFOUND), or a negative DDICT_E* code; ddict_errmsg() then
+ * describes the failure.  The library never exits, aborts or prints.
+ *
+ * Threads: a handle may be shared by any number of threads.  Reads never
+ * block on each other or on a reload; only one thread at a time talks to the
+ * server for a handle.  ddict_close() must not race with other calls on the
+ * same handle.  Snapshots may be passed between threads.
+ */
+#ifndef LIBDDICT_H
+#define LIBDDICT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DDICT_VERSION_MAJOR 1
+#define DDICT_VERSION_MINOR 0
+#define DDICT_VERSION_PATCH 0
+#define DDICT_VERSION_STRING "1.0.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for #if comparisons */
+#define DDICT_VERSION_NUM 10000
+
+#if defined(__GNUC__)
+#define DDICT_API __attribute__((visibility("default")))
+#else
+#define DDICT_API
+#endif
+
+/* libpq's connection type; declared here so that this header needs no libpq
+ * headers (a repeated identical typedef is valid C11). */
+typedef struct pg_conn PGconn;
+
+typedef struct ddict ddict;                     /* a cached dict (opaque) */
+typedef struct ddict_snapshot ddict_snapshot;   /* a pinned version (opaque) */
+
+/* Return codes. */
+enum
+{
+	DDICT_OK = 0,
+	DDICT_NOTFOUND = 1,			/* not an error: the key is absent */
+	DDICT_ERR = -1,				/* internal error or unexpected reply from the server */
+	DDICT_ENOMEM = -2,			/* out of memory; nothing changed */
+	DDICT_EINVAL = -3,			/* bad argument (NULL, a key with a NUL byte, ...) */
+	DDICT_ECONN = -4,			/* the server is unreachable or the connection broke */
+	DDICT_ESERVER = -5,			/* the server reported an error (message has SQLSTATE) */
+	DDICT_ETIMEDOUT = -6,		/* no answer within timeout_ms / connect_timeout_ms */
+	DDICT_EBUSY = -7,			/* the call cannot run now (from a change callback on
+								 * the same handle; borrowed connection not idle) */
+	DDICT_ERANGE = -8,			/* ddict_get_buf(): the buffer is too small */
+	DDICT_EIO = -9				/* snapshot file could not be read or written */
+};
+
+/* Pass as a length to mean "NUL-terminated, use strlen()". */
+#define DDICT_NTS ((size_t) -1)
+
+typedef enum ddict_mode
+{
+	DDICT_AUTOSYNC = 0,			/* every read first checks the version (default) */
+	DDICT_MANUAL = 1,			/* reads never touch the network; ddict_sync() refreshes */
+	DDICT_INTERVAL = 2			/* reads check at most once per interval_ms */
+} ddict_mode;
+
+/*
+ * One change applied to the cache, given to the change callback.  old_value
+ * is NULL when the key was absent, new_value is NULL when it was deleted.
+ * All pointers are valid only during the callback.
+ */
+typedef struct ddict_change
+{
+	int64_t		version;		/* the version the cache moved to */
+	const char *key;
+	size_t		keylen;
+	const char *old_value;
+	size_t		old_len;
+	const char *new_value;
+	size_t		new_len;
+} ddict_change;
+
+/*
+ * Called, in the thread that applies a reload, once per key whose value
+ * changed, after the new snapshot is published (so reads from the callback
+ * see it).  The callback may read from the handle; calling ddict_sync(),
+ * ddict_set() or other writes on the same handle from it returns DDICT_EBUSY.
+ * Keep it short: other threads' version checks wait while it runs (their
+ * reads do not).
+ */
+typedef void (*ddict_change_fn) (const ddict_change *change, void *arg);
+
+/*
+ * Options.  Initialise with ddict_options_init() and then set fields, so that
+ * fields added in later minor versions get their defaults.  Strings are
+ * copied by ddict_open().
+ */
+typedef struct ddict_options
+{
+	ddict_mode	mode;				/* default DDICT_AUTOSYNC */
+	unsigned	interval_ms;		/* DDICT_INTERVAL: at most one check per this (1000) */
+	unsigned	timeout_ms;			/* per round trip; 0 = wait forever (5000) */
+	unsigned	connect_timeout_ms;	/* whole connection attempt; 0 = forever (5000) */
+	unsigned	backoff_min_ms;		/* first reconnect delay after a failed attempt (100) */
+	unsigned	backoff_max_ms;		/* reconnect delay cap; doubles up to it (5000) */
+	const char *snapshot_path;		/* optional snapshot file, see ddict_open() (NULL) */
+	unsigned	snapshot_interval_ms;	/* at most one snapshot file write per this (10000) */
+	ddict_change_fn on_change;		/* optional change callback (NULL) */
+	void	   *on_change_arg;
+} ddict_options;
+
+DDICT_API void ddict_options_init(ddict_options *opts);
+
+/*
+ * Open a dict by connection string (libpq syntax; NULL or "" means libpq's
+ * defaults and PG* environment variables) and load it in full.  dict is a
+ * table name as regclass spells it: "settings", "app.settings",
+ * "\"We\"\"ird\"".  opts may be NULL for defaults.
+ *
+ * Returns a handle the caller closes with ddict_close(), or NULL with
+ * ddict_errmsg() set.  When the server cannot be reached and
+ * opts->snapshot_path names a readable snapshot file of this dict, the handle
+ * starts from that file instead: reads serve it, ddict_is_stale() is true,
+ * and the handle reconnects by itself.  The file is (re)written from fresh
+ * data at most every snapshot_interval_ms and at ddict_close(), and never
+ * replaced by an older version than it holds.
+ *
+ * The ddict extension's schema is found through pg_extension; dict names are
+ * resolved with the connection's search_path.
+ */
+DDICT_API ddict *ddict_open(const char *conninfo, const char *dict,
+							const ddict_options *opts);
+
+/*
+ * Same, on the application's own connection, which stays the application's
+ * (never closed, reset or reconfigured; not reconnected either — if it
+ * breaks, reads serve the last snapshot until the application resets it).
+ * The library uses it only while it is idle (not in a transaction, not in
+ * pipeline mode), and returns DDICT_EBUSY otherwise.  The application must not
+ * use the connection concurrently with calls on this handle; in autosync and
+ * interval modes every read may use it.
+ */
+DDICT_API ddict *ddict_open_conn(PGconn *conn, const char *dict,
+								 const ddict_options *opts);
+
+/* Close the handle and its connection (unless borrowed).  Pinned snapshots
+ * stay valid until unpinned.  NULL is allowed. */
+DDICT_API void ddict_close(ddict *d);
+
+/* ---- Reads (each is one "read" for the sync mode) ---- */
+
+/*
+ * Look key up.  Returns DDICT_OK and a copy of the value in *value (malloc'd,
+ * the caller frees it with ddict_free(); NUL-terminated after *len bytes), or
+ * DDICT_NOTFOUND (*value = NULL, *len = 0), or a negative error.  value may
+ * be NULL to test presence only.  keylen may be DDICT_NTS.
+ */
+DDICT_API int ddict_get(ddict *d, const char *key, size_t keylen,
+						char **value, size_t *len);
+
+/*
+ * Copy the value into buf.  Returns DDICT_OK, DDICT_NOTFOUND, or DDICT_ERANGE
+ * when bufsize is too small (nothing copied); *len is always set to the
+ * value's length when the key exists.
+ */
+DDICT_API int ddict_get_buf(ddict *d, const char *key, size_t keylen,
+							void *buf, size_t bufsize, size_t *len);
+
+/* Number of keys; negative error code on failure. */
+DDICT_API int64_t ddict_len(ddict *d);
+
+/*
+ * Call fn for every key/value of one consistent version, in no particular
+ * order, until fn returns non-zero (which is then returned).  Pointers are
+ * valid during the call only.
+ */
+typedef int (*ddict_foreach_fn) (void *arg, const char *key, size_t keylen,
+								 const char *value, size_t len);
+DDICT_API int ddict_foreach(ddict *d, ddict_foreach_fn fn, void *arg);
+
+/* ---- Pinned snapshots: one consistent version for many reads ---- */
+
+/*
+ * Sync according to the mode, then pin the current version.  Returns NULL on
+ * out of memory only (a failed check pins the last good snapshot).  The
+ * snapshot is immutable; every pointer obtained from it is valid until
+ * ddict_unpin(), which may happen in any thread and after ddict_close().
+ * Lookups on it never touch the network and are zero-copy.
+ */
+DDICT_API ddict_snapshot *ddict_pin(ddict *d);
+DDICT_API void ddict_unpin(ddict_snapshot *s);
+
+DDICT_API int ddict_snapshot_get(const ddict_snapshot *s, const char *key,
+								 size_t keylen, const char **value, size_t *len);
+DDICT_API size_t ddict_snapshot_len(const ddict_snapshot *s);
+DDICT_API int64_t ddict_snapshot_version(const ddict_snapshot *s);
+
+/*
+ * Iterate: start with *pos = 0; each call that returns 1 yields one item and
+ * advances *pos; 0 means the end.  Unordered.
+ */
+DDICT_API int ddict_snapshot_next(const ddict_snapshot *s, size_t *pos,
+								  const char **key, size_t *keylen,
+								  const char **value, size_t *len);
+
+/* ---- Sync and state ---- */
+
+/*
+ * Ask the server now (any mode).  Returns 1 when a new version was applied, 0
+ * when the dict was unchanged, or a negative error (the cache keeps serving
+ * the last snapshot).  Blocks while another thread's check of this handle is
+ * in flight, then makes its own.
+ */
+DDICT_API int ddict_sync(ddict *d);
+
+/* Version of the current snapshot (no network). */
+DDICT_API int64_t ddict_version(ddict *d);
+
+/* 1 when the last check failed (or the handle started from a snapshot file
+ * and has not reached the server yet): reads may be stale. */
+DDICT_API int ddict_is_stale(ddict *d);
+
+typedef struct ddict_stats
+{
+	uint64_t	reads;			/* ddict_get/get_buf/len/foreach/pin calls */
+	uint64_t	hits;			/* get/get_buf that found the key */
+	uint64_t	misses;			/* get/get_buf that did not */
+	uint64_t	checks;			/* ddict_changes round trips */
+	uint64_t	unchanged;		/* checks that found the version unchanged */
+	uint64_t	deltas;			/* delta reloads applied */
+	uint64_t	reloads;		/* full reloads applied (the initial load included) */
+	uint64_t	rows_fetched;	/* key rows received (header rows not counted) */
+	uint64_t	writes;			/* writes the server executed */
+	uint64_t	errors;			/* failed connects, checks and writes */
+	uint64_t	reconnects;		/* connections made after the first */
+	uint64_t	coalesced;		/* autosync reads served without their own check
+								 * because another thread's check was in flight */
+	uint64_t	compactions;	/* delta overlays merged into a new base table */
+	int64_t		version;		/* of the current snapshot */
+	int64_t		epoch;			/* the server's epoch it came from */
+	uint64_t	len;			/* keys in the current snapshot */
+	int			stale;			/* as ddict_is_stale() */
+	int			connected;		/* a connection is established */
+	int64_t		staleness_ms;	/* ms since the cache was last known current */
+	char		last_error[256];	/* message of the handle's last error, "" if none */
+} ddict_stats;
+
+/* Fill *out; counters are monotonic since ddict_open(). */
+DDICT_API int ddict_get_stats(ddict *d, ddict_stats *out);
+
+/* Write the snapshot file now (opts.snapshot_path must be set). */
+DDICT_API int ddict_save_snapshot(ddict *d);
+
+/* ---- Writes: through the server, then the cache moves forward ---- */
+
+/*
+ * Writes run the server functions in their own transaction (autocommit) and,
+ * in the same round trip, fetch the delta that includes them, so the cache
+ * reflects the write (and every change committed before it) when the call
+ * returns.  A connection lost during a write returns DDICT_ECONN and the
+ * write may or may not have been applied.  Writes never retry on their own.
+ *
+ * Values are bytes.  For a bytea dict they are sent hex-encoded, so any bytes
+ * work; for text/jsonb dicts they are text (no NUL bytes; jsonb must parse).
+ */
+DDICT_API int ddict_set(ddict *d, const char *key, size_t keylen,
+						const void *value, size_t len);
+
+/* DDICT_OK when the key existed and was deleted, DDICT_NOTFOUND otherwise. */
+DDICT_API int ddict_delete(ddict *d, const char *key, size_t keylen);
+
+/* Delete and return the old value (malloc'd, caller frees with ddict_free()),
+ * or DDICT_NOTFOUND. value may be NULL. */
+DDICT_API int ddict_pop(ddict *d, const char *key, size_t keylen,
+						char **value, size_t *len);
+
+/* Insert key with def unless present (atomically on the server); return the
+ * value now stored (malloc'd, caller frees; value may be NULL). */
+DDICT_API int ddict_setdefault(ddict *d, const char *key, size_t keylen,
+							   const void *def, size_t deflen,
+							   char **value, size_t *len);
+
+/* ---- Misc ---- */
+
+/* Free a value returned by the library.  NULL is allowed. */
+DDICT_API void ddict_free(void *p);
+
+/* Message of the last call that failed in the calling thread (thread-local;
+ * valid until this thread's next failing ddict call); "" if none. */
+DDICT_API const char *ddict_errmsg(void);
+
+/* Static description of a return code. */
+DDICT_API const char *ddict_strerror(int code);
+
+/* The library's version at run time, e.g. "1.0.0". */
+DDICT_API const char *ddict_version_string(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif							/* LIBDDICT_H */
