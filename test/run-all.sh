@@ -52,7 +52,9 @@ suite "TAP (PostgreSQL::Test::Cluster)"
 TAPDIR=$SCRATCH/tap; as_pg mkdir -p "$TAPDIR"
 as_pg env PATH="$PG_BIN:$PATH" PERL5LIB="$PGXS_DIR/test/perl:$ROOT/test/t" \
   TESTDIR="$TAPDIR" PG_REGRESS="$PGXS_DIR/test/regress/pg_regress" \
-  prove -v test/t/*.pl 2>&1 | tee "$OUT/tap.log"
+  prove -v test/t/*.pl > "$OUT/tap.log" 2>&1
+# The verbose log stays in test/out/tap.log; show each test and any failure.
+grep -E '^(ok|not ok) [0-9]+|^#\s+(Failed|got|expected)|^test/t/.*\.pl|^Result' "$OUT/tap.log"
 ok=$(grep -cE '^ok [0-9]+' "$OUT/tap.log")
 bad=$(grep -cE '^not ok [0-9]+' "$OUT/tap.log")
 # A script that died before its plan counts as a failure too.
