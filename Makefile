@@ -8,17 +8,19 @@
 EXTENSION   = ddict
 MODULE_big  = ddict
 OBJS        = src/ddict.o src/shmem.o src/changelog.o src/xact.o src/triggers.o \
-              src/wal.o src/registry.o src/functions.o src/sync.o src/stats.o
+              src/wal.o src/registry.o src/functions.o src/sync.o src/stats.o \
+              src/publisher.o
 DATA        = sql/ddict--1.0.sql
 PGFILEDESC  = "ddict - dicts backed by tables with commit-time versions"
 
-REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_changes 09_stats
+REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_changes 09_stats 10_hardening
 REGRESS_OPTS = --inputdir=. --outputdir=test/out/regress --user=postgres
 ISOLATION    = commit_visibility rollback out_of_order setdefault changes_delta
 ISOLATION_OPTS = --inputdir=test/isolation --outputdir=test/out/isolation --user=postgres
 
 PG_CONFIG  ?= /usr/lib/postgresql/15/bin/pg_config
 PG_CPPFLAGS = -I$(srcdir)/src
+SHLIB_LINK  = -lhiredis
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-clobbered
 
 # No LLVM bitcode: JIT inlining of ddict is not worth a clang build dependency.
@@ -41,3 +43,4 @@ test:
 
 demo:
 	bash test/demo.sh
+

@@ -3,7 +3,7 @@ CREATE EXTENSION ddict;
 SELECT extname, extversion FROM pg_extension WHERE extname = 'ddict';
 
 -- Every API function is documented and none is SECURITY DEFINER.
-SELECT p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid) AS args,
+SELECT p.proname, pg_catalog.oidvectortypes(p.proargtypes) AS args,
        p.provolatile, p.proparallel, p.prosecdef,
        obj_description(p.oid, 'pg_proc') IS NOT NULL AS documented
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'

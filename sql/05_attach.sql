@@ -16,12 +16,12 @@ SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'features'::regclass OR
 
 -- attaching twice, or a table that cannot be a dict, is a clear error
 SELECT ddict_attach('features', 'name', 'enabled');
-CREATE TABLE no_unique (key text, value text);
+CREATE TABLE no_unique (key text NOT NULL, value text);
 SELECT ddict_attach('no_unique');
-CREATE TABLE partial_unique (key text, value text);
+CREATE TABLE partial_unique (key text NOT NULL, value text);
 CREATE UNIQUE INDEX ON partial_unique (key) WHERE value IS NOT NULL;
 SELECT ddict_attach('partial_unique');
-CREATE TABLE two_col_unique (key text, value text, other int, UNIQUE (key, other));
+CREATE TABLE two_col_unique (key text NOT NULL, value text, other int, UNIQUE (key, other));
 SELECT ddict_attach('two_col_unique');
 CREATE TABLE int_key (key int PRIMARY KEY, value text);
 SELECT ddict_attach('int_key');

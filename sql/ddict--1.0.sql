@@ -20,6 +20,8 @@ COMMENT ON TABLE @extschema@.ddict_registry IS
 -- The trigger every dict carries (installed by ddict_attach).
 CREATE FUNCTION @extschema@.ddict_trigger() RETURNS trigger
   AS 'MODULE_PATHNAME', 'ddict_trigger' LANGUAGE C;
+-- Only ddict_attach (as the extension's owner) may install it.
+REVOKE ALL ON FUNCTION @extschema@.ddict_trigger() FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.ddict_trigger() IS
   'ddict: notes changes of a dict table; versions move when the transaction commits';
 
@@ -48,11 +50,13 @@ REVOKE ALL ON FUNCTION @extschema@._ddict_forget(oid) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@._ddict_forget(oid) IS
   'ddict internal: drop the version slot of a dropped dict at commit';
 
--- DROP TABLE (or DROP SCHEMA ... CASCADE) of a dict unregisters it.
+-- DROP TABLE (or DROP SCHEMA ... CASCADE) of a dict unregisters it; dropping
+-- only its triggers is refused (ddict_detach is the way).
 CREATE FUNCTION @extschema@._ddict_on_sql_drop() RETURNS event_trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     o record;
+    orphan regclass;
 BEGIN
     FOR o IN SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects()
              WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass
@@ -63,20 +67,56 @@ BEGIN
             PERFORM @extschema@._ddict_forget(o.objid);
         END IF;
     END LOOP;
+    IF EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects()
+               WHERE object_type = 'trigger') THEN
+        SELECT r.dict INTO orphan FROM @extschema@.ddict_registry r
+         WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.dict)
+           AND (SELECT count(*) FROM pg_catalog.pg_trigger t
+                 WHERE t.tgrelid = r.dict AND t.tgname IN ('ddict_change', 'ddict_truncate')) < 2
+         LIMIT 1;
+        IF orphan IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot drop the ddict triggers of dict %', orphan
+                USING HINT = 'Use ddict_detach() to stop a table being a dict.';
+        END IF;
+    END IF;
 END
 $$;
 REVOKE ALL ON FUNCTION @extschema@._ddict_on_sql_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER ddict_sql_drop ON sql_drop
   EXECUTE FUNCTION @extschema@._ddict_on_sql_drop();
+ALTER EVENT TRIGGER ddict_sql_drop ENABLE ALWAYS;
+
+-- ALTER TABLE of a dict may rewrite its contents or its triggers' state.
+CREATE FUNCTION @extschema@._ddict_ddl_check(dict oid) RETURNS void
+  AS 'MODULE_PATHNAME', 'ddict_ddl_check' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION @extschema@._ddict_ddl_check(oid) FROM PUBLIC;
+CREATE FUNCTION @extschema@._ddict_on_ddl() RETURNS event_trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o record;
+BEGIN
+    FOR o IN SELECT DISTINCT objid FROM pg_catalog.pg_event_trigger_ddl_commands()
+             WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+    LOOP
+        IF EXISTS (SELECT FROM @extschema@.ddict_registry WHERE dict::pg_catalog.oid = o.objid) THEN
+            PERFORM @extschema@._ddict_ddl_check(o.objid);
+        END IF;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@._ddict_on_ddl() FROM PUBLIC;
+CREATE EVENT TRIGGER ddict_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+  EXECUTE FUNCTION @extschema@._ddict_on_ddl();
+ALTER EVENT TRIGGER ddict_ddl ENABLE ALWAYS;
 
 -- Dict semantics.
 CREATE FUNCTION @extschema@.ddict_get(dict regclass, key text) RETURNS text
-  AS 'MODULE_PATHNAME', 'ddict_get' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'ddict_get' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.ddict_get(regclass, text) IS
   'ddict: the value of key as text, NULL when absent';
 
 CREATE FUNCTION @extschema@.ddict_get(dict regclass, key text, "default" text) RETURNS text
-  AS 'MODULE_PATHNAME', 'ddict_get' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'ddict_get' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.ddict_get(regclass, text, text) IS
   'ddict: the value of key as text, default when absent';
 
@@ -107,23 +147,23 @@ COMMENT ON FUNCTION @extschema@.ddict_setdefault(regclass, text, text) IS
 
 CREATE FUNCTION @extschema@.ddict_items(dict regclass)
   RETURNS TABLE(key text, value text)
-  AS 'MODULE_PATHNAME', 'ddict_items' LANGUAGE C STABLE PARALLEL SAFE ROWS 1000;
+  AS 'MODULE_PATHNAME', 'ddict_items' LANGUAGE C STABLE PARALLEL RESTRICTED ROWS 1000;
 COMMENT ON FUNCTION @extschema@.ddict_items(regclass) IS
   'ddict: every key and value as text, ordered by key';
 
 CREATE FUNCTION @extschema@.ddict_keys(dict regclass) RETURNS SETOF text
-  AS 'MODULE_PATHNAME', 'ddict_keys' LANGUAGE C STABLE PARALLEL SAFE ROWS 1000;
+  AS 'MODULE_PATHNAME', 'ddict_keys' LANGUAGE C STABLE PARALLEL RESTRICTED ROWS 1000;
 COMMENT ON FUNCTION @extschema@.ddict_keys(regclass) IS
   'ddict: every key, ordered';
 
 CREATE FUNCTION @extschema@.ddict_len(dict regclass) RETURNS bigint
-  AS 'MODULE_PATHNAME', 'ddict_len' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'ddict_len' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.ddict_len(regclass) IS
   'ddict: number of keys';
 
 -- Versions.
 CREATE FUNCTION @extschema@.ddict_last_updated(dict regclass) RETURNS bigint
-  AS 'MODULE_PATHNAME', 'ddict_last_updated' LANGUAGE C VOLATILE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'ddict_last_updated' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.ddict_last_updated(regclass) IS
   'ddict: the dict''s version (microseconds since 1970, a hybrid logical clock); moves after every committed change';
 
@@ -142,7 +182,7 @@ COMMENT ON FUNCTION @extschema@.ddict_changes(regclass, bigint, bigint, bigint) 
 
 CREATE FUNCTION @extschema@._ddict_stats()
   RETURNS TABLE(dict oid, version bigint, commits bigint, last_changed timestamptz)
-  AS 'MODULE_PATHNAME', 'ddict_stats_internal' LANGUAGE C VOLATILE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'ddict_stats_internal' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE VIEW @extschema@.ddict_dicts AS
 SELECT r.dict,
@@ -151,6 +191,7 @@ SELECT r.dict,
        a.atttypid::pg_catalog.regtype AS value_type,
        @extschema@.ddict_last_updated(r.dict) AS version
   FROM @extschema@.ddict_registry r
+  JOIN pg_catalog.pg_class c ON c.oid = r.dict
   LEFT JOIN pg_catalog.pg_attribute a
          ON a.attrelid = r.dict AND a.attname = r.value_column AND NOT a.attisdropped;
 COMMENT ON VIEW @extschema@.ddict_dicts IS 'ddict: every dict of this database';
@@ -162,7 +203,18 @@ SELECT r.dict,
        COALESCE(s.commits, 0) AS commits,
        s.last_changed
   FROM @extschema@.ddict_registry r
+  JOIN pg_catalog.pg_class c ON c.oid = r.dict
   LEFT JOIN @extschema@._ddict_stats() s ON s.dict = r.dict::pg_catalog.oid;
 COMMENT ON VIEW @extschema@.ddict_stats IS
   'ddict: per dict, its version, commits that moved it since the server started, and when it last moved';
 GRANT SELECT ON @extschema@.ddict_stats TO PUBLIC;
+
+-- Publishing versions to Redis (ddict.redis_url; see README).
+CREATE FUNCTION @extschema@.ddict_redis_status(
+    OUT enabled boolean, OUT worker_running boolean, OUT connected boolean,
+    OUT target text, OUT last_error text, OUT last_error_at timestamptz,
+    OUT published bigint, OUT last_publish_at timestamptz,
+    OUT last_lag_ms double precision, OUT max_lag_ms double precision)
+  AS 'MODULE_PATHNAME', 'ddict_redis_status' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.ddict_redis_status() IS
+  'ddict: the Redis publisher: configured, running, connected, last error, versions published, publish lag';

@@ -19,6 +19,11 @@
  * (their current values are what the new snapshot sees).  This is the
  * xid-plus-snapshot technique with the snapshot comparison done by position.
  *
+ * A cursor comes back from the client, so it is not trusted: it must be
+ * aligned, inside the ring, and marked in a bitmap of entry starts that only
+ * the writers set (key bytes can look like an entry header; they are never
+ * marked).  Anything else is answered with a full reload.
+ *
  * When the cursor has fallen out of the ring, when a transaction wrote more
  * keys than ddict.max_delta_keys or truncated the dict (a "full" entry), or
  * after a restart (the epoch changed), the client reloads the whole dict.
@@ -62,6 +67,7 @@ typedef struct LogShared
 
 static LogShared *logsh = NULL;
 static char *ring = NULL;
+static uint8 *starts = NULL;	/* one bit per MAXALIGN unit of the ring */
 static bool my_inflight = false;
 
 static int
@@ -76,13 +82,47 @@ ring_bytes(void)
 	return (uint64) ddict_changelog_kb * 1024;
 }
 
+static Size
+bitmap_bytes(void)
+{
+	return MAXALIGN(ring_bytes() / MAXIMUM_ALIGNOF / 8 + 1);
+}
+
 Size
 ddict_changelog_shmem_size(void)
 {
 	Size		sz = offsetof(LogShared, inflight);
 
 	sz = add_size(sz, mul_size(sizeof(pg_atomic_uint64), slot_count()));
-	return add_size(MAXALIGN(sz), ring_bytes());
+	return add_size(add_size(MAXALIGN(sz), ring_bytes()), bitmap_bytes());
+}
+
+static inline void
+mark_unit(uint64 off, bool start)
+{
+	uint64		unit = off / MAXIMUM_ALIGNOF;
+
+	if (start)
+		starts[unit / 8] |= (uint8) (1 << (unit % 8));
+	else
+		starts[unit / 8] &= (uint8) ~(1 << (unit % 8));
+}
+
+static inline bool
+is_start(uint64 off)
+{
+	uint64		unit = off / MAXIMUM_ALIGNOF;
+
+	return (starts[unit / 8] & (1 << (unit % 8))) != 0;
+}
+
+/* Mark [off, off + len) as one entry starting at off. */
+static void
+mark_entry(uint64 off, uint64 len)
+{
+	mark_unit(off, true);
+	for (uint64 o = off + MAXIMUM_ALIGNOF; o < off + len; o += MAXIMUM_ALIGNOF)
+		mark_unit(o, false);
 }
 
 void
@@ -93,10 +133,12 @@ ddict_changelog_init(void)
 							   sizeof(pg_atomic_uint64) * slot_count());
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	logsh = ShmemInitStruct("ddict changelog", hdr + ring_bytes(), &found);
+	logsh = ShmemInitStruct("ddict changelog", hdr + ring_bytes() + bitmap_bytes(), &found);
 	ring = (char *) logsh + hdr;
+	starts = (uint8 *) ring + ring_bytes();
 	if (!found)
 	{
+		memset(starts, 0, bitmap_bytes());
 		logsh->lock = &(GetNamedLWLockTranche("ddict"))[1].lock;
 		logsh->size = ring_bytes();
 		/* Position 0 means "no cursor" to clients: start after it. */
@@ -140,9 +182,11 @@ write_entry(Oid dboid, Oid relid, uint32 flags, const char *key, uint32 keylen)
 		e->flags = LOG_PAD;
 		e->dboid = e->relid = InvalidOid;
 		e->keylen = 0;
+		mark_entry(off, pad);
 		logsh->head += pad;
 	}
 	make_room(need);
+	mark_entry(logsh->head % logsh->size, need);
 	e = entry_at(logsh->head);
 	e->magic = LOG_MAGIC;
 	e->len = (uint32) need;
@@ -220,16 +264,18 @@ ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 
 	*keys = NIL;
 	LWLockAcquire(logsh->lock, LW_SHARED);
-	if (since < logsh->tail || since > logsh->head)
+	if (since < logsh->tail || since > logsh->head || since % MAXIMUM_ALIGNOF != 0 ||
+		(since < logsh->head && !is_start(since % logsh->size)))
 		ok = false;
 	for (pos = since; ok && pos < logsh->head;)
 	{
 		LogEntry   *e = entry_at(pos);
 
 		if (e->magic != LOG_MAGIC || e->len < ENTRY_HDR ||
-			e->len > logsh->size - pos % logsh->size)
+			e->len > logsh->size - pos % logsh->size ||
+			e->keylen > e->len - ENTRY_HDR)
 		{
-			ok = false;			/* a cursor that is not an entry boundary */
+			ok = false;			/* cannot happen: entries are only written here */
 			break;
 		}
 		if (!(e->flags & LOG_PAD) && e->dboid == dboid && e->relid == relid)

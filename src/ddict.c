@@ -61,8 +61,9 @@ ddict_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(ddict_shmem_size(),
-									ddict_changelog_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(ddict_shmem_size(),
+											 ddict_changelog_shmem_size()),
+									ddict_publisher_shmem_size()));
 	RequestNamedLWLockTranche("ddict", 2);
 }
 
@@ -73,6 +74,7 @@ ddict_shmem_startup(void)
 		prev_shmem_startup_hook();
 	ddict_shmem_init();
 	ddict_changelog_init();
+	ddict_publisher_shmem_init();
 }
 
 void
@@ -109,6 +111,7 @@ _PG_init(void)
 							1024 * 1024, 1, MaxAllocSize,
 							PGC_SUSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
+	ddict_publisher_register();	/* its GUCs, and the background worker */
 	MarkGUCPrefixReserved("ddict");
 
 	prev_shmem_request_hook = shmem_request_hook;

@@ -48,6 +48,23 @@ extern void ddict_version_resolve(Oid dboid, Oid relid);
 extern void ddict_version_forget(Oid dboid, Oid relid);
 extern uint64 ddict_epoch(void);
 
+/* "database:schema.table" of a dict, as the publisher names its Redis key */
+#define DDICT_NAME_LEN (NAMEDATALEN * 3 + 2)
+
+typedef struct PublishItem
+{
+	Oid			dboid;
+	Oid			relid;
+	uint64		version;
+	TimestampTz changed;
+	char		name[DDICT_NAME_LEN];
+} PublishItem;
+
+extern void ddict_version_set_name(Oid dboid, Oid relid, const char *name);
+extern int	ddict_publish_collect(bool all, PublishItem **out);
+extern void ddict_publish_done(Oid dboid, Oid relid, uint64 version);
+extern void ddict_note_name(Oid relid);
+
 typedef struct DictStat
 {
 	Oid			relid;
@@ -79,6 +96,15 @@ extern bool ddict_changelog_collect(Oid dboid, Oid relid, uint64 since,
 extern void ddict_xact_init(void);
 extern void ddict_note_change(Oid relid, const char *key, int len);
 extern void ddict_note_forget(Oid relid);
+
+/* publisher.c */
+extern char *ddict_redis_url;
+extern char *ddict_redis_prefix;
+extern int	ddict_redis_timeout_ms;
+extern Size ddict_publisher_shmem_size(void);
+extern void ddict_publisher_shmem_init(void);
+extern void ddict_publisher_register(void);
+extern void ddict_publisher_wake(void);
 
 /* wal.c */
 extern void ddict_wal_register(void);

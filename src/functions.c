@@ -87,7 +87,7 @@ plan_select_value(DictInfo *d)
 {
 	Oid			argtypes[1] = {TEXTOID};
 
-	return ddict_plan(psprintf("SELECT %s::pg_catalog.text FROM %s WHERE %s OPERATOR(pg_catalog.=) $1",
+	return ddict_plan(psprintf("SELECT %s::pg_catalog.text FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1",
 							   d->valcol, d->qualname, d->keycol),
 					  1, argtypes);
 }
@@ -136,7 +136,7 @@ plan_delete(DictInfo *d)
 {
 	Oid			argtypes[1] = {TEXTOID};
 
-	return ddict_plan(psprintf("DELETE FROM %s WHERE %s OPERATOR(pg_catalog.=) $1 "
+	return ddict_plan(psprintf("DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1 "
 							   "RETURNING %s::pg_catalog.text",
 							   d->qualname, d->keycol, d->valcol),
 					  1, argtypes);
@@ -161,7 +161,7 @@ ddict_pop(PG_FUNCTION_ARGS)
 	Datum		args[1] = {PG_GETARG_DATUM(1)};
 	uint64		n;
 	text	   *result = run_for_text(plan_delete(d), args, false, &n);
-	char	   *relname = get_rel_name(d->relid);
+	Oid			relid = d->relid;
 
 	SPI_finish();
 	if (n > 0)
@@ -175,7 +175,7 @@ ddict_pop(PG_FUNCTION_ARGS)
 	ereport(ERROR,
 			(errcode(ERRCODE_NO_DATA_FOUND),
 			 errmsg("key \"%s\" not found in dict \"%s\"",
-					text_to_cstring(PG_GETARG_TEXT_PP(1)), relname),
+					text_to_cstring(PG_GETARG_TEXT_PP(1)), get_rel_name(relid)),
 			 errhint("Pass a default to ddict_pop() to get it instead of an error.")));
 	PG_RETURN_NULL();			/* not reached */
 }
@@ -266,7 +266,7 @@ ddict_items(PG_FUNCTION_ARGS)
 {
 	DictInfo   *d = open_whole_dict(fcinfo);
 
-	materialize(fcinfo, psprintf("SELECT %s::pg_catalog.text, %s::pg_catalog.text FROM %s ORDER BY 1",
+	materialize(fcinfo, psprintf("SELECT %s::pg_catalog.text, %s::pg_catalog.text FROM ONLY %s ORDER BY 1",
 								 d->keycol, d->valcol, d->qualname));
 	SPI_finish();
 	return (Datum) 0;
@@ -277,7 +277,7 @@ ddict_keys(PG_FUNCTION_ARGS)
 {
 	DictInfo   *d = open_whole_dict(fcinfo);
 
-	materialize(fcinfo, psprintf("SELECT %s::pg_catalog.text FROM %s ORDER BY 1",
+	materialize(fcinfo, psprintf("SELECT %s::pg_catalog.text FROM ONLY %s ORDER BY 1",
 								 d->keycol, d->qualname));
 	SPI_finish();
 	return (Datum) 0;
@@ -291,7 +291,7 @@ ddict_len(PG_FUNCTION_ARGS)
 	int64		n;
 	int			rc;
 
-	rc = SPI_execute_plan(ddict_plan(psprintf("SELECT pg_catalog.count(*) FROM %s", d->qualname),
+	rc = SPI_execute_plan(ddict_plan(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s", d->qualname),
 									 0, NULL), NULL, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "ddict: count failed: %s", SPI_result_code_string(rc));

@@ -23,6 +23,7 @@
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -326,12 +327,20 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 	NameData	kname,
 				vname;
 
+	/* ownership first, so that a stranger cannot queue a lock behind writers */
+	(void) rel_name_or_error(relid);
+	check_owner(relid);
 	rel = table_open(relid, ShareRowExclusiveLock);
 	if (rel->rd_rel->relkind != RELKIND_RELATION)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel)),
 				 errdetail("Only ordinary tables can be dicts.")));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("temporary table \"%s\" cannot be a dict", RelationGetRelationName(rel)),
+				 errdetail("Clients in other sessions could never read it.")));
 	check_owner(relid);
 	katt = user_column(relid, keycol, "key");
 	vatt = user_column(relid, valcol, "value");
@@ -345,6 +354,12 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("key column \"%s\" must be of type text or varchar, not %s",
 						keycol, format_type_be(get_atttype(relid, katt)))));
+	if (!TupleDescAttr(RelationGetDescr(rel), katt - 1)->attnotnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("key column \"%s\" of table \"%s\" must be NOT NULL",
+						keycol, RelationGetRelationName(rel)),
+				 errhint("ALTER TABLE ... ALTER COLUMN ... SET NOT NULL, or use a PRIMARY KEY.")));
 	if (!key_is_unique(rel, katt))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
@@ -364,14 +379,18 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 	 * BEFORE trigger changed the column.  The trigger compares old and new
 	 * key and value itself.
 	 */
-	exec_sql(psprintf("CREATE TRIGGER ddict_change AFTER INSERT OR UPDATE OR DELETE ON %s "
-					  "FOR EACH ROW EXECUTE FUNCTION %s.ddict_trigger(%s)",
-					  qual, schema, args));
-	exec_sql(psprintf("CREATE TRIGGER ddict_truncate AFTER TRUNCATE ON %s "
-					  "FOR EACH STATEMENT EXECUTE FUNCTION %s.ddict_trigger(%s)",
-					  qual, schema, args));
-	exec_sql(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER ddict_change, "
-					  "ENABLE ALWAYS TRIGGER ddict_truncate", qual));
+	/*
+	 * ddict_trigger() is not executable by PUBLIC, so that nobody can attach
+	 * it to other tables; the owner has been checked above.
+	 */
+	exec_as_registry_owner(psprintf("CREATE TRIGGER ddict_change AFTER INSERT OR UPDATE OR DELETE ON %s "
+									"FOR EACH ROW EXECUTE FUNCTION %s.ddict_trigger(%s)",
+									qual, schema, args), 0, NULL, NULL);
+	exec_as_registry_owner(psprintf("CREATE TRIGGER ddict_truncate AFTER TRUNCATE ON %s "
+									"FOR EACH STATEMENT EXECUTE FUNCTION %s.ddict_trigger(%s)",
+									qual, schema, args), 0, NULL, NULL);
+	exec_as_registry_owner(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER ddict_change, "
+									"ENABLE ALWAYS TRIGGER ddict_truncate", qual), 0, NULL, NULL);
 
 	namestrcpy(&kname, keycol);
 	namestrcpy(&vname, valcol);
@@ -382,8 +401,10 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 									"VALUES ($1, $2, $3)", schema),
 						   3, argtypes, values);
 
-	/* A new dict: its version moves at commit, and clients load it whole. */
-	(void) ddict_version_ensure(MyDatabaseId, relid);
+	/*
+	 * A new dict: its version moves at commit, and clients load it whole.
+	 * Its version slot is taken at commit, so a rolled-back attach takes none.
+	 */
 	ddict_note_change(relid, NULL, 0);
 }
 
@@ -458,17 +479,91 @@ ddict_detach(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 0, "dict");
 	relid = PG_GETARG_OID(0);
 	SPI_connect();
-	LockRelationOid(relid, ShareRowExclusiveLock);
 	(void) ddict_lookup(relid);
 	check_owner(relid);
+	LockRelationOid(relid, ShareRowExclusiveLock);
 	qual = qualified_name(relid);
-	exec_sql(psprintf("DROP TRIGGER IF EXISTS ddict_change ON %s", qual));
-	exec_sql(psprintf("DROP TRIGGER IF EXISTS ddict_truncate ON %s", qual));
 	values[0] = ObjectIdGetDatum(relid);
 	exec_as_registry_owner(psprintf("DELETE FROM %s.ddict_registry WHERE dict OPERATOR(pg_catalog.=) $1",
 									ddict_ext_schema()),
 						   1, argtypes, values);
+	exec_sql(psprintf("DROP TRIGGER IF EXISTS ddict_change ON %s", qual));
+	exec_sql(psprintf("DROP TRIGGER IF EXISTS ddict_truncate ON %s", qual));
 	ddict_note_forget(relid);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * Called by the ddl_command_end event trigger after ALTER TABLE of a dict.
+ * Contents may have been rewritten (ALTER COLUMN ... TYPE ... USING), and
+ * the triggers disabled or re-enabled as ORIGIN: note a full change, keep
+ * the triggers ENABLE ALWAYS, and refuse what would break the dict.
+ */
+PG_FUNCTION_INFO_V1(ddict_ddl_check);
+Datum
+ddict_ddl_check(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	char	   *keycol,
+			   *valcol;
+	AttrNumber	katt,
+				vatt;
+	Oid			keytype;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1];
+	bool		reenable = false;
+	int			rc;
+
+	ddict_require_preload();
+	if (PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	relid = PG_GETARG_OID(0);
+	SPI_connect();
+	if (!registry_row(relid, &keycol, &valcol))
+	{
+		SPI_finish();
+		PG_RETURN_VOID();
+	}
+	katt = get_attnum(relid, keycol);
+	vatt = get_attnum(relid, valcol);
+	if (katt <= 0 || vatt <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("column \"%s\" of dict \"%s\" cannot be renamed or dropped",
+						katt <= 0 ? keycol : valcol, get_rel_name(relid)),
+				 errhint("Detach the dict with ddict_detach() first, and attach it again after.")));
+	keytype = getBaseType(get_atttype(relid, katt));
+	if (keytype != TEXTOID && keytype != VARCHAROID)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("key column \"%s\" of dict \"%s\" must stay of type text or varchar",
+						keycol, get_rel_name(relid))));
+	values[0] = ObjectIdGetDatum(relid);
+	rc = SPI_execute_with_args("SELECT tgname::pg_catalog.text, tgenabled::pg_catalog.text "
+							   "FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1 "
+							   "AND tgname OPERATOR(pg_catalog.=) ANY ('{ddict_change,ddict_truncate}')",
+							   1, argtypes, values, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "ddict: trigger lookup failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *state = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+
+		if (strcmp(state, "D") == 0)
+			ereport(WARNING,
+					(errmsg("trigger %s of dict \"%s\" is disabled",
+							SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+							get_rel_name(relid)),
+					 errdetail("Changes made while it is disabled do not move the dict's version; enabling it again moves it.")));
+		else if (strcmp(state, "A") != 0)
+			reenable = true;
+	}
+	if (reenable)
+		exec_as_registry_owner(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER ddict_change, "
+										"ENABLE ALWAYS TRIGGER ddict_truncate", qualified_name(relid)),
+							   0, NULL, NULL);
+	ddict_note_change(relid, NULL, 0);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -36,6 +36,7 @@
 #include "port/atomics.h"
 #include "storage/procarray.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
@@ -53,6 +54,8 @@ typedef struct DictEntry
 	pg_atomic_uint64 version;
 	pg_atomic_uint64 commits;
 	pg_atomic_uint64 last_changed;	/* TimestampTz */
+	pg_atomic_uint64 published;		/* last version the publisher sent */
+	char		name[DDICT_NAME_LEN];	/* "database:schema.table", or "" */
 } DictEntry;
 
 typedef struct DdictShared
@@ -201,8 +204,44 @@ entry_create(DictKey *key, uint64 version, bool *full)
 		pg_atomic_init_u64(&e->version, version ? version : hlc_seed());
 		pg_atomic_init_u64(&e->commits, 0);
 		pg_atomic_init_u64(&e->last_changed, 0);
+		pg_atomic_init_u64(&e->published, 0);
+		e->name[0] = '\0';
 	}
 	return e;
+}
+
+/*
+ * Free the slots of dicts that no longer exist (dropped databases, tables
+ * dropped without the event trigger): their versions are never reused,
+ * since a re-created slot is seeded above everything handed out.
+ */
+static void
+evict_dead(void)
+{
+	HASH_SEQ_STATUS seq;
+	DictEntry  *e;
+	DictKey    *dead;
+	int			n = 0;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	dead = palloc(sizeof(DictKey) * Max(hash_get_num_entries(dict_table), 1));
+	hash_seq_init(&seq, dict_table);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		dead[n++] = e->key;
+	LWLockRelease(shared->lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		bool		gone;
+
+		if (dead[i].dboid == MyDatabaseId)
+			gone = !SearchSysCacheExists1(RELOID, ObjectIdGetDatum(dead[i].relid));
+		else
+			gone = !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dead[i].dboid));
+		if (gone)
+			ddict_version_forget(dead[i].dboid, dead[i].relid);
+	}
+	pfree(dead);
 }
 
 uint64
@@ -221,6 +260,15 @@ ddict_version_ensure(Oid dboid, Oid relid)
 	if (e)
 		v = pg_atomic_read_u64(&e->version);
 	LWLockRelease(shared->lock);
+	if (full)
+	{
+		evict_dead();
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		e = entry_create(&key, 0, &full);
+		if (e)
+			v = pg_atomic_read_u64(&e->version);
+		LWLockRelease(shared->lock);
+	}
 	if (full)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -449,4 +497,75 @@ ddict_stats_collect(Oid dboid, DictStat **out)
 	}
 	LWLockRelease(shared->lock);
 	return n;
+}
+
+/*
+ * Publishing support (publisher.c).  Names are set by backends, which have
+ * catalog access, whenever they commit a change or read a dict's version
+ * first; the publisher, which is connected to no database, only copies them.
+ */
+void
+ddict_version_set_name(Oid dboid, Oid relid, const char *name)
+{
+	DictKey		key = {dboid, relid};
+	DictEntry  *e;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	e = hash_search(dict_table, &key, HASH_FIND, NULL);
+	if (e && strncmp(e->name, name, DDICT_NAME_LEN) != 0)
+	{
+		LWLockRelease(shared->lock);
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		e = hash_search(dict_table, &key, HASH_FIND, NULL);
+		if (e)
+			strlcpy(e->name, name, DDICT_NAME_LEN);
+	}
+	LWLockRelease(shared->lock);
+}
+
+int
+ddict_publish_collect(bool all, PublishItem **out)
+{
+	HASH_SEQ_STATUS seq;
+	DictEntry  *e;
+	int			n = 0,
+				cap;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	cap = Max(hash_get_num_entries(dict_table), 1);
+	*out = palloc(sizeof(PublishItem) * cap);
+	hash_seq_init(&seq, dict_table);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		uint64		v = pg_atomic_read_u64(&e->version);
+
+		if (e->name[0] == '\0' || (!all && v == pg_atomic_read_u64(&e->published)))
+			continue;
+		(*out)[n].dboid = e->key.dboid;
+		(*out)[n].relid = e->key.relid;
+		(*out)[n].version = v;
+		(*out)[n].changed = (TimestampTz) pg_atomic_read_u64(&e->last_changed);
+		memcpy((*out)[n].name, e->name, DDICT_NAME_LEN);
+		n++;
+	}
+	LWLockRelease(shared->lock);
+	return n;
+}
+
+void
+ddict_publish_done(Oid dboid, Oid relid, uint64 version)
+{
+	DictKey		key = {dboid, relid};
+	DictEntry  *e;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	e = hash_search(dict_table, &key, HASH_FIND, NULL);
+	if (e)
+	{
+		uint64		old = pg_atomic_read_u64(&e->published);
+
+		while (old < version && !pg_atomic_compare_exchange_u64(&e->published, &old, version))
+			;
+	}
+	LWLockRelease(shared->lock);
 }

@@ -12,6 +12,8 @@
 
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "commands/dbcommands.h"
+#include "utils/lsyscache.h"
 #include "utils/tuplestore.h"
 
 PG_FUNCTION_INFO_V1(ddict_last_updated);
@@ -35,7 +37,25 @@ ddict_current_version(Oid relid)
 	SPI_connect();
 	(void) ddict_lookup(relid);
 	SPI_finish();
-	return ddict_version_ensure(MyDatabaseId, relid);
+	v = ddict_version_ensure(MyDatabaseId, relid);
+	ddict_note_name(relid);
+	return v;
+}
+
+/* Record "database:schema.table" for the publisher (see publisher.c). */
+void
+ddict_note_name(Oid relid)
+{
+	char	   *db = get_database_name(MyDatabaseId);
+	char	   *rel = get_rel_name(relid);
+	char	   *nsp = get_namespace_name(get_rel_namespace(relid));
+	char		name[DDICT_NAME_LEN];
+
+	if (db && rel && nsp)
+	{
+		snprintf(name, sizeof(name), "%s:%s.%s", db, nsp, rel);
+		ddict_version_set_name(MyDatabaseId, relid, name);
+	}
 }
 
 Datum

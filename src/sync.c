@@ -97,7 +97,7 @@ full_reload(Emitter *em, DictInfo *d)
 	SPIPlanPtr	plan;
 	Portal		portal;
 
-	plan = ddict_plan(psprintf("SELECT %s::pg_catalog.text, %s FROM %s",
+	plan = ddict_plan(psprintf("SELECT %s::pg_catalog.text, %s FROM ONLY %s",
 							   d->keycol, value_expr(d), d->qualname), 0, NULL);
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	for (;;)
@@ -150,7 +150,7 @@ delta_reload(Emitter *em, DictInfo *d, List *keys)
 		elems[i] = PointerGetDatum(arr[i]);
 	args[0] = PointerGetDatum(construct_array(elems, u, TEXTOID, -1, false, TYPALIGN_INT));
 
-	plan = ddict_plan(psprintf("SELECT %s::pg_catalog.text, %s FROM %s "
+	plan = ddict_plan(psprintf("SELECT %s::pg_catalog.text, %s FROM ONLY %s "
 							   "WHERE %s OPERATOR(pg_catalog.=) ANY ($1)",
 							   d->keycol, value_expr(d), d->qualname, d->keycol),
 					  1, argtypes);

@@ -19,7 +19,9 @@
 #include "access/detoast.h"
 #include "access/htup_details.h"
 #include "commands/trigger.h"
+#include "catalog/pg_type.h"
 #include "utils/datum.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 
 PG_FUNCTION_INFO_V1(ddict_trigger);
@@ -46,7 +48,11 @@ note_key(Oid relid, HeapTuple tuple, TupleDesc desc, int keyatt)
 	text	   *t;
 
 	if (isnull)
+	{
+		/* not a key a client can hold: reload the dict whole */
+		ddict_note_change(relid, NULL, 0);
 		return;
+	}
 	t = DatumGetTextPP(d);
 	ddict_note_change(relid, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
@@ -122,6 +128,17 @@ ddict_trigger(PG_FUNCTION_ARGS)
 	desc = RelationGetDescr(rel);
 	keyatt = column_number(rel, td->tg_trigger->tgargs[0]);
 	valatt = column_number(rel, td->tg_trigger->tgargs[1]);
+	{
+		Oid			keytype = TupleDescAttr(desc, keyatt - 1)->atttypid;
+
+		/* the key is read as text below; ALTER TYPE is refused, but be sure */
+		if (keytype != TEXTOID && keytype != VARCHAROID &&
+			getBaseType(keytype) != TEXTOID && getBaseType(keytype) != VARCHAROID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("key column \"%s\" of dict \"%s\" must be of type text or varchar",
+							td->tg_trigger->tgargs[0], RelationGetRelationName(rel))));
+	}
 
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 	{

@@ -187,6 +187,7 @@ pre_commit(void)
 	for (int i = 0; i < n; i++)
 	{
 		(void) ddict_version_ensure(MyDatabaseId, t[i].relid);
+		ddict_note_name(t[i].relid);
 		relids[i] = t[i].relid;
 	}
 	commit_xid = GetTopTransactionIdIfAny();
@@ -244,6 +245,8 @@ at_commit(void)
 	}
 	commit_xid = InvalidTransactionId;
 	ddict_changelog_finish();
+	if (n > 0)
+		ddict_publisher_wake();
 }
 
 static void

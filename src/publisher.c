@@ -1,0 +1,523 @@
+/*
+ * publisher.c — a background worker that publishes dict versions to Redis.
+ *
+ * With thousands of client processes, version checks should not all reach
+ * PostgreSQL.  For every dict this worker keeps the Redis key
+ * <ddict.redis_prefix><database>:<schema>.<table> SET to the dict's version
+ * (decimal) and PUBLISHes the version on a channel of the same name.
+ *
+ * Redis never blocks or fails a commit: a committing backend only sets this
+ * worker's latch (ddict_publisher_wake).  The worker wakes, collects every
+ * dict whose version differs from what it last published, and sends them in
+ * one pipeline, so a burst of commits costs one round trip.  When Redis is
+ * down it retries with exponential backoff (up to ddict.redis_max_backoff),
+ * logging one line when an outage starts and one when it ends; after every
+ * (re)connect it republishes every current version, because a restarted
+ * Redis has lost its keys.  A slow Redis is bounded by ddict.redis_timeout
+ * per operation and delays only this worker.
+ *
+ * The worker needs no database connection: dict names are copied into
+ * shared memory by the backends that commit changes (shmem.c).  Its state —
+ * connected or not, the last error, versions published, the publish lag — is
+ * in shared memory for ddict_redis_status().  The URL may carry a password:
+ * the GUC is superuser-only and the worker never logs the URL itself.
+ *
+ * The loop follows worker_spi/pg_cron: SIGHUP reloads the configuration
+ * (and reconnects when the URL changed), SIGTERM ends the worker, and the
+ * postmaster restarts it 5 s after an unexpected exit.
+ */
+#include "ddict.h"
+
+#include <hiredis/hiredis.h>
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+PGDLLEXPORT void ddict_publisher_main(Datum arg);
+
+PG_FUNCTION_INFO_V1(ddict_redis_status);
+
+char	   *ddict_redis_url = NULL;
+char	   *ddict_redis_prefix = NULL;
+int			ddict_redis_timeout_ms = 1000;
+static int	ddict_redis_max_backoff_ms = 10000;
+
+#define ERRLEN 256
+
+typedef struct PublisherShared
+{
+	Latch	   *latch;			/* the running worker's latch, or NULL */
+	slock_t		mutex;			/* protects the fields below */
+	bool		enabled;		/* a URL is configured */
+	bool		connected;
+	char		target[ERRLEN]; /* host:port or socket path, never a password */
+	char		last_error[ERRLEN];
+	TimestampTz last_error_at;
+	TimestampTz connected_since;
+	uint64		published;		/* SET+PUBLISH pairs acknowledged by Redis */
+	uint64		reconnects;
+	TimestampTz last_publish_at;
+	double		last_lag_ms;	/* commit-to-acknowledged, last batch */
+	double		max_lag_ms;
+} PublisherShared;
+
+static PublisherShared *pub = NULL;
+
+Size
+ddict_publisher_shmem_size(void)
+{
+	return MAXALIGN(sizeof(PublisherShared));
+}
+
+void
+ddict_publisher_shmem_init(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	pub = ShmemInitStruct("ddict publisher", sizeof(PublisherShared), &found);
+	if (!found)
+	{
+		memset(pub, 0, sizeof(PublisherShared));
+		SpinLockInit(&pub->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Called by committing backends: never blocks, never fails. */
+void
+ddict_publisher_wake(void)
+{
+	Latch	   *latch = pub ? pub->latch : NULL;
+
+	if (latch)
+		SetLatch(latch);
+}
+
+void
+ddict_publisher_register(void)
+{
+	BackgroundWorker w;
+
+	DefineCustomStringVariable("ddict.redis_url",
+							   "Redis to publish dict versions to: redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]; empty: off.",
+							   NULL, &ddict_redis_url, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("ddict.redis_prefix",
+							   "Prefix of the Redis keys and channels ddict publishes.",
+							   NULL, &ddict_redis_prefix, "ddict:",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ddict.redis_timeout",
+							"Timeout of connecting to Redis and of each Redis operation.",
+							NULL, &ddict_redis_timeout_ms, 1000, 10, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("ddict.redis_max_backoff",
+							"Longest wait between attempts to reach Redis.",
+							NULL, &ddict_redis_max_backoff_ms, 10000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	memset(&w, 0, sizeof(w));
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w.bgw_restart_time = 5;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "ddict");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "ddict_publisher_main");
+	snprintf(w.bgw_name, BGW_MAXLEN, "ddict publisher");
+	snprintf(w.bgw_type, BGW_MAXLEN, "ddict publisher");
+	RegisterBackgroundWorker(&w);
+}
+
+/* ---- the URL ---- */
+
+typedef struct RedisTarget
+{
+	char	   *host;			/* NULL for a unix socket */
+	int			port;
+	char	   *path;
+	char	   *user;
+	char	   *password;
+	int			db;
+} RedisTarget;
+
+/* Parse url into t (palloc'd); on failure return false and say why in err. */
+static bool
+parse_url(const char *url, RedisTarget *t, char *err)
+{
+	char	   *s = pstrdup(url);
+	char	   *q;
+
+	memset(t, 0, sizeof(*t));
+	t->port = 6379;
+	if (strncmp(s, "unix://", 7) == 0)
+	{
+		t->path = s + 7;
+		if ((q = strchr(t->path, '?')) != NULL)
+		{
+			*q++ = '\0';
+			if (strncmp(q, "db=", 3) == 0)
+				t->db = atoi(q + 3);
+		}
+		if (t->path[0] != '/')
+		{
+			snprintf(err, ERRLEN, "unix socket path must be absolute");
+			return false;
+		}
+		return true;
+	}
+	if (strncmp(s, "redis://", 8) != 0)
+	{
+		snprintf(err, ERRLEN, "ddict.redis_url must start with redis:// or unix://");
+		return false;
+	}
+	s += 8;
+	if ((q = strrchr(s, '@')) != NULL)
+	{
+		char	   *colon;
+
+		*q = '\0';
+		colon = strchr(s, ':');
+		if (colon)
+		{
+			*colon = '\0';
+			t->user = s[0] ? s : NULL;
+			t->password = colon + 1;
+		}
+		else
+			t->password = s;
+		s = q + 1;
+	}
+	if ((q = strchr(s, '/')) != NULL)
+	{
+		*q++ = '\0';
+		if (*q)
+			t->db = atoi(q);
+	}
+	if ((q = strrchr(s, ':')) != NULL)
+	{
+		*q++ = '\0';
+		t->port = atoi(q);
+		if (t->port <= 0 || t->port > 65535)
+		{
+			snprintf(err, ERRLEN, "invalid port in ddict.redis_url");
+			return false;
+		}
+	}
+	t->host = s[0] ? s : "127.0.0.1";
+	return true;
+}
+
+/* ---- status ---- */
+
+static void
+set_status(bool connected, const char *error)
+{
+	SpinLockAcquire(&pub->mutex);
+	if (connected && !pub->connected)
+		pub->connected_since = GetCurrentTimestamp();
+	pub->connected = connected;
+	if (error)
+	{
+		strlcpy(pub->last_error, error, ERRLEN);
+		pub->last_error_at = GetCurrentTimestamp();
+	}
+	SpinLockRelease(&pub->mutex);
+}
+
+/* ---- the worker ---- */
+
+static redisContext *rc = NULL;
+static bool in_outage = false;
+static char *current_url = NULL;
+
+static void
+disconnect(void)
+{
+	if (rc)
+		redisFree(rc);
+	rc = NULL;
+	set_status(false, NULL);
+}
+
+/* Send one command and check its reply; false (with err) on any failure. */
+static bool
+command_ok(const char *what, char *err, const char *fmt, ...)
+{
+	va_list		ap;
+	redisReply *r;
+	bool		ok;
+
+	va_start(ap, fmt);
+	r = redisvCommand(rc, fmt, ap);
+	va_end(ap);
+	if (r == NULL)
+	{
+		snprintf(err, ERRLEN, "%s: %s", what, rc->errstr[0] ? rc->errstr : "connection lost");
+		return false;
+	}
+	ok = (r->type != REDIS_REPLY_ERROR);
+	if (!ok)
+		snprintf(err, ERRLEN, "%s: %s", what, r->str);
+	freeReplyObject(r);
+	return ok;
+}
+
+static bool
+try_connect(char *err)
+{
+	RedisTarget t;
+	struct timeval tv;
+
+	if (!parse_url(ddict_redis_url, &t, err))
+		return false;
+	tv.tv_sec = ddict_redis_timeout_ms / 1000;
+	tv.tv_usec = (ddict_redis_timeout_ms % 1000) * 1000;
+
+	SpinLockAcquire(&pub->mutex);
+	if (t.path)
+		strlcpy(pub->target, t.path, ERRLEN);
+	else
+		snprintf(pub->target, ERRLEN, "%s:%d", t.host, t.port);
+	SpinLockRelease(&pub->mutex);
+
+	rc = t.path ? redisConnectUnixWithTimeout(t.path, tv)
+		: redisConnectWithTimeout(t.host, t.port, tv);
+	if (rc == NULL || rc->err)
+	{
+		snprintf(err, ERRLEN, "connect: %s", rc ? rc->errstr : "out of memory");
+		disconnect();
+		return false;
+	}
+	redisSetTimeout(rc, tv);
+	if (t.password &&
+		!(t.user ? command_ok("AUTH", err, "AUTH %s %s", t.user, t.password)
+		  : command_ok("AUTH", err, "AUTH %s", t.password)))
+	{
+		disconnect();
+		return false;
+	}
+	if (t.db != 0 && !command_ok("SELECT", err, "SELECT %d", t.db))
+	{
+		disconnect();
+		return false;
+	}
+	return true;
+}
+
+/* Publish the changed versions (all of them after a reconnect). */
+static bool
+publish(bool all, char *err)
+{
+	PublishItem *items;
+	int			n = ddict_publish_collect(all, &items);
+	TimestampTz now;
+	double		lag = 0,
+				maxlag = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		char	   *key = psprintf("%s%s", ddict_redis_prefix, items[i].name);
+		char		val[32];
+
+		snprintf(val, sizeof(val), UINT64_FORMAT, items[i].version);
+		redisAppendCommand(rc, "SET %s %s", key, val);
+		redisAppendCommand(rc, "PUBLISH %s %s", key, val);
+		pfree(key);
+	}
+	for (int i = 0; i < 2 * n; i++)
+	{
+		redisReply *r;
+
+		if (redisGetReply(rc, (void **) &r) != REDIS_OK || r == NULL)
+		{
+			snprintf(err, ERRLEN, "publish: %s", rc->errstr[0] ? rc->errstr : "connection lost");
+			pfree(items);
+			return false;
+		}
+		if (r->type == REDIS_REPLY_ERROR)
+		{
+			snprintf(err, ERRLEN, "publish: %s", r->str);
+			freeReplyObject(r);
+			pfree(items);
+			return false;
+		}
+		freeReplyObject(r);
+	}
+	now = GetCurrentTimestamp();
+	for (int i = 0; i < n; i++)
+	{
+		ddict_publish_done(items[i].dboid, items[i].relid, items[i].version);
+		if (items[i].changed != 0)
+		{
+			lag = (double) (now - items[i].changed) / 1000.0;
+			maxlag = Max(maxlag, lag);
+		}
+	}
+	if (n > 0)
+	{
+		SpinLockAcquire(&pub->mutex);
+		pub->published += n;
+		pub->last_publish_at = now;
+		pub->last_lag_ms = maxlag;
+		pub->max_lag_ms = Max(pub->max_lag_ms, maxlag);
+		SpinLockRelease(&pub->mutex);
+	}
+	pfree(items);
+	return true;
+}
+
+static void
+publisher_exit(int code, Datum arg)
+{
+	pub->latch = NULL;
+	disconnect();
+}
+
+void
+ddict_publisher_main(Datum arg)
+{
+	long		backoff = 0;
+	TimestampTz next_attempt = 0;
+	TimestampTz last_activity = 0;
+	char		err[ERRLEN];
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	pub->latch = MyLatch;
+	before_shmem_exit(publisher_exit, (Datum) 0);
+	current_url = MemoryContextStrdup(TopMemoryContext, ddict_redis_url);
+
+	while (!ShutdownRequestPending)
+	{
+		long		timeout = 60000;
+		bool		enabled;
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(current_url, ddict_redis_url) != 0)
+			{
+				pfree(current_url);
+				current_url = MemoryContextStrdup(TopMemoryContext, ddict_redis_url);
+				disconnect();
+				backoff = 0;
+				next_attempt = 0;
+				in_outage = false;
+			}
+		}
+		enabled = ddict_redis_url[0] != '\0';
+		SpinLockAcquire(&pub->mutex);
+		pub->enabled = enabled;
+		SpinLockRelease(&pub->mutex);
+
+		if (enabled)
+		{
+			bool		fresh = false;
+			bool		failed = false;
+
+			if (rc == NULL && GetCurrentTimestamp() >= next_attempt)
+			{
+				fresh = try_connect(err);
+				failed = !fresh;
+			}
+			if (rc != NULL && !publish(fresh, err))
+				failed = true;
+			/* idle: make sure the connection is alive, so the status is true */
+			if (rc != NULL && !failed && !fresh &&
+				TimestampDifferenceExceeds(last_activity, GetCurrentTimestamp(), 5000))
+				failed = !command_ok("PING", err, "PING");
+			if (!failed)
+				last_activity = GetCurrentTimestamp();
+
+			if (failed)
+			{
+				disconnect();
+				set_status(false, err);
+				if (!in_outage)
+					ereport(LOG,
+							(errmsg("ddict: cannot publish to Redis at %s: %s", pub->target, err),
+							 errdetail("Commits go on; versions are published once Redis is back.")));
+				in_outage = true;
+				backoff = backoff ? Min(backoff * 2, ddict_redis_max_backoff_ms) : 100;
+				next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff);
+			}
+			else if (rc != NULL)
+			{
+				if (fresh)
+				{
+					set_status(true, NULL);
+					SpinLockAcquire(&pub->mutex);
+					pub->reconnects++;
+					SpinLockRelease(&pub->mutex);
+					if (in_outage)
+						ereport(LOG, (errmsg("ddict: publishing to Redis at %s again", pub->target)));
+				}
+				in_outage = false;
+				backoff = 0;
+			}
+			if (rc == NULL)
+				timeout = Max(1, (long) ((next_attempt - GetCurrentTimestamp()) / 1000));
+			else
+				timeout = 5000;
+		}
+		else if (rc != NULL)
+			disconnect();
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	proc_exit(0);
+}
+
+/* ---- SQL: ddict_redis_status() ---- */
+
+Datum
+ddict_redis_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[10];
+	bool		nulls[10] = {false};
+	PublisherShared s;
+	HeapTuple	tup;
+
+	ddict_require_preload();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	SpinLockAcquire(&pub->mutex);
+	memcpy(&s, pub, sizeof(s));
+	SpinLockRelease(&pub->mutex);
+
+	values[0] = BoolGetDatum(s.enabled);
+	values[1] = BoolGetDatum(s.latch != NULL);
+	values[2] = BoolGetDatum(s.connected);
+	values[3] = CStringGetTextDatum(s.target);
+	nulls[3] = s.target[0] == '\0';
+	values[4] = CStringGetTextDatum(s.last_error);
+	nulls[4] = s.last_error[0] == '\0';
+	values[5] = TimestampTzGetDatum(s.last_error_at);
+	nulls[5] = s.last_error_at == 0;
+	values[6] = Int64GetDatum((int64) s.published);
+	values[7] = TimestampTzGetDatum(s.last_publish_at);
+	nulls[7] = s.last_publish_at == 0;
+	values[8] = Float8GetDatum(s.last_lag_ms);
+	values[9] = Float8GetDatum(s.max_lag_ms);
+	tup = heap_form_tuple(tupdesc, values, nulls);
+	PG_RETURN_DATUM(HeapTupleGetDatum(tup));
+}
