@@ -319,8 +319,8 @@ ddict_version_bump(Oid dboid, Oid relid)
 		}
 	}
 	new = advance(e, ddict_now_us());
+	hlc_observe(new);			/* under the lock: a slot seeded next is above */
 	LWLockRelease(shared->lock);
-	hlc_observe(new);
 	return new;
 }
 
@@ -402,8 +402,8 @@ ddict_version_redo(Oid dboid, Oid relid, TransactionId xid, uint64 version)
 			;
 		new = Max(old, version);
 	}
-	LWLockRelease(shared->lock);
 	hlc_observe(new);
+	LWLockRelease(shared->lock);
 }
 
 /*
@@ -452,9 +452,9 @@ ddict_version_resolve(Oid dboid, Oid relid)
 			pg_atomic_fetch_sub_u32(&e->npending, 1);
 		}
 	}
-	LWLockRelease(shared->lock);
 	if (new)
 		hlc_observe(new);
+	LWLockRelease(shared->lock);
 }
 
 void

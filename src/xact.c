@@ -46,7 +46,13 @@ static Forget *forgets = NULL;
 static int	nforgets = 0,
 			maxforgets = 0;
 
-static Touched *touched_list(int *n);
+
+/* per dict of this transaction; see count_for() */
+static Touched *counts = NULL;
+static int	ncounts = 0,
+			maxcounts = 0;
+static bool counts_valid = true;
+
 
 static void
 reset_state(void)
@@ -55,6 +61,9 @@ reset_state(void)
 	npending = maxpending = 0;
 	forgets = NULL;
 	nforgets = maxforgets = 0;
+	counts = NULL;
+	ncounts = maxcounts = 0;
+	counts_valid = true;
 }
 
 static void
@@ -84,53 +93,74 @@ push_pending(Oid relid, bool full, const char *key, int len)
 }
 
 /*
- * How many keys, and whether a "whole dict" record, the transaction holds for
- * the dict it last wrote; recounted when another dict is written or after a
- * subtransaction abort dropped records.
+ * Per dict of this transaction: keys recorded and whether a "whole dict"
+ * record exists.  Kept incrementally (a transaction writes few dicts);
+ * rebuilt from pending after a subtransaction abort dropped records.
  */
-static int	cached_relid_keys = 0;
-static Oid	cached_relid = InvalidOid;
-static bool cached_full = false;
-static int	cached_npending = -1;
+
+static void rebuild_counts(void);
+
+static Touched *
+count_for(Oid relid)
+{
+	if (!counts_valid)
+		rebuild_counts();
+	for (int i = ncounts - 1; i >= 0; i--)
+		if (counts[i].relid == relid)
+			return &counts[i];
+	if (ncounts == maxcounts)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		maxcounts = maxcounts ? maxcounts * 2 : 8;
+		counts = counts ? repalloc(counts, sizeof(Touched) * maxcounts)
+			: palloc(sizeof(Touched) * maxcounts);
+		MemoryContextSwitchTo(old);
+	}
+	counts[ncounts].relid = relid;
+	counts[ncounts].nkeys = 0;
+	counts[ncounts].full = false;
+	return &counts[ncounts++];
+}
+
+static void
+rebuild_counts(void)
+{
+	ncounts = 0;
+	counts_valid = true;
+	for (int i = 0; i < npending; i++)
+	{
+		Touched    *t = count_for(pending[i].relid);
+
+		if (pending[i].full)
+			t->full = true;
+		else
+			t->nkeys++;
+	}
+}
 
 void
 ddict_note_change(Oid relid, const char *key, int len)
 {
-	if (cached_relid != relid || cached_npending != npending)
-	{
-		cached_relid = relid;
-		cached_relid_keys = 0;
-		cached_full = false;
-		for (int i = 0; i < npending; i++)
-			if (pending[i].relid == relid)
-			{
-				if (pending[i].full)
-					cached_full = true;
-				else
-					cached_relid_keys++;
-			}
-	}
+	Touched    *t = count_for(relid);
+
 	/*
 	 * Every record has a level no deeper than the current one (deeper ones
 	 * were relabelled or dropped when their subtransaction ended), so a
 	 * "whole dict" record already covers this change.
 	 */
-	if (cached_full)
-	{
-		cached_npending = npending;
+	if (t->full)
 		return;
-	}
-	if (key == NULL || cached_relid_keys >= ddict_max_delta_keys)
+	if (key == NULL || t->nkeys >= ddict_max_delta_keys)
 	{
 		push_pending(relid, true, NULL, 0);
-		cached_full = true;
+		t->full = true;
 	}
 	else
 	{
 		push_pending(relid, false, key, len);
-		cached_relid_keys++;
+		t->nkeys++;
 	}
-	cached_npending = npending;
 }
 
 void
@@ -151,51 +181,29 @@ ddict_note_forget(Oid relid)
 	MemoryContextSwitchTo(old);
 }
 
-/* Distinct dicts in pending, palloc'd in the current context. */
-static Touched *
-touched_list(int *n)
-{
-	Touched    *t = palloc0(sizeof(Touched) * Max(npending, 1));
-
-	*n = 0;
-	for (int i = 0; i < npending; i++)
-	{
-		int			j;
-
-		for (j = *n - 1; j >= 0; j--)
-			if (t[j].relid == pending[i].relid)
-				break;
-		if (j < 0)
-			t[(*n)++].relid = pending[i].relid;
-	}
-	return t;
-}
-
 static TransactionId commit_xid = InvalidTransactionId;
 
 static void
 pre_commit(void)
 {
-	Touched    *t;
 	Oid		   *relids;
-	int			n;
 
 	if (npending == 0)
 		return;
-	t = touched_list(&n);
-	relids = palloc(sizeof(Oid) * n);
-	for (int i = 0; i < n; i++)
+	if (!counts_valid)
+		rebuild_counts();
+	relids = palloc(sizeof(Oid) * ncounts);
+	for (int i = 0; i < ncounts; i++)
 	{
-		(void) ddict_version_ensure(MyDatabaseId, t[i].relid);
-		ddict_note_name(t[i].relid);
-		relids[i] = t[i].relid;
+		(void) ddict_version_ensure(MyDatabaseId, counts[i].relid);
+		ddict_note_name(counts[i].relid);
+		relids[i] = counts[i].relid;
 	}
 	commit_xid = GetTopTransactionIdIfAny();
 	if (TransactionIdIsValid(commit_xid))
-		ddict_wal_log_intent(MyDatabaseId, commit_xid, relids, n);
+		ddict_wal_log_intent(MyDatabaseId, commit_xid, relids, ncounts);
 	ddict_changelog_append(MyDatabaseId, pending, npending);
 	pfree(relids);
-	pfree(t);
 }
 
 /* Was relid detached or dropped, and not written or re-attached after that? */
@@ -219,11 +227,11 @@ forgotten(Oid relid)
 	return gone;
 }
 
+/* After commit: allocates nothing and raises no error. */
 static void
 at_commit(void)
 {
-	Touched    *t = NULL;
-	int			n = 0;
+	int			n = npending > 0 ? ncounts : 0;
 
 	for (int i = 0; i < nforgets; i++)
 		if (forgotten(forgets[i].relid))
@@ -231,17 +239,15 @@ at_commit(void)
 			ddict_version_forget(MyDatabaseId, forgets[i].relid);
 			ddict_wal_log_forget(MyDatabaseId, forgets[i].relid);
 		}
-	if (npending > 0)
-		t = touched_list(&n);
 	for (int i = 0; i < n; i++)
 	{
 		uint64		v;
 
-		if (forgotten(t[i].relid))
+		if (forgotten(counts[i].relid))
 			continue;
-		v = ddict_version_bump(MyDatabaseId, t[i].relid);
+		v = ddict_version_bump(MyDatabaseId, counts[i].relid);
 		if (v != 0)
-			ddict_wal_log_bump(MyDatabaseId, t[i].relid, commit_xid, v);
+			ddict_wal_log_bump(MyDatabaseId, counts[i].relid, commit_xid, v);
 	}
 	commit_xid = InvalidTransactionId;
 	ddict_changelog_finish();
@@ -260,7 +266,6 @@ xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			at_commit();
 			reset_state();
-			cached_npending = -1;
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			if (npending > 0 || nforgets > 0)
@@ -282,7 +287,6 @@ xact_callback(XactEvent event, void *arg)
 			commit_xid = InvalidTransactionId;
 			ddict_changelog_finish();
 			reset_state();
-			cached_npending = -1;
 			break;
 		default:
 			break;
@@ -301,7 +305,7 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			npending--;
 		while (nforgets > 0 && forgets[nforgets - 1].level >= lvl)
 			nforgets--;
-		cached_npending = -1;
+		counts_valid = false;
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
 	{
