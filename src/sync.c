@@ -13,9 +13,9 @@
  * any other type as its text output, so the client needs no per-type code
  * and binary values survive.
  *
- * Order is what makes it correct: the version is read first, then the change
- * ring's horizon (the next cursor), and only then a fresh snapshot is taken
- * for the rows.  Versions move only after the writer is visible, so the rows
+ * Order is what makes it correct: the change ring's horizon (the next
+ * cursor) is read first, then the version, and only then a fresh snapshot is
+ * taken for the rows.  Versions move only after the writer is visible, so the rows
  * are at least as new as the version in the header.  READ COMMITTED is
  * required: under REPEATABLE READ the snapshot could predate the version.
  */
@@ -204,20 +204,27 @@ ddict_changes(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	d = ddict_lookup(relid);
+
+	/*
+	 * The horizon is read before the version.  A writer leaves the in-flight
+	 * set only after its bump, so when the version is still the client's,
+	 * every entry of this dict below the horizon is already in the client's
+	 * copy: an unchanged answer can move the client's cursor forward, and a
+	 * rarely written dict's cursor does not fall out of the ring.  Standbys
+	 * have no change ring: they answer in full whenever the version moved.
+	 */
+	if (!recovery)
+		cursor = ddict_changelog_horizon();
 	version = ddict_current_version(relid);
 	epoch = ddict_epoch();
 
 	if (have && (uint64) PG_GETARG_INT64(2) == epoch &&
 		(uint64) PG_GETARG_INT64(1) == version)
 	{
-		emit_header(&em, 'u', version, epoch, PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3));
+		emit_header(&em, 'u', version, epoch, recovery ? 0 : cursor);
 		SPI_finish();
 		return (Datum) 0;
 	}
-
-	/* Standbys have no change ring: they always answer in full. */
-	if (!recovery)
-		cursor = ddict_changelog_horizon();
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (have && !recovery && !PG_ARGISNULL(3) && PG_GETARG_INT64(3) > 0 &&
