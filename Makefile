@@ -44,3 +44,15 @@ test:
 demo:
 	bash test/demo.sh
 
+# ---------------------------------------------------------------------------
+# libddict, the C client (src/client): library, header, ddict.pc, ddict tool.
+# `make` above builds the extension only; `make install` installs both.
+# PREFIX defaults to /usr/local (lib, include, bin, lib/pkgconfig).
+.PHONY: client install-client
+client:
+	$(MAKE) -C src/client
+
+install-client:
+	$(MAKE) -C src/client install
+
+install: install-client

@@ -103,7 +103,8 @@ ddict_publisher_wake(void)
 {
 	Latch	   *latch = pub ? pub->latch : NULL;
 
-	if (latch)
+	/* unlocked reads: a stale "enabled" only delays one wake-up */
+	if (latch && pub->enabled)
 		SetLatch(latch);
 }
 

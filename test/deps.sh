@@ -9,6 +9,7 @@ pkgs=(
   libipc-run-perl                                     # PostgreSQL::Test::Cluster (TAP)
   libhiredis-dev redis-server                         # Redis publishing and client version source
   valgrind                                            # client tests under memcheck
+  libcmocka-dev                                       # client tests (C, TAP output)
 )
 [[ "${DDICT_DEPS_EXTRA:-}" ]] && pkgs+=(${DDICT_DEPS_EXTRA})
 

@@ -107,7 +107,7 @@ initial_load(ddict *h)
 {
 	int			rc;
 
-	pthread_mutex_lock(&h->sync_lock);
+	dd_lock(h);
 	rc = dd_sync_locked(h, true);
 	if (rc < 0 && (rc == DDICT_ECONN || rc == DDICT_ETIMEDOUT) && h->opts.snapshot_path)
 	{
@@ -131,7 +131,7 @@ initial_load(ddict *h)
 			dd_seterr(rc, "%s; and no snapshot to start from: %s", why, fmsg);
 		}
 	}
-	pthread_mutex_unlock(&h->sync_lock);
+	dd_unlock(h);
 	if (rc < 0)
 	{
 		char		msg[512];
@@ -184,12 +184,12 @@ ddict_close(ddict *d)
 
 	if (d == NULL)
 		return;
-	pthread_mutex_lock(&d->sync_lock);
+	dd_lock(d);
 	s = atomic_load(&d->current);
 	/* Keep the freshest contents for the next start. */
 	if (d->opts.snapshot_path && s->epoch != 0 && s->version != d->snapfile_version)
 		(void) dd_snapfile_write(d, s);
-	pthread_mutex_unlock(&d->sync_lock);
+	dd_unlock(d);
 	handle_free(d);
 }
 
@@ -392,9 +392,9 @@ ddict_sync(ddict *d)
 		return dd_seterr(DDICT_EINVAL, "ddict_sync: handle must not be NULL");
 	if (dd_in_callback(d))
 		return dd_seterr(DDICT_EBUSY, "ddict_sync: not allowed from a change callback of the same handle");
-	pthread_mutex_lock(&d->sync_lock);
+	dd_lock(d);
 	rc = dd_sync_locked(d, false);
-	pthread_mutex_unlock(&d->sync_lock);
+	dd_unlock(d);
 	return rc;
 }
 
@@ -420,6 +420,7 @@ ddict_get_stats(ddict *d, ddict_stats *out)
 		out->reads += atomic_load_explicit(&d->guard.slots[i].reads, memory_order_relaxed);
 		out->hits += atomic_load_explicit(&d->guard.slots[i].hits, memory_order_relaxed);
 		out->misses += atomic_load_explicit(&d->guard.slots[i].misses, memory_order_relaxed);
+		out->coalesced += atomic_load_explicit(&d->guard.slots[i].coalesced, memory_order_relaxed);
 	}
 #define LOAD(f) out->f = atomic_load_explicit(&d->f, memory_order_relaxed)
 	LOAD(checks);
@@ -429,7 +430,6 @@ ddict_get_stats(ddict *d, ddict_stats *out)
 	LOAD(writes);
 	LOAD(errors);
 	LOAD(reconnects);
-	LOAD(coalesced);
 	LOAD(compactions);
 #undef LOAD
 	out->rows_fetched = atomic_load_explicit(&d->rows, memory_order_relaxed);
@@ -458,8 +458,8 @@ ddict_save_snapshot(ddict *d)
 		return dd_seterr(DDICT_EINVAL, "ddict_save_snapshot: no snapshot_path was given");
 	if (dd_in_callback(d))
 		return dd_seterr(DDICT_EBUSY, "ddict_save_snapshot: not allowed from a change callback");
-	pthread_mutex_lock(&d->sync_lock);
+	dd_lock(d);
 	rc = dd_snapfile_write(d, atomic_load(&d->current));
-	pthread_mutex_unlock(&d->sync_lock);
+	dd_unlock(d);
 	return rc;
 }

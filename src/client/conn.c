@@ -120,9 +120,10 @@ wait_socket(PGconn *pg, bool rd, bool wr, int64_t deadline)
 }
 
 int
-dd_conn_flush(ddict *h, int64_t deadline)
+dd_conn_flush(ddict *h)
 {
 	PGconn	   *pg = h->conn.pg;
+	int64_t		deadline = dd_conn_deadline(h);
 
 	for (;;)
 	{
@@ -142,10 +143,17 @@ dd_conn_flush(ddict *h, int64_t deadline)
 	}
 }
 
+/*
+ * timeout_ms bounds each wait for progress, not a whole query: a full reload
+ * of a big dict over a slow link keeps going as long as rows keep arriving
+ * (in single-row mode every row is a result), and a dead link is still
+ * noticed within timeout_ms.
+ */
 PGresult *
-dd_conn_next(ddict *h, int64_t deadline, int *rc)
+dd_conn_next(ddict *h, int *rc)
 {
 	PGconn	   *pg = h->conn.pg;
+	int64_t		deadline = dd_conn_deadline(h);
 
 	*rc = DDICT_OK;
 	while (PQisBusy(pg))
@@ -243,7 +251,6 @@ exec_one(ddict *h, const char *sql, int nparams, const char *const *params,
 		 PGresult **out, const char *what)
 {
 	PGconn	   *pg = h->conn.pg;
-	int64_t		deadline = dd_conn_deadline(h);
 	PGresult   *r,
 			   *keep = NULL;
 	int			rc;
@@ -252,9 +259,9 @@ exec_one(ddict *h, const char *sql, int nparams, const char *const *params,
 	if (!(nparams < 0 ? PQsendQuery(pg, sql)
 		  : PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0)))
 		return dd_conn_failed(h, DDICT_ECONN, what, NULL);
-	if ((rc = dd_conn_flush(h, deadline)) != DDICT_OK)
+	if ((rc = dd_conn_flush(h)) != DDICT_OK)
 		return dd_conn_failed(h, rc, what, NULL);
-	while ((r = dd_conn_next(h, deadline, &rc)) != NULL)
+	while ((r = dd_conn_next(h, &rc)) != NULL)
 	{
 		/* Keep the first error, else the last result. */
 		if (keep == NULL || PQresultStatus(keep) != PGRES_FATAL_ERROR)
@@ -370,6 +377,34 @@ setup_session(ddict *h)
 	for (size_t i = 0; i < sizeof(c->sql) / sizeof(c->sql[0]); i++)
 		if (c->sql[i] == NULL)
 			return dd_fail(h, DDICT_ENOMEM, "out of memory");
+
+	/*
+	 * The check runs on every autosync read: prepare it once per own
+	 * connection, saving the parse and plan of each call.  Not on a borrowed
+	 * connection, whose session (and DISCARD ALL) belongs to the application.
+	 */
+	c->prepared = false;
+	if (!c->borrowed)
+	{
+		int			qrc;
+
+		if (!PQsendPrepare(c->pg, DD_PREPARED_CHANGES, c->sql[DD_SQL_CHANGES], 4, NULL))
+			return dd_conn_failed(h, DDICT_ECONN, "preparing ddict_changes", NULL);
+		if ((rc = dd_conn_flush(h)) != DDICT_OK)
+			return dd_conn_failed(h, rc, "preparing ddict_changes", NULL);
+		rc = DDICT_OK;
+		while ((r = dd_conn_next(h, &qrc)) != NULL)
+		{
+			if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == DDICT_OK)
+				rc = dd_conn_failed(h, DDICT_ESERVER, "preparing ddict_changes", r);
+			PQclear(r);
+		}
+		if (qrc != DDICT_OK)
+			return dd_conn_failed(h, qrc, "preparing ddict_changes", NULL);
+		if (rc != DDICT_OK)
+			return rc;
+		c->prepared = true;
+	}
 	return DDICT_OK;
 }
 
@@ -490,15 +525,13 @@ void
 dd_conn_settle(ddict *h)
 {
 	dd_conn    *c = &h->conn;
-	int64_t		deadline;
 
 	if (!c->borrowed || !dd_conn_ok(c))
 		return;
-	deadline = dd_conn_deadline(h);
 	for (int i = 0; i < 10000; i++)
 	{
 		int			rc;
-		PGresult   *r = dd_conn_next(h, deadline, &rc);
+		PGresult   *r = dd_conn_next(h, &rc);
 
 		if (rc != DDICT_OK || !dd_conn_ok(c))
 			return;

@@ -47,14 +47,6 @@ dd_fail(ddict *h, int code, const char *fmt, ...)
 }
 
 void
-dd_clear_handle_error(ddict *h)
-{
-	pthread_mutex_lock(&h->err_lock);
-	h->last_error[0] = '\0';
-	pthread_mutex_unlock(&h->err_lock);
-}
-
-void
 dd_strlcpy(char *dst, const char *src, size_t size)
 {
 	size_t		n = strlen(src);

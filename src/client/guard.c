@@ -14,13 +14,14 @@
  *   reload:  publish the new pointer; drop the old one once every reader
  *            that could have loaded it has exited (see "Reclamation" below).
  *
- * Each slot has two counters selected by a phase bit; the reload flips the
- * phase and waits for the old phase's counters to drain, twice, so that a
- * steady stream of new readers (who use the new phase) cannot starve it,
- * and a reader that read the phase just before a flip is still waited for.
- * All accesses are sequentially consistent: if the reload's poll does not
- * see a reader's increment, that reader's later load of the pointer sees the
- * new snapshot.
+ * Each slot has two counters selected by a phase bit.  After publishing, the
+ * reloader flips the phase and looks for the old phase's counters at zero;
+ * the old snapshot is freed once that has happened for two flips made after
+ * it was replaced.  New readers use the new phase, so a steady stream of
+ * them cannot keep a phase from draining; the second flip covers a reader
+ * that read the phase just before the first one.  All accesses are
+ * sequentially consistent: if the reloader's look does not see a reader's
+ * increment, that reader's later load of the pointer sees the new snapshot.
  *
  * Why not liburcu: its default flavours need every reader thread to call
  * rcu_register_thread() (or announce quiescent states), which a library

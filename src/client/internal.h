@@ -192,6 +192,7 @@ typedef struct dd_reader_slot
 	atomic_uint_fast64_t reads;
 	atomic_uint_fast64_t hits;
 	atomic_uint_fast64_t misses;
+	atomic_uint_fast64_t coalesced;
 } dd_reader_slot;
 
 typedef struct dd_guard
@@ -226,7 +227,10 @@ typedef struct dd_conn
 	int64_t		next_attempt_us;	/* own, disconnected: not before (monotonic) */
 	unsigned	backoff_ms;		/* delay after the next failed attempt */
 	char	   *sql[5];			/* statements, schema-qualified (DD_SQL_*) */
+	bool		prepared;		/* DD_PREPARED_CHANGES exists on this connection */
 } dd_conn;
+
+#define DD_PREPARED_CHANGES "libddict_changes"
 
 enum
 {
@@ -243,8 +247,9 @@ struct ddict
 	char	   *dict;
 	uint64_t	seed[2];
 
-	/* Sync side: only the thread holding sync_lock. */
+	/* Sync side: only the thread holding sync_lock (dd_lock/dd_unlock). */
 	pthread_mutex_t sync_lock;
+	atomic_bool busy;			/* sync_lock is held: readers need not try it */
 	dd_conn		conn;
 	int64_t		snapfile_written_us;	/* monotonic; 0 = never */
 	int64_t		snapfile_version;	/* version last written; INT64_MIN none */
@@ -258,7 +263,7 @@ struct ddict
 
 	/* Counters (readers' counters live in the guard's slots). */
 	atomic_uint_fast64_t checks, unchanged, deltas, reloads, rows, writes,
-				errors, reconnects, coalesced, compactions;
+				errors, reconnects, compactions;
 
 	pthread_mutex_t err_lock;
 	char		last_error[256];
@@ -267,7 +272,6 @@ struct ddict
 /* ---- error.c ---- */
 int			dd_seterr(int code, const char *fmt, ...) DD_PRINTF(2, 3);
 int			dd_fail(ddict *h, int code, const char *fmt, ...) DD_PRINTF(3, 4);
-void		dd_clear_handle_error(ddict *h);
 void		dd_strlcpy(char *dst, const char *src, size_t size);
 
 /* ---- time ---- */
@@ -280,9 +284,10 @@ void		dd_conn_close(dd_conn *c);
 /* Connected and usable now?  Connects when the backoff allows (or when
  * force: an explicit ddict_sync() or ddict_open()). */
 int			dd_conn_ensure(ddict *h, bool force);
-int			dd_conn_flush(ddict *h, int64_t deadline);
-/* Next result of the current query; NULL at its end or on error (*rc). */
-PGresult   *dd_conn_next(ddict *h, int64_t deadline, int *rc);
+int			dd_conn_flush(ddict *h);
+/* Next result of the current query; NULL at its end or on error (*rc).
+ * Waits at most timeout_ms for the server to make progress. */
+PGresult   *dd_conn_next(ddict *h, int *rc);
 /* A failed round trip: classify, drop an own broken connection. */
 int			dd_conn_failed(ddict *h, int rc, const char *what, const PGresult *res);
 int64_t		dd_conn_deadline(const ddict *h);
@@ -291,13 +296,15 @@ void		dd_conn_settle(ddict *h);
 bool		dd_conn_ok(const dd_conn *c);
 
 /* ---- sync.c ---- */
+void		dd_lock(ddict *h);
+void		dd_unlock(ddict *h);
 /* Caller holds sync_lock.  Returns 1 changed, 0 unchanged, < 0 error. */
 int			dd_sync_locked(ddict *h, bool force_full);
 /* Send ddict_changes() for the current snapshot (or in full). */
 int			dd_send_changes(ddict *h, bool full);
 /* Receive its rows; builds *out (NULL when unchanged).  *refull: the
  * header asks for a full reload (version went backwards). */
-int			dd_recv_changes(ddict *h, int64_t deadline, ddict_snapshot **out,
+int			dd_recv_changes(ddict *h, ddict_snapshot **out,
 							dd_build *b, bool *refull);
 int			dd_publish(ddict *h, ddict_snapshot *snap, dd_build *b);
 bool		dd_in_callback(const ddict *h);
@@ -306,6 +313,7 @@ void		dd_maybe_sync(ddict *h);
 
 /* ---- snapfile.c ---- */
 int			dd_snapfile_write(ddict *h, const ddict_snapshot *s);
+void		dd_snapfile_maybe_write(ddict *h);
 int			dd_snapfile_read(const char *path, const char *dict,
 							 const uint64_t seed[2], ddict_snapshot **out);
 

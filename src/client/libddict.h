@@ -118,14 +118,15 @@ typedef void (*ddict_change_fn) (const ddict_change *change, void *arg);
 
 /*
  * Options.  Initialise with ddict_options_init() and then set fields, so that
- * fields added in later minor versions get their defaults.  Strings are
- * copied by ddict_open().
+ * every field has its default.  Strings are copied by ddict_open().  (This
+ * struct and ddict_stats only change size with a new soname.)
  */
 typedef struct ddict_options
 {
 	ddict_mode	mode;				/* default DDICT_AUTOSYNC */
 	unsigned	interval_ms;		/* DDICT_INTERVAL: at most one check per this (1000) */
-	unsigned	timeout_ms;			/* per round trip; 0 = wait forever (5000) */
+	unsigned	timeout_ms;			/* longest wait for the server to make progress (the
+									 * next reply or row); 0 = forever (5000) */
 	unsigned	connect_timeout_ms;	/* whole connection attempt; 0 = forever (5000) */
 	unsigned	backoff_min_ms;		/* first reconnect delay after a failed attempt (100) */
 	unsigned	backoff_max_ms;		/* reconnect delay cap; doubles up to it (5000) */
@@ -207,9 +208,9 @@ DDICT_API int ddict_foreach(ddict *d, ddict_foreach_fn fn, void *arg);
 /* ---- Pinned snapshots: one consistent version for many reads ---- */
 
 /*
- * Sync according to the mode, then pin the current version.  Returns NULL on
- * out of memory only (a failed check pins the last good snapshot).  The
- * snapshot is immutable; every pointer obtained from it is valid until
+ * Sync according to the mode, then pin the current version.  Never fails for
+ * a valid handle (a failed check pins the last good snapshot); NULL only for
+ * a NULL handle.  Pinning takes no allocation.  The snapshot is immutable; every pointer obtained from it is valid until
  * ddict_unpin(), which may happen in any thread and after ddict_close().
  * Lookups on it never touch the network and are zero-copy.
  */

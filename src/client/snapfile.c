@@ -179,7 +179,9 @@ dd_snapfile_write(ddict *h, const ddict_snapshot *s)
 	}
 	if (file_version(path, h->dict) > s->version)
 	{
-		rc = DDICT_OK;			/* someone wrote fresher data: keep it */
+		/* Someone wrote fresher data: keep it; look again next interval. */
+		h->snapfile_written_us = dd_now_us();
+		rc = DDICT_OK;
 		goto out;
 	}
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

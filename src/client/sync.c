@@ -65,7 +65,9 @@ dd_send_changes(ddict *h, bool full)
 		vals[3] = c;
 	}
 	/* Binary results: keys and values arrive as raw bytes. */
-	if (!PQsendQueryParams(pg, h->conn.sql[DD_SQL_CHANGES], 4, NULL, vals, NULL, NULL, 1))
+	if (!(h->conn.prepared ?
+		  PQsendQueryPrepared(pg, DD_PREPARED_CHANGES, 4, vals, NULL, NULL, 1) :
+		  PQsendQueryParams(pg, h->conn.sql[DD_SQL_CHANGES], 4, NULL, vals, NULL, NULL, 1)))
 		return DDICT_ECONN;
 	/* Outside a pipeline, single-row mode must be chosen right after the send. */
 	if (PQpipelineStatus(pg) == PQ_PIPELINE_OFF)
@@ -139,7 +141,7 @@ take_row(recv_state *st, const PGresult *r, int i)
 }
 
 int
-dd_recv_changes(ddict *h, int64_t deadline, ddict_snapshot **out, dd_build *b,
+dd_recv_changes(ddict *h, ddict_snapshot **out, dd_build *b,
 				bool *refull)
 {
 	recv_state	st;
@@ -159,7 +161,7 @@ dd_recv_changes(ddict *h, int64_t deadline, ddict_snapshot **out, dd_build *b,
 		(void) PQsetSingleRowMode(h->conn.pg);
 
 	/* Always read to the end of the query, even after an error of ours. */
-	while ((r = dd_conn_next(h, deadline, &qrc)) != NULL)
+	while ((r = dd_conn_next(h, &qrc)) != NULL)
 	{
 		ExecStatusType s = PQresultStatus(r);
 
@@ -243,11 +245,28 @@ dd_publish(ddict *h, ddict_snapshot *snap, dd_build *b)
 	/* Freed once no reader can still be looking at it through h->current. */
 	dd_guard_retire(&h->guard, old, snap_unref_cb);
 
-	if (h->opts.snapshot_path && !b->from_file &&
-		(h->snapfile_written_us == 0 ||
-		 dd_now_us() - h->snapfile_written_us >= (int64_t) h->opts.snapshot_interval_ms * 1000))
-		(void) dd_snapfile_write(h, snap);
+	if (!b->from_file)
+		dd_snapfile_maybe_write(h);
 	return DDICT_OK;
+}
+
+/*
+ * The snapshot file follows the cache at most every snapshot_interval_ms:
+ * called after each publish and each successful check, so a change that
+ * came within the interval is written by a later check.  Sync lock held.
+ */
+void
+dd_snapfile_maybe_write(ddict *h)
+{
+	const ddict_snapshot *cur = atomic_load(&h->current);
+
+	if (h->opts.snapshot_path == NULL || cur->epoch == 0 ||
+		cur->version == h->snapfile_version)
+		return;
+	if (h->snapfile_written_us != 0 &&
+		dd_now_us() - h->snapfile_written_us < (int64_t) h->opts.snapshot_interval_ms * 1000)
+		return;
+	(void) dd_snapfile_write(h, cur);
 }
 
 static void
@@ -283,7 +302,6 @@ sync_once(ddict *h, bool force_full)
 		ddict_snapshot *snap;
 		dd_build	b;
 		bool		refull;
-		int64_t		deadline;
 		int			rc;
 
 		/* open and explicit syncs may connect at once; reads wait for backoff */
@@ -294,16 +312,15 @@ sync_once(ddict *h, bool force_full)
 			return rc;
 		}
 		atomic_store(&h->last_check_us, dd_now_us());
-		deadline = dd_conn_deadline(h);
 		rc = dd_send_changes(h, force_full);
 		if (rc == DDICT_OK)
-			rc = dd_conn_flush(h, deadline);
+			rc = dd_conn_flush(h);
 		if (rc != DDICT_OK)
 		{
 			mark(h, false);
 			return dd_conn_failed(h, rc, "ddict_changes", NULL);
 		}
-		rc = dd_recv_changes(h, deadline, &snap, &b, &refull);
+		rc = dd_recv_changes(h, &snap, &b, &refull);
 		if (rc != DDICT_OK)
 		{
 			mark(h, false);
@@ -316,13 +333,47 @@ sync_once(ddict *h, bool force_full)
 		}
 		mark(h, true);
 		if (snap == NULL)
+		{
+			dd_snapfile_maybe_write(h);
 			return 0;
+		}
 		dd_publish(h, snap, &b);
 		dd_build_free(&b);
 		return 1;
 	}
 	mark(h, false);
 	return dd_fail(h, DDICT_ERR, "ddict_changes() kept answering a full request with a delta");
+}
+
+/*
+ * The sync lock, with a flag beside it: an autosync reader that finds a
+ * check in flight must not even try the mutex (a failed trylock is still a
+ * write to the mutex's cache line, which every reading thread would then
+ * fight over); it reads the flag and moves on.
+ */
+void
+dd_lock(ddict *h)
+{
+	pthread_mutex_lock(&h->sync_lock);
+	atomic_store_explicit(&h->busy, true, memory_order_relaxed);
+}
+
+void
+dd_unlock(ddict *h)
+{
+	atomic_store_explicit(&h->busy, false, memory_order_relaxed);
+	pthread_mutex_unlock(&h->sync_lock);
+}
+
+static void
+coalesce(ddict *h)
+{
+	unsigned	phase;
+	dd_reader_slot *slot = dd_guard_enter(&h->guard, &phase);
+
+	/* the guard section only locates this thread's slot */
+	dd_guard_exit(slot, phase);
+	atomic_fetch_add_explicit(&slot->coalesced, 1, memory_order_relaxed);
 }
 
 void
@@ -343,11 +394,13 @@ dd_maybe_sync(ddict *h)
 		return;
 	/* Another thread is checking (or we are in its change callback): do not
 	 * wait for it — its result will be at most a round trip newer. */
-	if (pthread_mutex_trylock(&h->sync_lock) != 0)
+	if (atomic_load_explicit(&h->busy, memory_order_relaxed) ||
+		pthread_mutex_trylock(&h->sync_lock) != 0)
 	{
-		atomic_fetch_add_explicit(&h->coalesced, 1, memory_order_relaxed);
+		coalesce(h);
 		return;
 	}
+	atomic_store_explicit(&h->busy, true, memory_order_relaxed);
 	if (h->opts.mode != DDICT_INTERVAL ||
 		dd_now_us() - atomic_load(&h->last_check_us) >= (int64_t) h->opts.interval_ms * 1000)
 	{
@@ -355,5 +408,5 @@ dd_maybe_sync(ddict *h)
 		if (h->conn.borrowed || dd_conn_ok(&h->conn) || dd_now_us() >= h->conn.next_attempt_us)
 			(void) dd_sync_locked(h, false);
 	}
-	pthread_mutex_unlock(&h->sync_lock);
+	dd_unlock(h);
 }

@@ -107,10 +107,10 @@ result_value(ddict *h, const char *text, char **value, size_t *len)
 
 /* Expect the Sync that ends a pipeline segment. */
 static int
-expect_sync(ddict *h, int64_t deadline)
+expect_sync(ddict *h)
 {
 	int			rc;
-	PGresult   *r = dd_conn_next(h, deadline, &rc);
+	PGresult   *r = dd_conn_next(h, &rc);
 	bool		ok = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
 
 	PQclear(r);
@@ -127,7 +127,6 @@ static int
 write_locked(ddict *h, int which, const char *const *params, int nparams, PGresult **res)
 {
 	PGconn	   *pg = h->conn.pg;
-	int64_t		deadline = dd_conn_deadline(h);
 	const char *fn = wname[which];
 	PGresult   *r,
 			   *wres = NULL;
@@ -147,7 +146,7 @@ write_locked(ddict *h, int which, const char *const *params, int nparams, PGresu
 		dd_send_changes(h, false) != DDICT_OK ||
 		!PQpipelineSync(pg))
 		return dd_conn_failed(h, DDICT_ECONN, fn, NULL);
-	if ((rc = dd_conn_flush(h, deadline)) != DDICT_OK)
+	if ((rc = dd_conn_flush(h)) != DDICT_OK)
 		return dd_conn_failed(h, rc, what, NULL);
 
 	/*
@@ -156,7 +155,7 @@ write_locked(ddict *h, int which, const char *const *params, int nparams, PGresu
 	 * query when the next one is sent in pipeline mode.  Keep the first error,
 	 * else the first result that has the row.
 	 */
-	while ((r = dd_conn_next(h, deadline, &rc)) != NULL)
+	while ((r = dd_conn_next(h, &rc)) != NULL)
 	{
 		ExecStatusType st = PQresultStatus(r);
 		bool		better = wres == NULL ||
@@ -172,7 +171,7 @@ write_locked(ddict *h, int which, const char *const *params, int nparams, PGresu
 			PQclear(r);
 	}
 	if (rc == DDICT_OK)
-		rc = expect_sync(h, deadline);
+		rc = expect_sync(h);
 	if (rc != DDICT_OK || !dd_conn_ok(&h->conn))
 	{
 		rc = dd_conn_failed(h, rc != DDICT_OK ? rc : DDICT_ECONN, what, wres);
@@ -181,10 +180,10 @@ write_locked(ddict *h, int which, const char *const *params, int nparams, PGresu
 	}
 
 	/* The delta (applied even when the write failed: it is a valid sync). */
-	crc = dd_recv_changes(h, deadline, &snap, &b, &refull);
+	crc = dd_recv_changes(h, &snap, &b, &refull);
 	if (crc != DDICT_ECONN && crc != DDICT_ETIMEDOUT && dd_conn_ok(&h->conn))
 	{
-		int			src = expect_sync(h, deadline);
+		int			src = expect_sync(h);
 
 		if (src == DDICT_OK && !PQexitPipelineMode(pg))
 			src = DDICT_ECONN;
@@ -199,7 +198,12 @@ write_locked(ddict *h, int which, const char *const *params, int nparams, PGresu
 		}
 	}
 	if (crc == DDICT_OK)
+	{
 		atomic_store(&h->last_ok_us, dd_now_us());
+		atomic_store(&h->stale, false);
+	}
+	else
+		atomic_store(&h->stale, true);	/* the cache may lack this write */
 	if (snap)
 	{
 		dd_publish(h, snap, &b);
@@ -213,7 +217,9 @@ write_locked(ddict *h, int which, const char *const *params, int nparams, PGresu
 	{
 		rc = wres && PQresultStatus(wres) == PGRES_FATAL_ERROR ?
 			dd_conn_failed(h, DDICT_ESERVER, fn, wres) :
-			dd_fail(h, DDICT_ERR, "%s: unexpected reply (%s, %d rows)", fn, wres ? PQresStatus(PQresultStatus(wres)) : "none", wres ? PQntuples(wres) : -1);
+			dd_fail(h, DDICT_ERR, "%s: unexpected reply (%s, %d rows)", fn,
+					wres ? PQresStatus(PQresultStatus(wres)) : "no result",
+					wres ? PQntuples(wres) : 0);
 		PQclear(wres);
 		return rc;
 	}
@@ -249,7 +255,7 @@ do_write(ddict *h, int which, const char *key, size_t klen, const void *val,
 	memcpy(kcopy, key, klen);
 	kcopy[klen] = '\0';
 
-	pthread_mutex_lock(&h->sync_lock);
+	dd_lock(h);
 	rc = dd_conn_ensure(h, false);
 	if (rc == DDICT_OK && has_val)
 		rc = value_param(h, fn, val ? val : "", vlen, &vparam);
@@ -269,7 +275,7 @@ do_write(ddict *h, int which, const char *key, size_t klen, const void *val,
 		snprintf(msg, sizeof(msg), "%s", ddict_errmsg());
 		rc = dd_seterr(rc, "%s: %s", fn, msg);
 	}
-	pthread_mutex_unlock(&h->sync_lock);
+	dd_unlock(h);
 	free(kcopy);
 	free(vparam);
 	return rc;

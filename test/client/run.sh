@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# test/client/run.sh — libddict's tests, as one TAP stream.
+#
+# Builds the library, the tool and the tests, starts a throwaway cluster
+# (test/lib.sh), and runs:
+#   plain build     unit tests, server tests, the multi-process stress with a
+#                   server restart, the ddict tool, linking through pkg-config
+#   ASan + UBSan    the same C tests again (-fsanitize=address,undefined)
+#   valgrind        the same C tests under memcheck (--error-exitcode)
+#   TSan            unit and server tests (-fsanitize=thread)
+# Every test is a TAP line "ok N - ..." / "not ok N - ..."; each sanitizer or
+# valgrind run also gets its own "no findings" line.  Exits non-zero on any
+# failure.  Knobs: DDICT_STRESS_SECONDS (default 15), DDICT_CLIENT_SKIP
+# (space-separated: asan valgrind tsan).
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+ROOT=$PWD
+source test/lib.sh
+
+OUT=$ROOT/test/out/client
+BUILD=$ROOT/test/out/client-build
+mkdir -p "$OUT"
+N=0
+FAILED=0
+SKIP=" ${DDICT_CLIENT_SKIP:-} "
+
+ok() { N=$((N + 1)); echo "ok $N - $*"; }
+not_ok() { N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $*"; }
+check() { # check DESCRIPTION CMD...: one TAP line for a command's success
+  local desc=$1; shift
+  if "$@" >"$OUT/check.log" 2>&1; then ok "$desc"; else not_ok "$desc"; sed 's/^/# /' "$OUT/check.log" | tail -20; fi
+}
+diag() { echo "# $*"; }
+
+# run_tap LABEL LOG CMD...: run a cmocka binary with TAP output, renumber its
+# results into our stream; a crash, a non-zero exit or a missing result is a
+# failure of its own.
+run_tap() {
+  local label=$1 log=$2; shift 2
+  local rc plan=0 seen=0 line
+  CMOCKA_MESSAGE_OUTPUT=TAP "$@" >"$log" 2>&1
+  rc=$?
+  while IFS= read -r line; do
+    if [[ $line =~ ^1\.\.([0-9]+) ]]; then
+      plan=${BASH_REMATCH[1]}
+    elif [[ $line =~ ^ok\ [0-9]+\ -\ (.*)$ ]]; then
+      seen=$((seen + 1)); ok "$label: ${BASH_REMATCH[1]}"
+    elif [[ $line =~ ^ok\ [0-9]+\ #\ SKIP\ (.*)$ ]]; then
+      seen=$((seen + 1)); ok "$label: ${BASH_REMATCH[1]} # SKIP"
+    elif [[ $line =~ ^not\ ok\ [0-9]+\ #\ SKIP\ (.*)$ ]]; then
+      seen=$((seen + 1)); ok "$label: ${BASH_REMATCH[1]} # SKIP"
+    elif [[ $line =~ ^not\ ok\ [0-9]+\ -\ (.*)$ ]]; then
+      seen=$((seen + 1)); not_ok "$label: ${BASH_REMATCH[1]}"
+    elif [[ $line =~ ^#\ (not\ )?ok\ -\  ]]; then
+      :   # cmocka's group summary
+    elif [[ $line == \#* ]]; then
+      echo "$line"
+    else
+      echo "# $line"
+    fi
+  done <"$log"
+  if ((plan == 0 || seen != plan)); then
+    not_ok "$label: ran $seen of $plan tests (exit status $rc)"
+  elif ((rc != 0)) && ! grep -q '^not ok' "$log"; then
+    not_ok "$label: exit status $rc"
+  fi
+  return $rc
+}
+
+# ---- build ----
+check "build: libddict (shared, static), ddict tool, examples" make -s -C src/client
+check "build: tests (plain)" make -s -C test/client VARIANT=plain OUT="$BUILD/plain"
+[[ $SKIP == *" asan "* ]] || check "build: tests (ASan+UBSan)" make -s -C test/client VARIANT=asan OUT="$BUILD/asan"
+[[ $SKIP == *" tsan "* ]] || check "build: tests (TSan)" make -s -C test/client VARIANT=tsan OUT="$BUILD/tsan"
+
+if [[ ! -f $("$PG_BIN/pg_config" --pkglibdir)/ddict.so ]]; then
+  diag "the ddict extension is not installed: running make install"
+  make -s >/dev/null && make -s install >/dev/null
+fi
+
+# ---- server ----
+SCRATCH=$(make_scratch)
+cleanup() { stop_pg "$SCRATCH/pg"; stop_started; rm -rf "$SCRATCH"; }
+trap cleanup EXIT
+PORT=$(free_port)
+if ! start_pg "$SCRATCH/pg" "$PORT" "shared_preload_libraries = 'ddict, pg_stat_statements'"; then
+  not_ok "start a throwaway cluster"
+  echo "1..$N"; exit 1
+fi
+SOCK=$SCRATCH/pg/sock
+export PGOPTIONS="-c client_min_messages=warning"
+PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE ddict_client" &&
+  "${PSQL[@]}" -d ddict_client -c "CREATE EXTENSION ddict; CREATE EXTENSION pg_stat_statements" ||
+  { not_ok "create the test database"; echo "1..$N"; exit 1; }
+
+export DDICT_TEST_CONNINFO="host=$SOCK port=$PORT user=postgres dbname=ddict_client"
+export DDICT_TEST_PORT=$PORT DDICT_TEST_DBNAME=ddict_client   # TCP, for the proxy tests
+# The stress test restarts the server through this (as the server's user).
+PGCTL="$PG_BIN/pg_ctl -D $SCRATCH/pg/data -w -t 60 -l $SCRATCH/pg/server.log -m fast"
+if [[ $(id -u) == 0 ]]; then PGCTL="runuser -u postgres -- $PGCTL"; fi
+export DDICT_TEST_RESTART_CMD="$PGCTL restart >/dev/null"
+export DDICT_TEST_STOP_CMD="$PGCTL stop >/dev/null"
+export DDICT_TEST_START_CMD="$PGCTL start >/dev/null"
+unset PGHOST PGPORT PGUSER PGDATABASE
+
+# ---- plain ----
+P=$BUILD/plain
+run_tap "unit" "$OUT/unit.log" "$P/test_unit"
+run_tap "client" "$OUT/client.log" "$P/test_client"
+run_tap "stress" "$OUT/stress.log" "$P/test_stress"
+"${PSQL[@]}" -d ddict_client -c "DROP TABLE IF EXISTS t_large" >/dev/null 2>&1
+
+# ---- the ddict tool ----
+T=$ROOT/src/client/build/ddict
+D=(-d "$DDICT_TEST_CONNINFO")
+sql() { "${PSQL[@]}" -d ddict_client -At -c "$1"; }
+sql "DROP TABLE IF EXISTS tool; SELECT ddict_create('tool')" >/dev/null
+sql "DROP TABLE IF EXISTS tool_bytes; SELECT ddict_create('tool_bytes', 'bytea')" >/dev/null
+
+"$T" "${D[@]}" set tool greeting hello && [[ $("$T" "${D[@]}" get tool greeting) == hello ]] &&
+  ok "tool: set then get" || not_ok "tool: set then get"
+"$T" "${D[@]}" get tool missing >/dev/null 2>"$OUT/tool.err"; rc=$?
+((rc == 1)) && [[ ! -s $OUT/tool.err ]] && ok "tool: get of an absent key exits 1" ||
+  not_ok "tool: get of an absent key exits 1 (got $rc)"
+"$T" "${D[@]}" set tool 'b key' $'two\tcols' && "$T" "${D[@]}" set tool 'a\k' $'line1\nline2\\' &&
+  "$T" "${D[@]}" set tool 'c' '' || not_ok "tool: set odd values"
+printf '%s\t%s\n' 'a\\k' 'line1\nline2\\' 'b key' 'two\tcols' 'c' '' 'greeting' 'hello' >"$OUT/items.expected"
+"$T" "${D[@]}" items tool >"$OUT/items.out" && cmp -s "$OUT/items.out" "$OUT/items.expected" &&
+  ok "tool: items sorted by key, \\\\ \\t \\n escaped" ||
+  { not_ok "tool: items sorted by key, escaped"; diff "$OUT/items.expected" "$OUT/items.out" | sed 's/^/# /'; }
+[[ $("$T" "${D[@]}" version tool) == "$(sql "SELECT ddict_last_updated('tool')")" ]] &&
+  ok "tool: version is ddict_last_updated()" || not_ok "tool: version is ddict_last_updated()"
+"$T" "${D[@]}" del tool c && { "$T" "${D[@]}" del tool c; [[ $? == 1 ]]; } &&
+  [[ $(sql "SELECT count(*) FROM tool WHERE key = 'c'") == 0 ]] &&
+  ok "tool: del (exit 1 when absent)" || not_ok "tool: del (exit 1 when absent)"
+"$T" "${D[@]}" set tool_bytes k 'raw bytes' && [[ $(sql "SELECT value FROM tool_bytes") == '\x726177206279746573' ]] &&
+  [[ $("$T" "${D[@]}" get tool_bytes k) == 'raw bytes' ]] &&
+  ok "tool: bytea dict takes and prints raw bytes" || not_ok "tool: bytea dict takes and prints raw bytes"
+"$T" "${D[@]}" get no_such_dict k >/dev/null 2>"$OUT/tool.err"; rc=$?
+((rc > 1 && rc < 128)) && grep -q 'does not exist' "$OUT/tool.err" &&
+  ok "tool: errors go to stderr, exit $rc" || not_ok "tool: error exit status $rc"
+"$T" frobnicate >/dev/null 2>&1; rc=$?
+((rc == 2)) && ok "tool: usage error exits 2" || not_ok "tool: usage error exits 2 (got $rc)"
+"$T" -d "host=$SCRATCH/nowhere port=1" get tool k >/dev/null 2>"$OUT/tool.err"; rc=$?
+((rc > 1 && rc < 128)) && grep -q 'could not connect' "$OUT/tool.err" &&
+  ok "tool: unreachable server: clear error, exit $rc" || not_ok "tool: unreachable server (exit $rc)"
+
+# watch: every change it applies, one line each, flushed per reload
+sql "DROP TABLE IF EXISTS watched; SELECT ddict_create('watched'); INSERT INTO watched VALUES ('init', 'x')" >/dev/null
+"$T" "${D[@]}" watch -i 20 watched >"$OUT/watch.out" 2>"$OUT/watch.err" &
+WATCH=$!
+wait_lines() { for _ in $(seq 100); do (($(wc -l <"$OUT/watch.out") >= $1)) && return 0; sleep 0.05; done; return 1; }
+wait_lines 1
+sql "SELECT ddict_set('watched', 'a', 'one')" >/dev/null; wait_lines 2
+sql "BEGIN; UPDATE watched SET value = E'tab\there' WHERE key = 'a'; INSERT INTO watched VALUES (E'new\nline', 'v'); COMMIT" >/dev/null
+wait_lines 4
+sql "BEGIN; UPDATE watched SET value = 'rolled back' WHERE key = 'a'; ROLLBACK" >/dev/null
+sql "DELETE FROM watched WHERE key = 'init'" >/dev/null; wait_lines 5
+sql "TRUNCATE watched; INSERT INTO watched VALUES ('after', 'truncate')" >/dev/null; wait_lines 8
+kill -TERM $WATCH; wait $WATCH; rc=$?
+cut -f2- "$OUT/watch.out" >"$OUT/watch.cut"
+# Lines of one reload come in hash order: compare each reload's block sorted.
+block() { sed -n "$1p" "$OUT/watch.cut" | LC_ALL=C sort | tr '\n' '|'; }
+if ((rc == 0)) && (($(wc -l <"$OUT/watch.cut") == 8)) &&
+   [[ $(block 1,2) == $'set\ta\tone|set\tinit\tx|' ]] &&
+   [[ $(block 3,4) == $'set\ta\ttab\\there|set\tnew\\nline\tv|' ]] &&
+   [[ $(block 5,5) == $'del\tinit|' ]] &&
+   [[ $(block 6,8) == $'del\ta|del\tnew\\nline|set\tafter\ttruncate|' ]] &&
+   awk -F'\t' '$1 !~ /^[0-9]+$/ || (NR > 1 && $1 < prev) { exit 1 } { prev = $1 }' "$OUT/watch.out"; then
+  ok "tool: watch prints every applied change (set/del, escaped, versions ascending)"
+else
+  not_ok "tool: watch prints every applied change (exit $rc)"
+  sed 's/^/# /' "$OUT/watch.out" "$OUT/watch.err"
+fi
+
+# ---- linking through pkg-config (a staged install; the system one if present) ----
+STAGE=$SCRATCH/stage
+stage_pc() { PKG_CONFIG_PATH=$STAGE/usr/local/lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$STAGE pkg-config "$@"; }
+if make -s -C src/client install DESTDIR="$STAGE" >"$OUT/stage.log" 2>&1 &&
+   read -ra PCFLAGS < <(stage_pc --cflags --libs ddict) &&
+   cc -Wall -Wextra -Werror -o "$SCRATCH/quickstart" src/client/examples/quickstart.c "${PCFLAGS[@]}" \
+     >>"$OUT/stage.log" 2>&1 &&
+   sql "DROP TABLE IF EXISTS settings; SELECT ddict_create('settings')" >/dev/null &&
+   LD_LIBRARY_PATH=$STAGE/usr/local/lib "$SCRATCH/quickstart" "$DDICT_TEST_CONNINFO" | grep -q '^greeting = hello'; then
+  ok "link: quick start builds with pkg-config --cflags --libs ddict and runs"
+else
+  not_ok "link: quick start with pkg-config"; sed 's/^/# /' "$OUT/stage.log" | tail
+fi
+if pkg-config --exists ddict 2>/dev/null; then
+  check "link: installed ddict.pc (pkg-config --cflags --libs ddict, default paths)" \
+    bash -c "cc -o '$SCRATCH/qs2' src/client/examples/quickstart.c \$(pkg-config --cflags --libs ddict) && '$SCRATCH/qs2' '$DDICT_TEST_CONNINFO'"
+fi
+
+# ---- ASan + UBSan ----
+# Sanitizer findings make the program exit with 86; the log is searched too.
+san_clean() { # san_clean LABEL LOG RC
+  if (($3 == 86)) || grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' "$2"; then
+    not_ok "$1: sanitizer findings"; grep -E -A30 'ERROR: |runtime error:|WARNING: ThreadSanitizer' "$2" | head -60 | sed 's/^/# /'
+  else
+    ok "$1: no sanitizer findings"
+  fi
+}
+if [[ $SKIP != *" asan "* ]]; then
+  export ASAN_OPTIONS=detect_leaks=1:exitcode=86:abort_on_error=0:detect_stack_use_after_return=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86
+  A=$BUILD/asan
+  for t in unit client stress; do
+    DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=200000 DDICT_STRESS_SECONDS=8 \
+      run_tap "asan $t" "$OUT/asan-$t.log" "$A/test_$t"
+    san_clean "asan+ubsan $t" "$OUT/asan-$t.log" $?
+  done
+  unset ASAN_OPTIONS UBSAN_OPTIONS
+fi
+
+# ---- valgrind memcheck ----
+if [[ $SKIP != *" valgrind "* ]]; then
+  # shellcheck disable=SC2054 # commas are part of valgrind's option values
+  VG=(valgrind -q --error-exitcode=97 --leak-check=full --show-leak-kinds=definite,indirect
+      --errors-for-leak-kinds=definite,indirect --fair-sched=yes)
+  for t in unit client stress; do
+    DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=20000 DDICT_STRESS_SECONDS=10 DDICT_STRESS_MIN=2 \
+      run_tap "valgrind $t" "$OUT/valgrind-$t.log" "${VG[@]}" "$P/test_$t"
+    rc=$?
+    if ((rc == 97)) || grep -qE '^==[0-9]+== [A-Z]' "$OUT/valgrind-$t.log"; then
+      not_ok "valgrind $t: memcheck findings"; grep -E '^==[0-9]+==' "$OUT/valgrind-$t.log" | head -40 | sed 's/^/# /'
+    else
+      ok "valgrind $t: memcheck clean"
+    fi
+  done
+fi
+
+# ---- ThreadSanitizer ----
+if [[ $SKIP != *" tsan "* ]]; then
+  export TSAN_OPTIONS=exitcode=86:halt_on_error=0:second_deadlock_stack=1
+  for t in unit client; do
+    DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=100000 \
+      run_tap "tsan $t" "$OUT/tsan-$t.log" "$BUILD/tsan/test_$t"
+    san_clean "tsan $t" "$OUT/tsan-$t.log" $?
+  done
+  unset TSAN_OPTIONS
+fi
+
+echo "1..$N"
+((FAILED == 0))

@@ -1,0 +1,1295 @@
+/*
+ * test_client.c — libddict against a real server: dict semantics, sync
+ * modes, what crosses the network (library counters and
+ * pg_stat_statements), deltas, deletes, TRUNCATE, bytea, pins, callbacks,
+ * borrowed connections, the snapshot file, timeouts, network loss (through
+ * a proxy), version going backwards, server stop/start, threads, large dicts.
+ */
+#include "common.h"
+#include "internal.h"
+#include "proxy.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <stdatomic.h>
+
+static PGconn *admin;
+
+static int
+group_setup(void **state)
+{
+	(void) state;
+	admin = admin_connect();
+	return admin ? 0 : -1;
+}
+
+static int
+group_teardown(void **state)
+{
+	(void) state;
+	PQfinish(admin);
+	return 0;
+}
+
+/* pg_stat_statements: calls and rows of ddict_changes() since the reset. */
+static void
+pgss_reset(void)
+{
+	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
+}
+
+static void
+pgss_changes(long long *calls, long long *rows)
+{
+	/* The pattern is built at run time so that this query never matches itself. */
+	char	   *v = sqlf(admin,
+						 "SELECT coalesce(sum(calls), 0) || ' ' || coalesce(sum(rows), 0)"
+						 "  FROM pg_stat_statements"
+						 " WHERE query LIKE '%%' || 'ddict_changes' || '(%%'"
+						 "   AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())");
+
+	assert_non_null(v);
+	assert_int_equal(sscanf(v, "%lld %lld", calls, rows), 2);
+	free(v);
+}
+
+/* ---- errors ---- */
+
+static void
+test_open_errors(void **state)
+{
+	ddict_options o;
+
+	(void) state;
+	ddict_options_init(&o);
+	assert_null(ddict_open(test_conninfo(), "no_such_table", &o));
+	assert_non_null(strstr(ddict_errmsg(), "does not exist"));
+
+	free(sqlf(admin, "DROP TABLE IF EXISTS plain_table; CREATE TABLE plain_table(key text primary key, value text)"));
+	assert_null(ddict_open(test_conninfo(), "plain_table", &o));
+	assert_non_null(strstr(ddict_errmsg(), "not a ddict dict"));
+
+	assert_null(ddict_open(test_conninfo(), NULL, &o));
+	assert_null(ddict_open(test_conninfo(), "", &o));
+	assert_null(ddict_open("host=/nonexistent-dir port=1", "settings", &o));
+	assert_non_null(strstr(ddict_errmsg(), "could not connect"));
+	o.mode = (ddict_mode) 42;
+	assert_null(ddict_open(test_conninfo(), "plain_table", &o));
+	assert_int_equal(ddict_get(NULL, "k", 1, NULL, NULL), DDICT_EINVAL);
+	assert_string_equal(ddict_strerror(DDICT_NOTFOUND), "key not found");
+}
+
+/* ---- dict semantics ---- */
+
+static void
+test_semantics(void **state)
+{
+	ddict	   *d;
+	char	   *v;
+	char		buf[4];
+	size_t		n;
+
+	(void) state;
+	fresh_dict(admin, "t_sem", "text");
+	free(sqlf(admin, "INSERT INTO t_sem VALUES ('a', 'alpha'), ('b', 'beta')"));
+	d = open_mode("t_sem", DDICT_AUTOSYNC);
+	assert_int_equal(ddict_len(d), 2);
+	assert_value(d, "a", "alpha");
+	assert_value(d, "zzz", NULL);
+	assert_int_equal(ddict_get(d, "a", DDICT_NTS, NULL, &n), DDICT_OK);
+	assert_int_equal(n, 5);
+	/* length-aware keys: "ab" with length 1 is "a" */
+	assert_int_equal(ddict_get(d, "ab", 1, &v, &n), DDICT_OK);
+	assert_string_equal(v, "alpha");
+	ddict_free(v);
+
+	assert_int_equal(ddict_get_buf(d, "a", DDICT_NTS, buf, sizeof(buf), &n), DDICT_ERANGE);
+	assert_int_equal(n, 5);
+	assert_int_equal(ddict_get_buf(d, "b", DDICT_NTS, buf, sizeof(buf), &n), DDICT_OK);
+	assert_memory_equal(buf, "beta", 4);
+
+	assert_int_equal(ddict_set(d, "c", DDICT_NTS, "gamma", 5), DDICT_OK);
+	assert_value(d, "c", "gamma");
+	assert_int_equal(ddict_set(d, "c", DDICT_NTS, "GAMMA", 5), DDICT_OK);
+	assert_value(d, "c", "GAMMA");
+	assert_int_equal(sql_ll(admin, "SELECT count(*) FROM t_sem WHERE key = 'c' AND value = 'GAMMA'"), 1);
+	assert_int_equal(ddict_len(d), 3);
+
+	assert_int_equal(ddict_delete(d, "c", DDICT_NTS), DDICT_OK);
+	assert_int_equal(ddict_delete(d, "c", DDICT_NTS), DDICT_NOTFOUND);
+	assert_value(d, "c", NULL);
+
+	assert_int_equal(ddict_pop(d, "b", DDICT_NTS, &v, &n), DDICT_OK);
+	assert_string_equal(v, "beta");
+	assert_int_equal(n, 4);
+	ddict_free(v);
+	assert_int_equal(ddict_pop(d, "b", DDICT_NTS, &v, &n), DDICT_NOTFOUND);
+	assert_null(v);
+	assert_value(d, "b", NULL);
+
+	assert_int_equal(ddict_setdefault(d, "s", DDICT_NTS, "first", 5, &v, &n), DDICT_OK);
+	assert_string_equal(v, "first");
+	ddict_free(v);
+	assert_int_equal(ddict_setdefault(d, "s", DDICT_NTS, "second", 6, &v, NULL), DDICT_OK);
+	assert_string_equal(v, "first");
+	ddict_free(v);
+	assert_value(d, "s", "first");
+
+	/* Keys are text: NUL bytes are refused before reaching the server. */
+	assert_int_equal(ddict_set(d, "x\0y", 3, "v", 1), DDICT_EINVAL);
+	assert_int_equal(ddict_set(d, "k", DDICT_NTS, "a\0b", 3), DDICT_EINVAL);
+	assert_non_null(strstr(ddict_errmsg(), "bytea"));
+
+	/* Odd keys round-trip. */
+	assert_int_equal(ddict_set(d, "tab\there \"q\" 'x' \\ ünï", DDICT_NTS, "odd", 3), DDICT_OK);
+	assert_value(d, "tab\there \"q\" 'x' \\ ünï", "odd");
+	assert_int_equal(ddict_set(d, "", 0, "empty key", DDICT_NTS), DDICT_OK);
+	assert_value(d, "", "empty key");
+	assert_int_equal(ddict_set(d, "ev", DDICT_NTS, "", 0), DDICT_OK);
+	assert_value(d, "ev", "");
+	assert_int_equal(ddict_len(d), sql_ll(admin, "SELECT count(*) FROM t_sem"));
+
+	ddict_close(d);
+}
+
+static void
+test_jsonb(void **state)
+{
+	ddict	   *d;
+
+	(void) state;
+	fresh_dict(admin, "t_json", "jsonb");
+	d = open_mode("t_json", DDICT_MANUAL);
+	/* The cache holds what the server stored (normalised), not our input. */
+	assert_int_equal(ddict_set(d, "j", DDICT_NTS, "{\"b\":1,   \"a\":[1,2]}", DDICT_NTS), DDICT_OK);
+	assert_value(d, "j", "{\"a\": [1, 2], \"b\": 1}");
+	assert_int_equal(ddict_set(d, "bad", DDICT_NTS, "{not json", DDICT_NTS), DDICT_ESERVER);
+	assert_non_null(strstr(ddict_errmsg(), "22P02"));
+	assert_value(d, "bad", NULL);
+	assert_int_equal(sql_ll(admin, "SELECT count(*) FROM t_json"), 1);
+	ddict_close(d);
+}
+
+/* ---- sync modes ---- */
+
+static void
+test_autosync_next_read(void **state)
+{
+	ddict	   *d;
+	char		key[32];
+
+	(void) state;
+	fresh_dict(admin, "t_auto", "text");
+	d = open_mode("t_auto", DDICT_AUTOSYNC);
+	for (int i = 0; i < 50; i++)
+	{
+		snprintf(key, sizeof(key), "k%d", i);
+		free(sqlf(admin, "INSERT INTO t_auto VALUES ('%s', 'v%d')", key, i));
+		/* the very next read sees the other connection's commit */
+		{
+			char		expect[32];
+
+			snprintf(expect, sizeof(expect), "v%d", i);
+			assert_value(d, key, expect);
+		}
+		free(sqlf(admin, "UPDATE t_auto SET value = 'u' WHERE key = '%s'", key));
+		assert_value(d, key, "u");
+		free(sqlf(admin, "DELETE FROM t_auto WHERE key = '%s'", key));
+		assert_value(d, key, NULL);
+	}
+	assert_int_equal(ddict_is_stale(d), 0);
+	ddict_close(d);
+}
+
+static void
+test_manual_until_sync(void **state)
+{
+	ddict	   *d;
+	ddict_stats s0,
+				s1;
+	long long	calls,
+				rows;
+
+	(void) state;
+	fresh_dict(admin, "t_manual", "text");
+	d = open_mode("t_manual", DDICT_MANUAL);
+	s0 = stats_of(d);
+	pgss_reset();
+	free(sqlf(admin, "INSERT INTO t_manual VALUES ('k', 'v')"));
+	for (int i = 0; i < 20; i++)
+		assert_value(d, "k", NULL);
+	assert_int_equal(ddict_len(d), 0);
+	s1 = stats_of(d);
+	assert_int_equal(s1.checks, s0.checks);	/* reads never touched the network */
+	pgss_changes(&calls, &rows);
+	assert_int_equal(calls, 0);
+
+	assert_int_equal(ddict_sync(d), 1);
+	assert_value(d, "k", "v");
+	assert_int_equal(ddict_sync(d), 0);
+	assert_int_equal(ddict_len(d), 1);
+	ddict_close(d);
+}
+
+static void
+test_unchanged_zero_rows(void **state)
+{
+	ddict	   *d;
+	ddict_stats s0,
+				s1;
+	long long	calls,
+				rows;
+	const int	N = 100;
+
+	(void) state;
+	fresh_dict(admin, "t_zero", "text");
+	free(sqlf(admin, "INSERT INTO t_zero SELECT 'k' || g, 'v' || g FROM generate_series(1, 1000) g"));
+	d = open_mode("t_zero", DDICT_AUTOSYNC);
+	s0 = stats_of(d);
+	assert_int_equal(s0.rows_fetched, 1000);
+	pgss_reset();
+	for (int i = 0; i < N; i++)
+		assert_value(d, "k7", "v7");
+	s1 = stats_of(d);
+	/* one round trip per read, every one answered "unchanged", no rows */
+	assert_int_equal(s1.checks - s0.checks, N);
+	assert_int_equal(s1.unchanged - s0.unchanged, N);
+	assert_int_equal(s1.rows_fetched, s0.rows_fetched);
+	assert_int_equal(s1.reloads, s0.reloads);
+	assert_int_equal(s1.deltas, s0.deltas);
+	pgss_changes(&calls, &rows);
+	assert_int_equal(calls, N);
+	assert_int_equal(rows, N);	/* the header row of each call only */
+	ddict_close(d);
+}
+
+static void
+test_delta_one_row(void **state)
+{
+	ddict	   *d;
+	ddict_stats s0,
+				s1;
+	long long	calls,
+				rows;
+
+	(void) state;
+	fresh_dict(admin, "t_delta", "text");
+	free(sqlf(admin, "INSERT INTO t_delta SELECT 'k' || g, 'v' || g FROM generate_series(1, 5000) g"));
+	d = open_mode("t_delta", DDICT_AUTOSYNC);
+	s0 = stats_of(d);
+	pgss_reset();
+	free(sqlf(admin, "UPDATE t_delta SET value = 'changed' WHERE key = 'k42'"));
+	assert_value(d, "k42", "changed");
+	s1 = stats_of(d);
+	assert_int_equal(s1.deltas - s0.deltas, 1);
+	assert_int_equal(s1.reloads, s0.reloads);
+	assert_int_equal(s1.rows_fetched - s0.rows_fetched, 1);
+	pgss_changes(&calls, &rows);
+	assert_int_equal(calls, 1);
+	assert_int_equal(rows, 2);	/* header + the changed key */
+	assert_int_equal(ddict_len(d), 5000);
+
+	/* A transaction that changed three keys: a delta of three rows. */
+	free(sqlf(admin, "BEGIN; UPDATE t_delta SET value = 'x' WHERE key IN ('k1', 'k2');"
+			  " DELETE FROM t_delta WHERE key = 'k3'; COMMIT"));
+	s0 = stats_of(d);
+	assert_value(d, "k1", "x");
+	s1 = stats_of(d);
+	assert_int_equal(s1.rows_fetched - s0.rows_fetched, 3);
+	assert_int_equal(s1.deltas - s0.deltas, 1);
+	assert_value(d, "k3", NULL);
+	assert_int_equal(ddict_len(d), 4999);
+
+	/* A rolled-back transaction moves nothing. */
+	s0 = stats_of(d);
+	free(sqlf(admin, "BEGIN; UPDATE t_delta SET value = 'no' WHERE key = 'k5'; ROLLBACK"));
+	assert_value(d, "k5", "v5");
+	s1 = stats_of(d);
+	assert_int_equal(s1.rows_fetched, s0.rows_fetched);
+	ddict_close(d);
+}
+
+static void
+test_deletes_truncate(void **state)
+{
+	ddict	   *d;
+	ddict_stats s0,
+				s1;
+
+	(void) state;
+	fresh_dict(admin, "t_trunc", "text");
+	free(sqlf(admin, "INSERT INTO t_trunc SELECT 'k' || g, 'v' || g FROM generate_series(1, 100) g"));
+	d = open_mode("t_trunc", DDICT_MANUAL);
+	assert_int_equal(ddict_len(d), 100);
+
+	free(sqlf(admin, "DELETE FROM t_trunc WHERE key IN ('k1', 'k2')"));
+	s0 = stats_of(d);
+	assert_int_equal(ddict_sync(d), 1);
+	s1 = stats_of(d);
+	assert_int_equal(s1.deltas - s0.deltas, 1);
+	assert_int_equal(s1.rows_fetched - s0.rows_fetched, 2);
+	assert_value(d, "k1", NULL);
+	assert_int_equal(ddict_len(d), 98);
+
+	free(sqlf(admin, "TRUNCATE t_trunc"));
+	s0 = stats_of(d);
+	assert_int_equal(ddict_sync(d), 1);
+	s1 = stats_of(d);
+	assert_int_equal(s1.reloads - s0.reloads, 1);	/* TRUNCATE: full reload */
+	assert_int_equal(ddict_len(d), 0);
+	assert_value(d, "k3", NULL);
+
+	free(sqlf(admin, "BEGIN; INSERT INTO t_trunc VALUES ('a', '1'); TRUNCATE t_trunc;"
+			  " INSERT INTO t_trunc VALUES ('b', '2'); COMMIT"));
+	assert_int_equal(ddict_sync(d), 1);
+	assert_int_equal(ddict_len(d), 1);
+	assert_value(d, "a", NULL);
+	assert_value(d, "b", "2");
+
+	/* deletes after deltas: overlays with tombstones, then compaction */
+	free(sqlf(admin, "INSERT INTO t_trunc SELECT 'm' || g, 'v' FROM generate_series(1, 3000) g"));
+	assert_int_equal(ddict_sync(d), 1);
+	for (int i = 1; i <= 600; i++)
+	{
+		free(sqlf(admin, "DELETE FROM t_trunc WHERE key = 'm%d'", i));
+		if (i % 3 == 0)
+			free(sqlf(admin, "INSERT INTO t_trunc VALUES ('n%d', 'new')", i));
+		assert_int_equal(ddict_sync(d), 1);
+	}
+	s1 = stats_of(d);
+	assert_true(s1.compactions > 0);
+	assert_int_equal(ddict_len(d), sql_ll(admin, "SELECT count(*) FROM t_trunc"));
+	assert_value(d, "m600", NULL);
+	assert_value(d, "m601", "v");
+	assert_value(d, "n300", "new");
+	ddict_close(d);
+}
+
+/* ---- bytea ---- */
+
+static void
+test_bytea(void **state)
+{
+	ddict	   *d;
+	const char	raw[] = {'a', 0, 'b', '\t', '\n', '\\', (char) 0xff, 0, 0};
+	char	   *v;
+	size_t		n;
+	const char *sv;
+	ddict_snapshot *s;
+
+	(void) state;
+	fresh_dict(admin, "t_bytea", "bytea");
+	free(sqlf(admin, "INSERT INTO t_bytea VALUES ('sql', '\\x00010200ff00'::bytea)"));
+	d = open_mode("t_bytea", DDICT_AUTOSYNC);
+	assert_int_equal(ddict_get(d, "sql", DDICT_NTS, &v, &n), DDICT_OK);
+	assert_int_equal(n, 6);
+	assert_memory_equal(v, "\x00\x01\x02\x00\xff\x00", 6);
+	ddict_free(v);
+
+	assert_int_equal(ddict_set(d, "lib", DDICT_NTS, raw, sizeof(raw)), DDICT_OK);
+	assert_int_equal(ddict_get(d, "lib", DDICT_NTS, &v, &n), DDICT_OK);
+	assert_int_equal(n, sizeof(raw));
+	assert_memory_equal(v, raw, sizeof(raw));
+	ddict_free(v);
+	assert_int_equal(sql_ll(admin, "SELECT length(value) FROM t_bytea WHERE key = 'lib'"), sizeof(raw));
+	assert_int_equal(sql_ll(admin, "SELECT count(*) FROM t_bytea WHERE key = 'lib'"
+							" AND value = '\\x6100620"
+							"90a5cff0000'::bytea"), 1);
+
+	s = ddict_pin(d);
+	assert_int_equal(ddict_snapshot_get(s, "lib", DDICT_NTS, &sv, &n), DDICT_OK);
+	assert_int_equal(n, sizeof(raw));
+	assert_memory_equal(sv, raw, sizeof(raw));
+	ddict_unpin(s);
+
+	assert_int_equal(ddict_setdefault(d, "lib", DDICT_NTS, "x", 1, &v, &n), DDICT_OK);
+	assert_int_equal(n, sizeof(raw));
+	assert_memory_equal(v, raw, sizeof(raw));
+	ddict_free(v);
+	assert_int_equal(ddict_pop(d, "lib", DDICT_NTS, &v, &n), DDICT_OK);
+	assert_int_equal(n, sizeof(raw));
+	assert_memory_equal(v, raw, sizeof(raw));
+	ddict_free(v);
+	assert_int_equal(ddict_get(d, "lib", DDICT_NTS, NULL, NULL), DDICT_NOTFOUND);
+	assert_int_equal(ddict_set(d, "empty", DDICT_NTS, "", 0), DDICT_OK);
+	assert_int_equal(ddict_get(d, "empty", DDICT_NTS, &v, &n), DDICT_OK);
+	assert_int_equal(n, 0);
+	ddict_free(v);
+	ddict_close(d);
+}
+
+/* ---- pins and iteration ---- */
+
+static int
+count_cb(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+	(void) k;
+	(void) kl;
+	(void) v;
+	(void) vl;
+	(*(int *) arg)++;
+	return 0;
+}
+
+static void
+test_pin(void **state)
+{
+	ddict	   *d;
+	ddict_snapshot *s;
+	const char *v,
+			   *k;
+	size_t		n,
+				kl,
+				pos = 0;
+	int			count = 0;
+	int64_t		ver;
+
+	(void) state;
+	fresh_dict(admin, "t_pin", "text");
+	free(sqlf(admin, "INSERT INTO t_pin SELECT 'k' || g, 'v' || g FROM generate_series(1, 300) g"));
+	d = open_mode("t_pin", DDICT_AUTOSYNC);
+	s = ddict_pin(d);
+	ver = ddict_snapshot_version(s);
+	assert_true(ver > 0);
+	assert_int_equal(ddict_snapshot_len(s), 300);
+
+	/* The world moves on; the pinned version does not. */
+	free(sqlf(admin, "UPDATE t_pin SET value = 'new' WHERE key = 'k1'; DELETE FROM t_pin WHERE key = 'k2'"));
+	assert_value(d, "k1", "new");
+	assert_true(ddict_version(d) > ver);
+	assert_int_equal(ddict_snapshot_get(s, "k1", DDICT_NTS, &v, &n), DDICT_OK);
+	assert_string_equal(v, "v1");
+	assert_int_equal(ddict_snapshot_get(s, "k2", DDICT_NTS, &v, &n), DDICT_OK);
+	assert_int_equal(ddict_snapshot_version(s), ver);
+
+	while (ddict_snapshot_next(s, &pos, &k, &kl, &v, &n))
+	{
+		assert_int_equal(kl, strlen(k));
+		assert_int_equal(strcmp(v + 1, k + 1), 0);	/* "kN" -> "vN" */
+		count++;
+	}
+	assert_int_equal(count, 300);
+
+	/* A pin outlives its handle. */
+	ddict_close(d);
+	assert_int_equal(ddict_snapshot_get(s, "k300", DDICT_NTS, &v, &n), DDICT_OK);
+	assert_string_equal(v, "v300");
+	ddict_unpin(s);
+
+	d = open_mode("t_pin", DDICT_MANUAL);
+	count = 0;
+	assert_int_equal(ddict_foreach(d, count_cb, &count), 0);
+	assert_int_equal(count, 299);
+	/* the overlay (deltas) and the base iterate together */
+	free(sqlf(admin, "INSERT INTO t_pin VALUES ('extra', 'e'); DELETE FROM t_pin WHERE key = 'k3'"));
+	assert_int_equal(ddict_sync(d), 1);
+	count = 0;
+	assert_int_equal(ddict_foreach(d, count_cb, &count), 0);
+	assert_int_equal(count, 299);
+	ddict_close(d);
+}
+
+/* ---- change callback ---- */
+
+typedef struct cb_log
+{
+	ddict	   *d;
+	int			n;
+	char		lines[64][128];
+	int			busy_rc;
+	int			get_rc;
+} cb_log;
+
+static void
+log_change(const ddict_change *c, void *arg)
+{
+	cb_log	   *l = arg;
+
+	if (l->n < 64)
+		snprintf(l->lines[l->n++], 128, "%.*s:%.*s>%.*s", (int) c->keylen, c->key,
+				 c->old_value ? (int) c->old_len : 1, c->old_value ? c->old_value : "-",
+				 c->new_value ? (int) c->new_len : 1, c->new_value ? c->new_value : "-");
+	if (l->d)
+	{
+		/* From inside the callback: reads work and see the new version,
+		 * syncs and writes are refused instead of deadlocking. */
+		l->busy_rc = ddict_sync(l->d);
+		l->get_rc = ddict_get(l->d, c->key, c->keylen, NULL, NULL);
+		if (ddict_set(l->d, "x", 1, "y", 1) != DDICT_EBUSY)
+			l->busy_rc = 99;
+	}
+}
+
+static int
+has_line(const cb_log *l, const char *s)
+{
+	for (int i = 0; i < l->n; i++)
+		if (strcmp(l->lines[i], s) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+test_callback(void **state)
+{
+	ddict_options o;
+	ddict	   *d;
+	cb_log		log;
+
+	(void) state;
+	memset(&log, 0, sizeof(log));
+	fresh_dict(admin, "t_cb", "text");
+	free(sqlf(admin, "INSERT INTO t_cb VALUES ('a', '1'), ('b', '2')"));
+	ddict_options_init(&o);
+	o.mode = DDICT_MANUAL;
+	o.on_change = log_change;
+	o.on_change_arg = &log;
+	d = ddict_open(test_conninfo(), "t_cb", &o);
+	assert_non_null(d);
+	assert_int_equal(log.n, 2);		/* the initial load: everything is new */
+	assert_true(has_line(&log, "a:->1"));
+	assert_true(has_line(&log, "b:->2"));
+
+	log.n = 0;
+	log.d = d;
+	free(sqlf(admin, "BEGIN; UPDATE t_cb SET value = '10' WHERE key = 'a'; DELETE FROM t_cb WHERE key = 'b';"
+			  " INSERT INTO t_cb VALUES ('c', '3'); COMMIT"));
+	assert_int_equal(ddict_sync(d), 1);
+	assert_int_equal(log.n, 3);
+	assert_true(has_line(&log, "a:1>10"));
+	assert_true(has_line(&log, "b:2>-"));
+	assert_true(has_line(&log, "c:->3"));
+	assert_int_equal(log.busy_rc, DDICT_EBUSY);
+	assert_true(log.get_rc == DDICT_OK || log.get_rc == DDICT_NOTFOUND);
+
+	/* a key in the delta whose value ends up the same is not reported */
+	log.n = 0;
+	log.d = NULL;
+	free(sqlf(admin, "BEGIN; UPDATE t_cb SET value = 'tmp' WHERE key = 'a';"
+			  " UPDATE t_cb SET value = '10' WHERE key = 'a'; COMMIT"));
+	assert_int_equal(ddict_sync(d), 1);
+	assert_int_equal(log.n, 0);
+
+	/* a full reload reports differences only */
+	free(sqlf(admin, "BEGIN; TRUNCATE t_cb; INSERT INTO t_cb VALUES ('a', '10'), ('d', '4'); COMMIT"));
+	assert_int_equal(ddict_sync(d), 1);
+	assert_int_equal(log.n, 2);
+	assert_true(has_line(&log, "c:3>-"));
+	assert_true(has_line(&log, "d:->4"));
+
+	/* a write's own change is reported too */
+	log.n = 0;
+	assert_int_equal(ddict_set(d, "e", 1, "5", 1), DDICT_OK);
+	assert_int_equal(log.n, 1);
+	assert_true(has_line(&log, "e:->5"));
+	ddict_close(d);
+}
+
+/* ---- interval mode ---- */
+
+static void
+test_interval(void **state)
+{
+	ddict_options o;
+	ddict	   *d;
+	ddict_stats s0,
+				s1;
+	int64_t		start;
+	int			reads = 0;
+
+	(void) state;
+	fresh_dict(admin, "t_int", "text");
+	ddict_options_init(&o);
+	o.mode = DDICT_INTERVAL;
+	o.interval_ms = 100;
+	d = ddict_open(test_conninfo(), "t_int", &o);
+	assert_non_null(d);
+	s0 = stats_of(d);
+	start = mono_ms();
+	while (mono_ms() - start < 550)
+	{
+		(void) ddict_get(d, "k", 1, NULL, NULL);
+		reads++;
+		sleep_ms(1);
+	}
+	s1 = stats_of(d);
+	/* ~550 ms / 100 ms: at most 6 checks (one per started interval) */
+	assert_true(reads > 100);
+	assert_true(s1.checks - s0.checks >= 3);
+	assert_true(s1.checks - s0.checks <= 6);
+
+	free(sqlf(admin, "INSERT INTO t_int VALUES ('k', 'v')"));
+	sleep_ms(120);
+	assert_value(d, "k", "v");	/* the interval has passed: this read checks */
+	ddict_close(d);
+}
+
+/* ---- borrowed connection ---- */
+
+static void
+test_borrowed_conn(void **state)
+{
+	PGconn	   *c = admin_connect();
+	ddict	   *d;
+
+	(void) state;
+	assert_non_null(c);
+	fresh_dict(admin, "t_borrow", "text");
+	free(sqlf(admin, "INSERT INTO t_borrow VALUES ('a', '1')"));
+	d = ddict_open_conn(c, "t_borrow", NULL);
+	assert_non_null(d);
+	assert_value(d, "a", "1");
+	assert_int_equal(ddict_set(d, "b", 1, "2", 1), DDICT_OK);
+	free(sqlf(admin, "INSERT INTO t_borrow VALUES ('c', '3')"));
+	assert_value(d, "c", "3");
+
+	/* The application's transaction is its own: ddict stays out of it. */
+	free(sqlf(c, "BEGIN"));
+	free(sqlf(c, "INSERT INTO t_borrow VALUES ('uncommitted', 'x')"));
+	assert_int_equal(ddict_sync(d), DDICT_EBUSY);
+	assert_int_equal(ddict_set(d, "z", 1, "z", 1), DDICT_EBUSY);
+	assert_value(d, "uncommitted", NULL);	/* served from the snapshot */
+	free(sqlf(c, "ROLLBACK"));
+	assert_int_equal(ddict_sync(d), 0);
+	assert_value(d, "uncommitted", NULL);
+
+	/* A failed write hands the connection back idle (no pipeline, no transaction). */
+	fresh_dict(admin, "t_bjson", "jsonb");
+	{
+		ddict	   *dj = ddict_open_conn(c, "t_bjson", NULL);
+
+		assert_non_null(dj);
+		assert_int_equal(ddict_set(dj, "j", 1, "{bad", 4), DDICT_ESERVER);
+		assert_int_equal(PQtransactionStatus(c), PQTRANS_IDLE);
+		assert_int_equal(PQpipelineStatus(c), PQ_PIPELINE_OFF);
+		assert_int_equal(ddict_set(dj, "j", 1, "[1]", 3), DDICT_OK);
+		assert_value(dj, "j", "[1]");
+		ddict_close(dj);
+	}
+
+	ddict_close(d);
+	/* still the application's, still usable */
+	assert_int_equal(PQstatus(c), CONNECTION_OK);
+	assert_int_equal(sql_ll(c, "SELECT count(*) FROM t_borrow"), 3);
+	PQfinish(c);
+}
+
+/* ---- snapshot file ---- */
+
+static void
+test_snapshot_file(void **state)
+{
+	char		path[256];
+	ddict_options o;
+	ddict	   *d,
+			   *off;
+	ddict_stats st;
+	int64_t		v1,
+				v2;
+
+	(void) state;
+	snprintf(path, sizeof(path), "/tmp/ddict-test-snap-%d.bin", (int) getpid());
+	unlink(path);
+	fresh_dict(admin, "t_snap", "text");
+	free(sqlf(admin, "INSERT INTO t_snap VALUES ('a', 'first'), ('tab', 'x\ty')"));
+
+	ddict_options_init(&o);
+	o.mode = DDICT_MANUAL;
+	o.snapshot_path = path;
+	o.snapshot_interval_ms = 0;		/* d follows every change on disk */
+	d = ddict_open(test_conninfo(), "t_snap", &o);
+	assert_non_null(d);
+	o.snapshot_interval_ms = 3600000;	/* the others: only at close */
+	v1 = ddict_version(d);
+	assert_int_equal(access(path, R_OK), 0);	/* written after the first load */
+
+	/* Server unreachable at start: serve the file, marked stale. */
+	off = ddict_open("host=/nonexistent-dir port=1 connect_timeout=2", "t_snap", &o);
+	assert_non_null(off);
+	assert_int_equal(ddict_is_stale(off), 1);
+	assert_int_equal(ddict_version(off), v1);
+	assert_value(off, "a", "first");
+	assert_value(off, "tab", "x\ty");
+	st = stats_of(off);
+	assert_int_equal(st.stale, 1);
+	assert_int_equal(st.connected, 0);
+	assert_true(st.staleness_ms == -1);
+	assert_true(ddict_sync(off) < 0);
+	assert_int_equal(ddict_set(off, "a", 1, "b", 1), DDICT_ECONN);
+	assert_value(off, "a", "first");
+
+	/* Fresher data is written at close; the stale handle never overwrites it. */
+	free(sqlf(admin, "UPDATE t_snap SET value = 'second' WHERE key = 'a'"));
+	assert_int_equal(ddict_sync(d), 1);
+	v2 = ddict_version(d);
+	assert_true(v2 > v1);
+	{
+		/* already on disk, before any close */
+		ddict	   *peek = ddict_open("host=/nonexistent-dir port=1", "t_snap", &o);
+
+		assert_non_null(peek);
+		assert_int_equal(ddict_version(peek), v2);
+		ddict_close(peek);
+	}
+	ddict_close(d);
+	ddict_close(off);			/* holds v1: must not replace the file's v2 */
+	off = ddict_open("host=/nonexistent-dir port=1 connect_timeout=2", "t_snap", &o);
+	assert_non_null(off);
+	assert_int_equal(ddict_version(off), v2);
+	assert_value(off, "a", "second");
+	assert_int_equal(ddict_save_snapshot(off), DDICT_OK);
+	ddict_close(off);
+
+	/* A file of another dict is refused. */
+	assert_null(ddict_open("host=/nonexistent-dir port=1", "other_dict", &o));
+	assert_non_null(strstr(ddict_errmsg(), "another dict"));
+
+	/* A damaged file is refused, not trusted. */
+	{
+		FILE	   *f = fopen(path, "r+b");
+		int			c;
+
+		assert_non_null(f);
+		fseek(f, -12, SEEK_END);	/* in the last value: flip its bits */
+		c = fgetc(f);
+		fseek(f, -12, SEEK_END);
+		fputc(c ^ 0x5a, f);
+		fclose(f);
+	}
+	assert_null(ddict_open("host=/nonexistent-dir port=1", "t_snap", &o));
+	assert_non_null(strstr(ddict_errmsg(), "damaged"));
+	unlink(path);
+	{
+		char		lock[300];
+
+		snprintf(lock, sizeof(lock), "%s.lock", path);
+		unlink(lock);
+	}
+}
+
+/* ---- timeouts: a silent server, a blocked query ---- */
+
+static void
+test_timeouts(void **state)
+{
+	ddict_options o;
+	ddict	   *d;
+	int			lsock;
+	struct sockaddr_in addr;
+	socklen_t	alen = sizeof(addr);
+	char		conninfo[128];
+	int64_t		t0;
+	PGconn	   *locker;
+	int			rc;
+
+	(void) state;
+	/* A listener that never answers: the TCP handshake completes (backlog),
+	 * the startup packet is never answered. */
+	lsock = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(lsock >= 0);
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lsock, (struct sockaddr *) &addr, sizeof(addr)), 0);
+	assert_int_equal(listen(lsock, 8), 0);
+	assert_int_equal(getsockname(lsock, (struct sockaddr *) &addr, &alen), 0);
+	snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%d sslmode=disable",
+			 ntohs(addr.sin_port));
+	ddict_options_init(&o);
+	o.connect_timeout_ms = 300;
+	t0 = mono_ms();
+	assert_null(ddict_open(conninfo, "t_tmo", &o));
+	assert_true(mono_ms() - t0 < 3000);
+	assert_non_null(strstr(ddict_errmsg(), "timed out"));
+	close(lsock);
+
+	/* A check whose rows are blocked by a lock: the read gives up after
+	 * timeout_ms and serves the snapshot; the handle recovers afterwards. */
+	fresh_dict(admin, "t_tmo", "text");
+	free(sqlf(admin, "INSERT INTO t_tmo VALUES ('k', 'v1')"));
+	o.timeout_ms = 300;
+	o.backoff_min_ms = 10;
+	d = ddict_open(test_conninfo(), "t_tmo", &o);
+	assert_non_null(d);
+	free(sqlf(admin, "UPDATE t_tmo SET value = 'v2'"));
+	locker = admin_connect();
+	assert_non_null(locker);
+	free(sqlf(locker, "BEGIN; LOCK TABLE t_tmo IN ACCESS EXCLUSIVE MODE"));
+	t0 = mono_ms();
+	assert_value(d, "k", "v1");	/* stale, but served */
+	assert_true(mono_ms() - t0 < 3000);
+	assert_int_equal(ddict_is_stale(d), 1);
+	rc = ddict_sync(d);
+	assert_int_equal(rc, DDICT_ETIMEDOUT);
+	free(sqlf(locker, "COMMIT"));
+	PQfinish(locker);
+	assert_int_equal(ddict_sync(d), 1);
+	assert_value(d, "k", "v2");
+	assert_int_equal(ddict_is_stale(d), 0);
+	ddict_close(d);
+}
+
+/* ---- network loss without a restart (through a proxy) ---- */
+
+static int
+proxy_conninfo(proxy *p, char *buf, size_t size)
+{
+	const char *port = getenv("DDICT_TEST_PORT"),
+			   *db = getenv("DDICT_TEST_DBNAME");
+
+	if (port == NULL || db == NULL)
+		return -1;
+	if (proxy_start(p, atoi(port)) != 0)
+		return -1;
+	snprintf(buf, size, "host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=disable",
+			 p->port, db);
+	return 0;
+}
+
+/* Static, not on the stack: a failed assertion leaves the test by longjmp
+ * while the proxy thread still runs. */
+static proxy px_net,
+			px_back;
+
+static void
+test_network_loss(void **state)
+{
+	proxy	   *px = &px_net;
+	char		conninfo[256];
+	ddict_options o;
+	ddict	   *d;
+	ddict_stats s0,
+				s1;
+	int64_t		t0;
+	int			rc;
+
+	(void) state;
+	if (proxy_conninfo(px, conninfo, sizeof(conninfo)) != 0)
+		skip();
+	fresh_dict(admin, "t_net", "text");
+	free(sqlf(admin, "INSERT INTO t_net SELECT 'k' || g, 'v' FROM generate_series(1, 1000) g"));
+	ddict_options_init(&o);
+	o.timeout_ms = 300;
+	o.backoff_min_ms = 20;
+	o.backoff_max_ms = 100;
+	d = ddict_open(conninfo, "t_net", &o);
+	assert_non_null(d);
+
+	/* The network drops every connection; the server is fine and moves on. */
+	atomic_store(&px->mode, PROXY_DOWN);
+	sleep_ms(50);
+	free(sqlf(admin, "UPDATE t_net SET value = 'changed' WHERE key = 'k1'"));
+	assert_value(d, "k1", "v");
+	assert_int_equal(ddict_is_stale(d), 1);
+	rc = ddict_set(d, "k2", 2, "x", 1);
+	assert_true(rc == DDICT_ECONN || rc == DDICT_ETIMEDOUT);
+	s0 = stats_of(d);
+
+	/* Back: the handle reconnects by itself and, the server's epoch being the
+	 * same, resumes with a delta of the one changed key — no full reload. */
+	atomic_store(&px->mode, PROXY_PASS);
+	t0 = mono_ms();
+	for (;;)
+	{
+		char	   *v = get_str(d, "k1");
+		bool		done = v && strcmp(v, "changed") == 0;
+
+		ddict_free(v);
+		if (done)
+			break;
+		assert_true(mono_ms() - t0 < 5000);
+		sleep_ms(10);
+	}
+	s1 = stats_of(d);
+	assert_int_equal(ddict_is_stale(d), 0);
+	assert_true(s1.reconnects > s0.reconnects);
+	assert_int_equal(s1.reloads, s0.reloads);
+	assert_int_equal(s1.deltas - s0.deltas, 1);
+	assert_int_equal(s1.rows_fetched - s0.rows_fetched, 1);
+
+	/* A dead link (nothing comes back): reads give up within timeout_ms. */
+	free(sqlf(admin, "UPDATE t_net SET value = 'again' WHERE key = 'k1'"));
+	atomic_store(&px->mode, PROXY_BLACKHOLE);
+	t0 = mono_ms();
+	assert_value(d, "k1", "changed");
+	assert_true(mono_ms() - t0 < 2000);
+	assert_int_equal(ddict_is_stale(d), 1);
+	assert_int_equal(ddict_sync(d) < 0, 1);
+	atomic_store(&px->mode, PROXY_PASS);
+	assert_int_equal(ddict_sync(d), 1);
+	assert_value(d, "k1", "again");
+	assert_int_equal(ddict_len(d), 1000);
+	ddict_close(d);
+	proxy_stop(px);
+}
+
+/* A version older than ours, in the same epoch: never applied as a delta. */
+static void
+test_version_backwards(void **state)
+{
+	proxy	   *px = &px_back;
+	char		conninfo[256],
+				path[256];
+	ddict_options o;
+	ddict	   *a,
+			   *b;
+	ddict_snapshot *s,
+				fake;
+	ddict_stats st;
+
+	(void) state;
+	if (proxy_conninfo(px, conninfo, sizeof(conninfo)) != 0)
+		skip();
+	snprintf(path, sizeof(path), "/tmp/ddict-test-back-%d.bin", (int) getpid());
+	unlink(path);
+	fresh_dict(admin, "t_back", "text");
+	free(sqlf(admin, "INSERT INTO t_back VALUES ('k', 'server'), ('only_server', 'x')"));
+	ddict_options_init(&o);
+	o.snapshot_path = path;
+	o.backoff_min_ms = 20;
+	a = ddict_open(test_conninfo(), "t_back", &o);
+	assert_non_null(a);
+
+	/* A snapshot file from "the future" of this server (same epoch, a much
+	 * newer version, other contents), as a failed-over-from server might
+	 * have left. */
+	s = ddict_pin(a);
+	memcpy(&fake, s, sizeof(fake));
+	fake.version += INT64_C(1000000000000);
+	fake.base = dd_table_new(1);
+	assert_int_equal(dd_table_put(fake.base, dd_hash(fake.seed, "k", 1), "k", 1, "file", 4), DDICT_OK);
+	fake.over = NULL;
+	fake.len = 1;
+	assert_int_equal(dd_snapfile_write(a, &fake), DDICT_OK);
+	dd_table_unref(fake.base);
+	ddict_unpin(s);
+
+	atomic_store(&px->mode, PROXY_DOWN);
+	o.mode = DDICT_MANUAL;
+	b = ddict_open(conninfo, "t_back", &o);
+	assert_non_null(b);
+	assert_int_equal(ddict_is_stale(b), 1);
+	assert_value(b, "k", "file");	/* served from the file */
+
+	atomic_store(&px->mode, PROXY_PASS);
+	assert_int_equal(ddict_sync(b), 1);
+	/* The server answered with a delta whose version is older than ours:
+	 * the client dropped it and reloaded in full. */
+	assert_int_equal(ddict_sync(a), 0);
+	assert_int_equal(ddict_version(b), ddict_version(a));
+	assert_value(b, "k", "server");
+	assert_value(b, "only_server", "x");
+	st = stats_of(b);
+	assert_int_equal(st.reloads, 1);
+	assert_int_equal(st.deltas, 0);
+	assert_int_equal(st.checks, 2);	/* the dropped delta, then the full reload */
+
+	ddict_close(b);
+	ddict_close(a);
+	proxy_stop(px);
+	unlink(path);
+	{
+		char		lock[300];
+
+		snprintf(lock, sizeof(lock), "%s.lock", path);
+		unlink(lock);
+	}
+}
+
+/* ---- the server goes away and comes back ---- */
+
+static void
+test_server_down(void **state)
+{
+	char		path[256];
+	ddict_options o;
+	ddict	   *h,
+			   *m,
+			   *f;
+	ddict_stats st;
+	int64_t		deadline;
+	char	   *v;
+	int			rc;
+
+	(void) state;
+	if (!getenv("DDICT_TEST_STOP_CMD") || !getenv("DDICT_TEST_START_CMD"))
+		skip();
+	snprintf(path, sizeof(path), "/tmp/ddict-test-down-%d.bin", (int) getpid());
+	unlink(path);
+	fresh_dict(admin, "t_down", "text");
+	free(sqlf(admin, "INSERT INTO t_down VALUES ('k', 'before')"));
+
+	ddict_options_init(&o);
+	o.backoff_min_ms = 20;
+	o.backoff_max_ms = 200;
+	o.snapshot_path = path;
+	h = ddict_open(test_conninfo(), "t_down", &o);	/* autosync; writes the file */
+	assert_non_null(h);
+	o.snapshot_path = NULL;
+	o.mode = DDICT_MANUAL;
+	m = ddict_open(test_conninfo(), "t_down", &o);
+	assert_non_null(m);
+
+	PQfinish(admin);
+	admin = NULL;
+	assert_int_equal(run_env_cmd("DDICT_TEST_STOP_CMD"), 0);
+
+	/* Reads keep serving the last snapshot and say it may be stale. */
+	for (int i = 0; i < 20; i++)
+		assert_value(h, "k", "before");
+	assert_int_equal(ddict_is_stale(h), 1);
+	st = stats_of(h);
+	assert_int_equal(st.stale, 1);
+	assert_int_equal(st.connected, 0);
+	assert_true(st.errors > 0);
+	assert_true(strlen(st.last_error) > 0);
+	assert_int_equal(ddict_len(h), 1);
+	/* Writes fail clearly. */
+	rc = ddict_set(h, "k", 1, "x", 1);
+	assert_true(rc == DDICT_ECONN || rc == DDICT_ETIMEDOUT);
+	assert_non_null(strstr(ddict_errmsg(), "ddict_set"));
+	assert_true(ddict_sync(m) < 0);
+	assert_value(m, "k", "before");
+
+	/* Starting while the server is away: from the snapshot file, stale. */
+	o.mode = DDICT_AUTOSYNC;
+	o.snapshot_path = path;
+	f = ddict_open(test_conninfo(), "t_down", &o);
+	assert_non_null(f);
+	assert_int_equal(ddict_is_stale(f), 1);
+	assert_value(f, "k", "before");
+
+	assert_int_equal(run_env_cmd("DDICT_TEST_START_CMD"), 0);
+	admin = admin_connect();
+	assert_non_null(admin);
+	free(sqlf(admin, "UPDATE t_down SET value = 'after' WHERE key = 'k'"));
+
+	/* Both autosync handles reconnect by themselves (backoff <= 200 ms). */
+	deadline = mono_ms() + 10000;
+	while ((v = get_str(h, "k")) != NULL && strcmp(v, "before") == 0 && mono_ms() < deadline)
+	{
+		ddict_free(v);
+		sleep_ms(20);
+	}
+	assert_non_null(v);
+	assert_string_equal(v, "after");
+	ddict_free(v);
+	assert_int_equal(ddict_is_stale(h), 0);
+	st = stats_of(h);
+	assert_true(st.reconnects >= 1);
+	assert_int_equal(st.connected, 1);
+	assert_true(st.staleness_ms >= 0 && st.staleness_ms < 1000);
+	assert_true(st.reloads >= 2);	/* new epoch: a full reload */
+
+	deadline = mono_ms() + 10000;
+	while ((v = get_str(f, "k")) != NULL && strcmp(v, "before") == 0 && mono_ms() < deadline)
+	{
+		ddict_free(v);
+		sleep_ms(20);
+	}
+	assert_non_null(v);
+	assert_string_equal(v, "after");
+	ddict_free(v);
+	assert_int_equal(ddict_is_stale(f), 0);
+
+	/* The manual handle: explicit sync reconnects at once. */
+	assert_int_equal(ddict_sync(m), 1);
+	assert_value(m, "k", "after");
+	assert_int_equal(ddict_set(h, "k2", 2, "w", 1), DDICT_OK);
+	assert_value(h, "k2", "w");
+
+	ddict_close(f);
+	ddict_close(m);
+	ddict_close(h);
+	unlink(path);
+	{
+		char		lock[300];
+
+		snprintf(lock, sizeof(lock), "%s.lock", path);
+		unlink(lock);
+	}
+}
+
+/* ---- threads: many readers on one handle while it reloads ---- */
+
+typedef struct reader_arg
+{
+	ddict	   *d;
+	atomic_int *stop;
+	long		reads;
+	long		bad;
+} reader_arg;
+
+static void *
+reader_thread(void *p)
+{
+	reader_arg *a = p;
+
+	while (!atomic_load(a->stop))
+	{
+		/* Group g's keys are always written together in one transaction:
+		 * one pinned version must show them equal. */
+		ddict_snapshot *s = ddict_pin(a->d);
+		const char *v1,
+				   *v2;
+		size_t		n1,
+					n2;
+		int			r1 = ddict_snapshot_get(s, "g:a", 3, &v1, &n1),
+					r2 = ddict_snapshot_get(s, "g:b", 3, &v2, &n2);
+
+		if (r1 != r2 || (r1 == DDICT_OK && (n1 != n2 || memcmp(v1, v2, n1) != 0)))
+			a->bad++;
+		ddict_unpin(s);
+		if (ddict_get(a->d, "g:a", 3, NULL, NULL) < 0)
+			a->bad++;
+		a->reads += 2;
+	}
+	return NULL;
+}
+
+static void
+test_threads(void **state)
+{
+	enum
+	{
+		NT = 6
+	};
+	pthread_t	th[NT];
+	reader_arg	args[NT];
+	atomic_int	stop = 0;
+	ddict	   *d;
+	ddict_stats st;
+	long		total = 0;
+
+	(void) state;
+	fresh_dict(admin, "t_thr", "text");
+	d = open_mode("t_thr", DDICT_AUTOSYNC);
+	for (int i = 0; i < NT; i++)
+	{
+		args[i] = (reader_arg) {.d = d, .stop = &stop};
+		pthread_create(&th[i], NULL, reader_thread, &args[i]);
+	}
+	for (int i = 0; i < 300; i++)
+	{
+		if (i % 50 == 49)
+			free(sqlf(admin, "TRUNCATE t_thr"));
+		else
+			free(sqlf(admin, "INSERT INTO t_thr VALUES ('g:a', '%d'), ('g:b', '%d'), ('n%d', 'x')"
+					  " ON CONFLICT (key) DO UPDATE SET value = excluded.value", i, i, i));
+	}
+	atomic_store(&stop, 1);
+	for (int i = 0; i < NT; i++)
+	{
+		pthread_join(th[i], NULL);
+		assert_int_equal(args[i].bad, 0);
+		total += args[i].reads;
+	}
+	st = stats_of(d);
+	assert_true(total > 0);
+	assert_true(st.deltas + st.reloads > 0);
+	assert_int_equal(ddict_sync(d) >= 0, 1);
+	assert_int_equal(ddict_len(d), sql_ll(admin, "SELECT count(*) FROM t_thr"));
+	print_message("# %ld reads by %d threads, %llu checks, %llu coalesced, %llu deltas, %llu reloads\n",
+				  total, NT, (unsigned long long) st.checks, (unsigned long long) st.coalesced,
+				  (unsigned long long) st.deltas, (unsigned long long) st.reloads);
+	ddict_close(d);
+}
+
+/* ---- large dict ---- */
+
+static long
+peak_rss_kb(void)
+{
+	FILE	   *f = fopen("/proc/self/status", "r");
+	char		line[256];
+	long		kb = -1;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb;
+}
+
+static void
+test_large(void **state)
+{
+	const char *env = getenv("DDICT_TEST_LARGE_KEYS");
+	long		nkeys = env ? atol(env) : 1000000;
+	ddict	   *d;
+	long		before,
+				after;
+	int64_t		t0;
+	ddict_stats st;
+	char		key[32],
+				expect[64];
+
+	(void) state;
+	if (nkeys <= 0)
+		skip();
+	fresh_dict(admin, "t_large", "text");
+	free(sqlf(admin, "INSERT INTO t_large SELECT 'key:' || g, 'value number ' || g"
+			  " FROM generate_series(1, %ld) g", nkeys));
+	before = peak_rss_kb();
+	t0 = mono_ms();
+	d = open_mode("t_large", DDICT_MANUAL);
+	after = peak_rss_kb();
+	st = stats_of(d);
+	assert_int_equal(ddict_len(d), nkeys);
+	assert_int_equal(st.rows_fetched, nkeys);
+	snprintf(key, sizeof(key), "key:%ld", nkeys / 2);
+	snprintf(expect, sizeof(expect), "value number %ld", nkeys / 2);
+	assert_value(d, key, expect);
+	/*
+	 * Rows arrive one by one (single-row mode): the peak is the table plus
+	 * small change.  A materialised PGresult of the same rows alone would
+	 * take more than ~100 bytes per row on top of it.
+	 */
+	print_message("# %ld keys loaded in %lld ms, peak RSS grew by %ld MB (%ld bytes/key)\n",
+				  nkeys, (long long) (mono_ms() - t0), (after - before) / 1024,
+				  (after - before) * 1024 / nkeys);
+	if (getenv("DDICT_TEST_NO_RSS") == NULL)
+		assert_true((after - before) * 1024 / nkeys < 150);
+
+	/* one change to a big dict: a delta of one row */
+	free(sqlf(admin, "UPDATE t_large SET value = 'x' WHERE key = 'key:1'"));
+	t0 = mono_ms();
+	assert_int_equal(ddict_sync(d), 1);
+	print_message("# delta of 1 key on %ld keys applied in %lld ms\n", nkeys,
+				  (long long) (mono_ms() - t0));
+	assert_value(d, "key:1", "x");
+	ddict_close(d);
+	free(sqlf(admin, "DROP TABLE t_large"));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_open_errors),
+		cmocka_unit_test(test_semantics),
+		cmocka_unit_test(test_jsonb),
+		cmocka_unit_test(test_autosync_next_read),
+		cmocka_unit_test(test_manual_until_sync),
+		cmocka_unit_test(test_unchanged_zero_rows),
+		cmocka_unit_test(test_delta_one_row),
+		cmocka_unit_test(test_deletes_truncate),
+		cmocka_unit_test(test_bytea),
+		cmocka_unit_test(test_pin),
+		cmocka_unit_test(test_callback),
+		cmocka_unit_test(test_interval),
+		cmocka_unit_test(test_borrowed_conn),
+		cmocka_unit_test(test_snapshot_file),
+		cmocka_unit_test(test_timeouts),
+		cmocka_unit_test(test_network_loss),
+		cmocka_unit_test(test_version_backwards),
+		cmocka_unit_test(test_server_down),
+		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_large),
+	};
+
+	return cmocka_run_group_tests_name("client", tests, group_setup, group_teardown);
+}
