@@ -61,6 +61,7 @@ typedef struct PublishItem
 } PublishItem;
 
 extern void ddict_version_set_name(Oid dboid, Oid relid, const char *name);
+extern bool ddict_version_needs_name(Oid dboid, Oid relid);
 extern int	ddict_publish_collect(bool all, PublishItem **out);
 extern void ddict_publish_done(Oid dboid, Oid relid, uint64 version);
 extern void ddict_note_name(Oid relid);

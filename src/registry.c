@@ -564,6 +564,7 @@ ddict_ddl_check(PG_FUNCTION_ARGS)
 										"ENABLE ALWAYS TRIGGER ddict_truncate", qualified_name(relid)),
 							   0, NULL, NULL);
 	ddict_note_change(relid, NULL, 0);
+	ddict_note_name(relid);		/* ALTER TABLE ... RENAME / SET SCHEMA */
 	SPI_finish();
 	PG_RETURN_VOID();
 }

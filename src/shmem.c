@@ -161,6 +161,21 @@ hlc_seed(void)
 	return next;
 }
 
+/* Does the slot of (dboid, relid) still need its name for the publisher? */
+bool
+ddict_version_needs_name(Oid dboid, Oid relid)
+{
+	DictKey		key = {dboid, relid};
+	DictEntry  *e;
+	bool		needs;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	e = hash_search(dict_table, &key, HASH_FIND, NULL);
+	needs = (e != NULL && e->name[0] == '\0');
+	LWLockRelease(shared->lock);
+	return needs;
+}
+
 bool
 ddict_version_get(Oid dboid, Oid relid, uint64 *version, bool *pending)
 {

@@ -196,7 +196,9 @@ pre_commit(void)
 	for (int i = 0; i < ncounts; i++)
 	{
 		(void) ddict_version_ensure(MyDatabaseId, counts[i].relid);
-		ddict_note_name(counts[i].relid);
+		/* names change only by DDL, which ddict_ddl_check() notes */
+		if (ddict_version_needs_name(MyDatabaseId, counts[i].relid))
+			ddict_note_name(counts[i].relid);
 		relids[i] = counts[i].relid;
 	}
 	commit_xid = GetTopTransactionIdIfAny();

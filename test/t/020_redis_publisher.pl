@@ -111,6 +111,11 @@ $node->safe_psql('postgres',
 $v = version('settings');
 is(redis_becomes($key, $v, 20), $v, '1000 rapid commits: Redis ends at the final version');
 
+# --- a renamed dict is published under its new name
+$node->safe_psql('postgres', q{ALTER TABLE other RENAME TO renamed; SELECT ddict_set('renamed', 'y', '2')});
+my $vr = version('renamed');
+is(redis_becomes('ddict:postgres:public.renamed', $vr), $vr, 'a renamed dict is published under its new name');
+
 # --- a wrong password: clear status and log line, no crash, then recovery
 my $secure = RedisServer->new(password => 's3cret-pw');
 my $sport = $secure->port;
