@@ -58,7 +58,7 @@ grep -E '^(ok|not ok) [0-9]+|^#\s+(Failed|got|expected)|^test/t/.*\.pl|^Result' 
 ok=$(grep -cE '^ok [0-9]+' "$OUT/tap.log")
 bad=$(grep -cE '^not ok [0-9]+' "$OUT/tap.log")
 # A script that died before its plan counts as a failure too.
-died=$(grep -cE 'Dubious|No plan found|Bad plan' "$OUT/tap.log")
+died=$(grep -cE 'Dubious|No plan found|Bad plan|Bailout called' "$OUT/tap.log")
 PASSED=$((PASSED + ok)); FAILED=$((FAILED + bad + died))
 echo "  -> $ok passed, $((bad + died)) failed"
 
