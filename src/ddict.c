@@ -46,6 +46,15 @@ ddict_require_preload(void)
 				 errhint("Add 'ddict' to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
 
+void
+ddict_require_arg(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+}
+
 uint64
 ddict_now_us(void)
 {

@@ -32,6 +32,7 @@ extern int	ddict_max_value_size;
 /* True when loaded through shared_preload_libraries (set in _PG_init). */
 extern bool ddict_preloaded;
 extern void ddict_require_preload(void);
+extern void ddict_require_arg(FunctionCallInfo fcinfo, int n, const char *what);
 
 /* Microseconds since the Unix epoch: the unit of versions. */
 extern uint64 ddict_now_us(void);

@@ -28,22 +28,13 @@ PG_FUNCTION_INFO_V1(ddict_items);
 PG_FUNCTION_INFO_V1(ddict_keys);
 PG_FUNCTION_INFO_V1(ddict_len);
 
-static void
-require_arg(FunctionCallInfo fcinfo, int n, const char *what)
-{
-	if (PG_ARGISNULL(n))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", what)));
-}
-
 /* Check the common (dict, key) arguments, connect SPI, look the dict up. */
 static DictInfo *
 open_dict(FunctionCallInfo fcinfo)
 {
 	ddict_require_preload();
-	require_arg(fcinfo, 0, "dict");
-	require_arg(fcinfo, 1, "key");
+	ddict_require_arg(fcinfo, 0, "dict");
+	ddict_require_arg(fcinfo, 1, "key");
 	SPI_connect();
 	return ddict_lookup(PG_GETARG_OID(0));
 }
@@ -115,7 +106,7 @@ ddict_set(PG_FUNCTION_ARGS)
 	Datum		args[2];
 	SPIPlanPtr	plan;
 
-	require_arg(fcinfo, 2, "value");
+	ddict_require_arg(fcinfo, 2, "value");
 	d = open_dict(fcinfo);
 	argtypes[0] = TEXTOID;
 	argtypes[1] = d->valtype;
@@ -195,7 +186,7 @@ ddict_setdefault(PG_FUNCTION_ARGS)
 	SPIPlanPtr	ins;
 	text	   *result = NULL;
 
-	require_arg(fcinfo, 2, "default");
+	ddict_require_arg(fcinfo, 2, "default");
 	d = open_dict(fcinfo);
 	argtypes[0] = TEXTOID;
 	argtypes[1] = d->valtype;
@@ -256,7 +247,7 @@ static DictInfo *
 open_whole_dict(FunctionCallInfo fcinfo)
 {
 	ddict_require_preload();
-	require_arg(fcinfo, 0, "dict");
+	ddict_require_arg(fcinfo, 0, "dict");
 	SPI_connect();
 	return ddict_lookup(PG_GETARG_OID(0));
 }

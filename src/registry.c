@@ -408,22 +408,13 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 	ddict_note_change(relid, NULL, 0);
 }
 
-static void
-require_arg(FunctionCallInfo fcinfo, int n, const char *what)
-{
-	if (PG_ARGISNULL(n))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", what)));
-}
-
 Datum
 ddict_attach(PG_FUNCTION_ARGS)
 {
 	ddict_require_preload();
-	require_arg(fcinfo, 0, "dict");
-	require_arg(fcinfo, 1, "key_column");
-	require_arg(fcinfo, 2, "value_column");
+	ddict_require_arg(fcinfo, 0, "dict");
+	ddict_require_arg(fcinfo, 1, "key_column");
+	ddict_require_arg(fcinfo, 2, "value_column");
 	SPI_connect();
 	attach_internal(PG_GETARG_OID(0), NameStr(*PG_GETARG_NAME(1)),
 					NameStr(*PG_GETARG_NAME(2)));
@@ -442,8 +433,8 @@ ddict_create(PG_FUNCTION_ARGS)
 	char		typtype;
 
 	ddict_require_preload();
-	require_arg(fcinfo, 0, "dict");
-	require_arg(fcinfo, 1, "value_type");
+	ddict_require_arg(fcinfo, 0, "dict");
+	ddict_require_arg(fcinfo, 1, "value_type");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	valtype = PG_GETARG_OID(1);
 	typtype = get_typtype(valtype);
@@ -476,7 +467,7 @@ ddict_detach(PG_FUNCTION_ARGS)
 	Datum		values[1];
 
 	ddict_require_preload();
-	require_arg(fcinfo, 0, "dict");
+	ddict_require_arg(fcinfo, 0, "dict");
 	relid = PG_GETARG_OID(0);
 	SPI_connect();
 	(void) ddict_lookup(relid);

@@ -62,10 +62,7 @@ Datum
 ddict_last_updated(PG_FUNCTION_ARGS)
 {
 	ddict_require_preload();
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("dict must not be NULL")));
+	ddict_require_arg(fcinfo, 0, "dict");
 	PG_RETURN_INT64((int64) ddict_current_version(PG_GETARG_OID(0)));
 }
 

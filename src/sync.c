@@ -189,10 +189,7 @@ ddict_changes(PG_FUNCTION_ARGS)
 	List	   *keys = NIL;
 
 	ddict_require_preload();
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("dict must not be NULL")));
+	ddict_require_arg(fcinfo, 0, "dict");
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
