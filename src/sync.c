@@ -199,9 +199,6 @@ ddict_changes(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	em.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
-	SPI_connect();
-	d = ddict_lookup(relid);
-
 	/*
 	 * The horizon is read before the version.  A writer leaves the in-flight
 	 * set only after its bump, so when the version is still the client's,
@@ -212,6 +209,27 @@ ddict_changes(PG_FUNCTION_ARGS)
 	 */
 	if (!recovery)
 		cursor = ddict_changelog_horizon();
+
+	/*
+	 * The common answer, "unchanged", needs neither SPI nor the catalogs: a
+	 * version slot exists only for dicts, and the version is public anyway
+	 * (ddict_last_updated).
+	 */
+	if (have)
+	{
+		bool		pending;
+
+		if (ddict_version_get(MyDatabaseId, relid, &version, &pending) && !pending &&
+			(uint64) PG_GETARG_INT64(2) == ddict_epoch() &&
+			(uint64) PG_GETARG_INT64(1) == version)
+		{
+			emit_header(&em, 'u', version, ddict_epoch(), recovery ? 0 : cursor);
+			return (Datum) 0;
+		}
+	}
+
+	SPI_connect();
+	d = ddict_lookup(relid);
 	version = ddict_current_version(relid);
 	epoch = ddict_epoch();
 
