@@ -3,13 +3,18 @@
 # SQL changes it.
 #
 # On a fresh Debian 12 machine: installs what is missing (test/deps.sh),
-# builds and installs the extension and libddict, starts a throwaway cluster,
-# creates a `settings` dict, and runs a reader (src/client/examples/
-# demo_reader.c, compiled with `pkg-config --cflags --libs ddict`) whose
-# threads serve reads in a loop from one cached handle, while a writer
-# changes settings through psql.  The reader prints reads/s, the version,
-# reloads, rows fetched, and every change as it arrives.  Everything started
-# here is stopped on exit.  About 20 seconds.
+# builds and installs the extension and libddict, starts a throwaway cluster
+# that publishes dict versions to a throwaway redis-server, creates a
+# `settings` dict, and runs two readers (src/client/examples/demo_reader.c,
+# compiled with `pkg-config --cflags --libs ddict`) while a writer changes
+# settings through psql:
+#   reader  4 threads, autosync: every read checks the version (PostgreSQL)
+#   push    2 threads, push mode: reads never touch the network; the handle's
+#           thread follows the versions published in Redis (SUBSCRIBE)
+# Both print every change as it arrives, with how long after its commit it
+# became visible; the autosync reader also prints reads/s, the version,
+# reloads and rows fetched every second.  Everything started here is stopped
+# on exit (by PID).  About 20 seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,18 +26,31 @@ make -s >/dev/null
 make -s install >/dev/null
 
 SCRATCH=$(make_scratch)
-READER=
+READER= PUSHER= REDIS_PID=
 cleanup() {
-  [[ -n $READER ]] && kill "$READER" 2>/dev/null && wait "$READER" 2>/dev/null
+  local p
+  for p in $READER $PUSHER; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   stop_pg "$SCRATCH/pg"
   stop_started
+  [[ -n $REDIS_PID ]] && kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
   rm -rf "$SCRATCH"
 }
 trap cleanup EXIT
 
-echo "== starting a throwaway PostgreSQL 15 cluster"
+echo "== starting a throwaway redis-server (no persistence)"
+RPORT=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  --logfile "$SCRATCH/redis.log" </dev/null >/dev/null 2>&1 &
+REDIS_PID=$!
+for _ in $(seq 100); do
+  [[ $(redis-cli -h 127.0.0.1 -p "$RPORT" PING 2>/dev/null) == PONG ]] && break
+  sleep 0.05
+done
+REDIS_URL=redis://127.0.0.1:$RPORT
+
+echo "== starting a throwaway PostgreSQL 15 cluster (ddict.redis_url = '$REDIS_URL')"
 PORT=$(free_port)
-start_pg "$SCRATCH/pg" "$PORT"
+start_pg "$SCRATCH/pg" "$PORT" "ddict.redis_url = '$REDIS_URL'"
 export PGHOST=$SCRATCH/pg/sock PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
 export PGOPTIONS="-c client_min_messages=warning"
 psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
@@ -51,8 +69,12 @@ cc -O2 -pthread -o "$SCRATCH/demo_reader" src/client/examples/demo_reader.c \
 
 SECONDS_TO_RUN=14
 echo "== reader: 4 threads reading 3 keys for ${SECONDS_TO_RUN}s (autosync: every read checks the version)"
+echo "== push:   2 threads reading the same keys (push mode: versions pushed from Redis)"
 "$SCRATCH/demo_reader" -t 4 -s "$SECONDS_TO_RUN" settings banner rate_limit feature.dark_mode &
 READER=$!
+"$SCRATCH/demo_reader" -l push -q -m push -r "$REDIS_URL" -t 2 -s "$SECONDS_TO_RUN" \
+  settings banner rate_limit feature.dark_mode &
+PUSHER=$!
 
 sleep 2.5
 writer() { echo "   writer: $1"; psql -c "$1" >/dev/null; }
@@ -72,6 +94,7 @@ sleep 1
 echo "   writer: (and now 1000 unrelated keys in one statement)"
 psql -c "INSERT INTO settings SELECT 'bulk.' || g, g::text FROM generate_series(1, 1000) g" >/dev/null
 
-wait "$READER"
-READER=
-echo "== done: the reader saw every committed change (the rolled-back one never)"
+wait "$READER" "$PUSHER"
+READER= PUSHER=
+echo "== done: both readers saw every committed change (the rolled-back one never);"
+echo "   the push reader's only server round trips were the deltas themselves"

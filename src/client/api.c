@@ -42,6 +42,8 @@ handle_free(ddict *h)
 {
 	if (h == NULL)
 		return;
+	dd_redis_stop(h);
+	dd_redis_free(h);
 	dd_conn_close(&h->conn);
 	dd_guard_drain(&h->guard);
 	dd_snap_unref(atomic_load(&h->current));
@@ -57,6 +59,7 @@ handle_new(const char *dict, const ddict_options *opts)
 {
 	ddict	   *h;
 	void	   *mem;
+	int			rc;
 
 	if (dict == NULL || dict[0] == '\0')
 	{
@@ -64,7 +67,7 @@ handle_new(const char *dict, const ddict_options *opts)
 		return NULL;
 	}
 	if (opts && opts->mode != DDICT_AUTOSYNC && opts->mode != DDICT_MANUAL &&
-		opts->mode != DDICT_INTERVAL)
+		opts->mode != DDICT_INTERVAL && opts->mode != DDICT_PUSH)
 	{
 		dd_seterr(DDICT_EINVAL, "ddict_open: unknown mode %d", (int) opts->mode);
 		return NULL;
@@ -83,6 +86,21 @@ handle_new(const char *dict, const ddict_options *opts)
 	if (h->opts.backoff_max_ms < h->opts.backoff_min_ms)
 		h->opts.backoff_max_ms = h->opts.backoff_min_ms;
 	h->opts.snapshot_path = NULL;
+	/* not kept: parsed into h->redis */
+	h->opts.redis_url = NULL;
+	h->opts.redis_prefix = NULL;
+	h->stop_fd = -1;
+	rc = dd_redis_init(h, opts ? opts->redis_url : NULL, opts ? opts->redis_prefix : NULL);
+	if (rc != DDICT_OK)
+	{
+		char		msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", ddict_errmsg());
+		dd_redis_free(h);
+		free(h);
+		dd_seterr(rc, "%s", msg);
+		return NULL;
+	}
 	pthread_mutex_init(&h->sync_lock, NULL);
 	pthread_mutex_init(&h->err_lock, NULL);
 	dd_random_key(h->seed);
@@ -132,6 +150,9 @@ initial_load(ddict *h)
 		}
 	}
 	dd_unlock(h);
+	/* Redis (the first connection) and the handle's thread, if any. */
+	if (rc >= 0)
+		rc = dd_redis_start(h);
 	if (rc < 0)
 	{
 		char		msg[512];
@@ -170,6 +191,13 @@ ddict_open_conn(PGconn *conn, const char *dict, const ddict_options *opts)
 		dd_seterr(DDICT_EINVAL, "ddict_open_conn: conn must not be NULL");
 		return NULL;
 	}
+	if (opts && opts->mode == DDICT_PUSH)
+	{
+		/* Its thread would use the connection at any time. */
+		dd_seterr(DDICT_EINVAL, "ddict_open_conn: push mode needs a connection of its own"
+				  " (use ddict_open())");
+		return NULL;
+	}
 	h = handle_new(dict, opts);
 	if (h == NULL)
 		return NULL;
@@ -184,6 +212,8 @@ ddict_close(ddict *d)
 
 	if (d == NULL)
 		return;
+	/* First the handle's thread: it may be syncing (its waits end at once). */
+	dd_redis_stop(d);
 	dd_lock(d);
 	s = atomic_load(&d->current);
 	/* Keep the freshest contents for the next start. */
@@ -431,7 +461,11 @@ ddict_get_stats(ddict *d, ddict_stats *out)
 	LOAD(errors);
 	LOAD(reconnects);
 	LOAD(compactions);
+	LOAD(redis_checks);
+	LOAD(redis_errors);
+	LOAD(pushes);
 #undef LOAD
+	out->redis = atomic_load(&d->redis.used);
 	out->rows_fetched = atomic_load_explicit(&d->rows, memory_order_relaxed);
 	slot = dd_guard_enter(&d->guard, &phase);
 	s = atomic_load(&d->current);

@@ -89,15 +89,17 @@ one_line(char *dst, size_t size, const char *msg)
 			*p = ' ';
 }
 
-static int
-wait_socket(PGconn *pg, bool rd, bool wr, int64_t deadline)
+int
+dd_wait_fd(int fd, short events, int64_t deadline, int stop_fd)
 {
-	struct pollfd pfd;
+	struct pollfd pfd[2];
 
-	pfd.fd = PQsocket(pg);
-	pfd.events = (short) ((rd ? POLLIN : 0) | (wr ? POLLOUT : 0));
-	if (pfd.fd < 0)
+	if (fd < 0)
 		return DDICT_ECONN;
+	pfd[0].fd = fd;
+	pfd[0].events = events;
+	pfd[1].fd = stop_fd;
+	pfd[1].events = POLLIN;
 	for (;;)
 	{
 		int			timeout = -1,
@@ -111,12 +113,28 @@ wait_socket(PGconn *pg, bool rd, bool wr, int64_t deadline)
 				return DDICT_ETIMEDOUT;
 			timeout = left / 1000 >= INT_MAX ? INT_MAX : (int) ((left + 999) / 1000);
 		}
-		rc = poll(&pfd, 1, timeout);
+		pfd[0].revents = pfd[1].revents = 0;
+		rc = poll(pfd, stop_fd >= 0 ? 2 : 1, timeout);
+		if (rc > 0 && pfd[1].revents)
+			return DD_STOPPED;
 		if (rc > 0)
 			return DDICT_OK;
 		if (rc < 0 && errno != EINTR)
 			return DDICT_ECONN;
 	}
+}
+
+/*
+ * The handle's thread (push mode) waits here too: ddict_close() ends its
+ * waits at once (the connection is then dropped as broken).
+ */
+static int
+wait_socket(const ddict *h, PGconn *pg, bool rd, bool wr, int64_t deadline)
+{
+	int			rc = dd_wait_fd(PQsocket(pg), (short) ((rd ? POLLIN : 0) | (wr ? POLLOUT : 0)),
+								deadline, h->stop_fd);
+
+	return rc == DD_STOPPED ? DDICT_ECONN : rc;
 }
 
 int
@@ -135,7 +153,7 @@ dd_conn_flush(ddict *h)
 		if (r < 0)
 			return DDICT_ECONN;
 		/* The server may be sending while we push: read to avoid deadlock. */
-		rc = wait_socket(pg, true, true, deadline);
+		rc = wait_socket(h, pg, true, true, deadline);
 		if (rc != DDICT_OK)
 			return rc;
 		if (!PQconsumeInput(pg))
@@ -158,7 +176,7 @@ dd_conn_next(ddict *h, int *rc)
 	*rc = DDICT_OK;
 	while (PQisBusy(pg))
 	{
-		int			r = wait_socket(pg, true, false, deadline);
+		int			r = wait_socket(h, pg, true, false, deadline);
 
 		if (r != DDICT_OK)
 		{
@@ -211,7 +229,9 @@ dd_conn_failed(ddict *h, int rc, const char *what, const PGresult *res)
 	if (!broken)
 		return dd_fail(h, rc < 0 ? rc : DDICT_ERR, "%s failed", what);
 
-	if (rc == DDICT_ETIMEDOUT)
+	if (atomic_load(&h->closing))
+		snprintf(msg, sizeof(msg), "the handle is being closed");
+	else if (rc == DDICT_ETIMEDOUT)
 		snprintf(msg, sizeof(msg), "no answer within %u ms", h->opts.timeout_ms);
 	else
 		one_line(msg, sizeof(msg), c->pg ? PQerrorMessage(c->pg) : "not connected");
@@ -343,9 +363,14 @@ setup_session(ddict *h)
 		return dd_fail(h, DDICT_ENOMEM, "out of memory");
 	s = c->schema;
 
+	/* Also the dict's name as the server's Redis publisher spells it
+	 * ("database:schema.table", unquoted). */
 	sql = dd_asprintf("SELECT t.oid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype"
-					  " OR t.typbasetype OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype"
+					  " OR t.typbasetype OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype,"
+					  " pg_catalog.current_database(), n.nspname, c.relname"
 					  " FROM %s.ddict_dicts d JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) d.value_type"
+					  " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.dict::pg_catalog.oid"
+					  " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
 					  " WHERE d.dict OPERATOR(pg_catalog.=) $1::pg_catalog.regclass", s);
 	if (sql == NULL)
 		return dd_fail(h, DDICT_ENOMEM, "out of memory");
@@ -361,6 +386,8 @@ setup_session(ddict *h)
 					   h->dict);
 	}
 	c->bytea = PQgetvalue(r, 0, 0)[0] == 't';
+	if (h->redis.enabled)
+		dd_redis_set_name(h, PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
 	PQclear(r);
 
 	c->sql[DD_SQL_CHANGES] = dd_asprintf(
@@ -442,7 +469,7 @@ connect_own(ddict *h)
 			PQfinish(pg);
 			return dd_fail(h, DDICT_ECONN, "could not connect to the server: %s", msg);
 		}
-		rc = wait_socket(pg, st == PGRES_POLLING_READING, st == PGRES_POLLING_WRITING, deadline);
+		rc = wait_socket(h, pg, st == PGRES_POLLING_READING, st == PGRES_POLLING_WRITING, deadline);
 		if (rc == DDICT_ETIMEDOUT)
 		{
 			PQfinish(pg);

@@ -47,6 +47,20 @@ dd_fail(ddict *h, int code, const char *fmt, ...)
 }
 
 void
+dd_note(ddict *h, const char *fmt, ...)
+{
+	va_list		ap;
+	char		buf[256];
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&h->err_lock);
+	dd_strlcpy(h->last_error, buf, sizeof(h->last_error));
+	pthread_mutex_unlock(&h->err_lock);
+}
+
+void
 dd_strlcpy(char *dst, const char *src, size_t size)
 {
 	size_t		n = strlen(src);

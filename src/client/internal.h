@@ -14,6 +14,8 @@
  *   sync.c      the ddict_changes() protocol: check, delta, full, publish
  *   write.c     set / delete / pop / setdefault
  *   snapfile.c  the optional snapshot file
+ *   redis.c     Redis as a version source: GET for reads' checks, the
+ *               handle's thread (reconnects; push mode's SUBSCRIBE)
  *   api.c       open / close / reads / pins / stats
  */
 #ifndef LIBDDICT_INTERNAL_H
@@ -237,6 +239,49 @@ enum
 	DD_SQL_CHANGES, DD_SQL_SET, DD_SQL_DELETE, DD_SQL_POP, DD_SQL_SETDEFAULT
 };
 
+/* ---- redis.c (types; functions below) ---- */
+
+/* A parsed redis_url.  Pointers point into buf. */
+typedef struct dd_redis_target
+{
+	char	   *buf;
+	const char *host;			/* NULL: a unix socket */
+	const char *port;			/* decimal, for getaddrinfo() */
+	const char *path;			/* unix socket */
+	const char *user;			/* NULL: AUTH password (or no AUTH) */
+	const char *password;		/* NULL: no AUTH */
+	int			db;
+	char		desc[128];		/* host:port or the path, for messages (no password) */
+} dd_redis_target;
+
+typedef struct dd_rconn dd_rconn;	/* one Redis connection (redis.c) */
+
+typedef struct dd_redis
+{
+	bool		enabled;		/* redis_url given */
+	dd_redis_target target;
+	char	   *prefix;
+	_Atomic(char *) key;		/* prefix + "db:schema.table"; set once, by the
+								 * first session (sync_lock), freed with the handle */
+
+	/* The handle's thread (push mode, or any mode with Redis). */
+	bool		thread_started;
+	pthread_t	thread;
+	int			kick_fd;		/* eventfd: wake the thread (connection lost,
+								 * key known) */
+	int64_t		next_attempt_us;	/* the thread's: next Redis attempt */
+	unsigned	backoff_ms;		/* the thread's: delay after the next failure */
+	dd_rconn   *sub;			/* push mode: the subscription (the thread's) */
+
+	/* Autosync/interval: the thread connects, checks use the connection. */
+	pthread_mutex_t lock;
+	dd_rconn   *ready;			/* lock: made by the thread, not taken yet */
+	bool		taken;			/* lock: the sync side holds a connection */
+	dd_rconn   *get;			/* sync_lock: the connection checks use */
+
+	atomic_bool used;			/* stats.redis */
+} dd_redis;
+
 struct ddict
 {
 	/* Read side: every read touches these. */
@@ -263,7 +308,13 @@ struct ddict
 
 	/* Counters (readers' counters live in the guard's slots). */
 	atomic_uint_fast64_t checks, unchanged, deltas, reloads, rows, writes,
-				errors, reconnects, compactions;
+				errors, reconnects, compactions, redis_checks, redis_errors, pushes;
+
+	/* Redis and the handle's thread. */
+	dd_redis	redis;
+	int			stop_fd;		/* eventfd written by ddict_close() and never
+								 * drained: every wait of the thread ends; -1 */
+	atomic_bool closing;
 
 	pthread_mutex_t err_lock;
 	char		last_error[256];
@@ -272,12 +323,20 @@ struct ddict
 /* ---- error.c ---- */
 int			dd_seterr(int code, const char *fmt, ...) DD_PRINTF(2, 3);
 int			dd_fail(ddict *h, int code, const char *fmt, ...) DD_PRINTF(3, 4);
+/* The handle's last error only (no counter, no thread-local message): for
+ * failures that no call returns (Redis, the handle's thread). */
+void		dd_note(ddict *h, const char *fmt, ...) DD_PRINTF(2, 3);
 void		dd_strlcpy(char *dst, const char *src, size_t size);
 
 /* ---- time ---- */
 int64_t		dd_now_us(void);		/* CLOCK_MONOTONIC */
 
 /* ---- conn.c ---- */
+/* Wait until fd is ready for events, or deadline (monotonic us, INT64_MAX:
+ * none), or stop_fd (>= 0) is readable: DDICT_OK, DDICT_ETIMEDOUT,
+ * DDICT_ECONN (poll failed) or DD_STOPPED. */
+#define DD_STOPPED (-100)
+int			dd_wait_fd(int fd, short events, int64_t deadline, int stop_fd);
 int			dd_conn_init_own(dd_conn *c, const char *conninfo);
 void		dd_conn_init_borrowed(dd_conn *c, PGconn *pg);
 void		dd_conn_close(dd_conn *c);
@@ -310,6 +369,26 @@ int			dd_publish(ddict *h, ddict_snapshot *snap, dd_build *b);
 bool		dd_in_callback(const ddict *h);
 /* Reads: check per the mode, never blocking on another thread's check. */
 void		dd_maybe_sync(ddict *h);
+
+/* Push mode: one sync by the handle's thread, honouring the reconnect
+ * backoff.  Takes sync_lock. */
+int			dd_sync_from_thread(ddict *h);
+
+/* ---- redis.c ---- */
+/* Parse opts->redis_url / redis_prefix into h->redis (at open). */
+int			dd_redis_init(ddict *h, const char *url, const char *prefix);
+/* The first session learnt the dict's name: set the key (once). */
+void		dd_redis_set_name(ddict *h, const char *db, const char *schema,
+							  const char *table);
+/* After the first load: first connection (or subscription), then the thread. */
+int			dd_redis_start(ddict *h);
+/* Stop and join the thread (close). */
+void		dd_redis_stop(ddict *h);
+/* Free connections, fds, strings (the thread is stopped). */
+void		dd_redis_free(ddict *h);
+/* A check's GET (sync_lock held): 1 and *version, 0 when Redis has no
+ * version (key missing), or < 0 when Redis cannot answer now. */
+int			dd_redis_get(ddict *h, int64_t *version);
 
 /* ---- snapfile.c ---- */
 int			dd_snapfile_write(ddict *h, const ddict_snapshot *s);

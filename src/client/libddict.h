@@ -31,7 +31,9 @@
  * Threads: a handle may be shared by any number of threads.  Reads never
  * block on each other or on a reload; only one thread at a time talks to the
  * server for a handle.  ddict_close() must not race with other calls on the
- * same handle.  Snapshots may be passed between threads.
+ * same handle.  Snapshots may be passed between threads.  A handle in push
+ * mode, or with a redis_url, owns one background thread (signals blocked),
+ * which ddict_close() stops and joins.
  */
 #ifndef LIBDDICT_H
 #define LIBDDICT_H
@@ -44,11 +46,11 @@ extern "C" {
 #endif
 
 #define DDICT_VERSION_MAJOR 1
-#define DDICT_VERSION_MINOR 0
+#define DDICT_VERSION_MINOR 1
 #define DDICT_VERSION_PATCH 0
-#define DDICT_VERSION_STRING "1.0.0"
+#define DDICT_VERSION_STRING "1.1.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for #if comparisons */
-#define DDICT_VERSION_NUM 10000
+#define DDICT_VERSION_NUM 10100
 
 #if defined(__GNUC__)
 #define DDICT_API __attribute__((visibility("default")))
@@ -87,7 +89,11 @@ typedef enum ddict_mode
 {
 	DDICT_AUTOSYNC = 0,			/* every read first checks the version (default) */
 	DDICT_MANUAL = 1,			/* reads never touch the network; ddict_sync() refreshes */
-	DDICT_INTERVAL = 2			/* reads check at most once per interval_ms */
+	DDICT_INTERVAL = 2,			/* reads check at most once per interval_ms */
+	DDICT_PUSH = 3				/* reads never touch the network; a thread of the handle
+								 * syncs when Redis announces a new version (SUBSCRIBE),
+								 * and polls the server every interval_ms while it
+								 * cannot (Redis unreachable, or no redis_url) */
 } ddict_mode;
 
 /*
@@ -107,24 +113,29 @@ typedef struct ddict_change
 } ddict_change;
 
 /*
- * Called, in the thread that applies a reload, once per key whose value
+ * Called, in the thread that applies a reload (in push mode: the handle's
+ * thread, for the changes it applies), once per key whose value
  * changed, after the new snapshot is published (so reads from the callback
  * see it).  The callback may read from the handle; calling ddict_sync(),
  * ddict_set() or other writes on the same handle from it returns DDICT_EBUSY.
  * Keep it short: other threads' version checks wait while it runs (their
- * reads do not).
+ * reads do not).  Never call ddict_close() of the same handle from it.
  */
 typedef void (*ddict_change_fn) (const ddict_change *change, void *arg);
 
 /*
  * Options.  Initialise with ddict_options_init() and then set fields, so that
  * every field has its default.  Strings are copied by ddict_open().  (This
- * struct and ddict_stats only change size with a new soname.)
+ * struct and ddict_stats only grow at their end; 1.1 appended fields to
+ * both, so a program built against the 1.0 header must be rebuilt before it
+ * runs with 1.1.)
  */
 typedef struct ddict_options
 {
 	ddict_mode	mode;				/* default DDICT_AUTOSYNC */
-	unsigned	interval_ms;		/* DDICT_INTERVAL: at most one check per this (1000) */
+	unsigned	interval_ms;		/* DDICT_INTERVAL: at most one check per this;
+									 * DDICT_PUSH: polling period while not subscribed
+									 * to Redis, and Redis PING period (1000) */
 	unsigned	timeout_ms;			/* longest wait for the server to make progress (the
 									 * next reply or row); 0 = forever (5000) */
 	unsigned	connect_timeout_ms;	/* whole connection attempt; 0 = forever (5000) */
@@ -134,6 +145,13 @@ typedef struct ddict_options
 	unsigned	snapshot_interval_ms;	/* at most one snapshot file write per this (10000) */
 	ddict_change_fn on_change;		/* optional change callback (NULL) */
 	void	   *on_change_arg;
+	/* Since 1.1: Redis as the version source (the server's ddict.redis_url
+	 * publishes there).  "redis://[[user]:password@]host[:port][/db]" or
+	 * "unix:///path[?db=N]"; NULL or "" = none.  Autosync and interval checks
+	 * then GET the version from Redis and reach the server only when it
+	 * differs; push mode SUBSCRIBEs to it; manual mode ignores it. */
+	const char *redis_url;			/* (NULL) */
+	const char *redis_prefix;		/* as the server's ddict.redis_prefix; NULL = "ddict:" */
 } ddict_options;
 
 DDICT_API void ddict_options_init(ddict_options *opts);
@@ -165,7 +183,8 @@ DDICT_API ddict *ddict_open(const char *conninfo, const char *dict,
  * The library uses it only while it is idle (not in a transaction, not in
  * pipeline mode), and returns DDICT_EBUSY otherwise.  The application must not
  * use the connection concurrently with calls on this handle; in autosync and
- * interval modes every read may use it.
+ * interval modes every read may use it.  Push mode is refused (DDICT_EINVAL):
+ * its thread would use the connection at any time.
  */
 DDICT_API ddict *ddict_open_conn(PGconn *conn, const char *dict,
 								 const ddict_options *opts);
@@ -270,6 +289,13 @@ typedef struct ddict_stats
 	int			connected;		/* a connection is established */
 	int64_t		staleness_ms;	/* ms since the cache was last known current */
 	char		last_error[256];	/* message of the handle's last error, "" if none */
+	/* Since 1.1 (redis_url / push mode): */
+	uint64_t	redis_checks;	/* version checks answered by Redis (GET) */
+	uint64_t	redis_errors;	/* failed Redis connects, GETs and subscriptions */
+	uint64_t	pushes;			/* version messages received from Redis (push mode) */
+	int			redis;			/* 1 while Redis is the version source (connected;
+								 * push mode: subscribed), 0 while falling back to
+								 * the server */
 } ddict_stats;
 
 /* Fill *out; counters are monotonic since ddict_open(). */

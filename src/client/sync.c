@@ -376,20 +376,55 @@ coalesce(ddict *h)
 	atomic_fetch_add_explicit(&slot->coalesced, 1, memory_order_relaxed);
 }
 
+/*
+ * A read's check, sync_lock held.  With Redis: GET the version first; when
+ * it is the cached one, that is the answer and the server is not contacted.
+ * Otherwise — another version, no version in Redis, Redis unreachable — the
+ * usual ddict_changes() round trip (which reads honour the reconnect backoff
+ * for).
+ */
+static void
+read_check_locked(ddict *h)
+{
+	bool		newer = false;
+
+	if (h->redis.enabled)
+	{
+		const ddict_snapshot *cur = atomic_load(&h->current);
+		int64_t		v;
+		int			rc = dd_redis_get(h, &v);
+
+		atomic_store(&h->last_check_us, dd_now_us());
+		if (rc == 1 && cur->epoch != 0 && v == cur->version)
+		{
+			mark(h, true);
+			dd_snapfile_maybe_write(h);
+			return;
+		}
+		newer = rc == 1;
+	}
+	if (h->conn.borrowed || dd_conn_ok(&h->conn) || dd_now_us() >= h->conn.next_attempt_us)
+		(void) dd_sync_locked(h, false);
+	else if (newer)
+		mark(h, false);			/* Redis knows another version we cannot fetch yet */
+}
+
 void
 dd_maybe_sync(ddict *h)
 {
 	int64_t		now;
 
-	if (h->opts.mode == DDICT_MANUAL)
+	if (h->opts.mode == DDICT_MANUAL || h->opts.mode == DDICT_PUSH)
 		return;
 	now = dd_now_us();
 	if (h->opts.mode == DDICT_INTERVAL &&
 		now - atomic_load_explicit(&h->last_check_us, memory_order_relaxed) <
 		(int64_t) h->opts.interval_ms * 1000)
 		return;
-	/* Disconnected and backing off: serve the snapshot without trying. */
-	if (!atomic_load_explicit(&h->connected, memory_order_relaxed) && !h->conn.borrowed &&
+	/* Disconnected and backing off: serve the snapshot without trying
+	 * (unless Redis is in use: its GET may still confirm the snapshot). */
+	if (!atomic_load_explicit(&h->redis.used, memory_order_relaxed) &&
+		!atomic_load_explicit(&h->connected, memory_order_relaxed) && !h->conn.borrowed &&
 		now < atomic_load_explicit(&h->retry_at_us, memory_order_relaxed))
 		return;
 	/* Another thread is checking (or we are in its change callback): do not
@@ -403,10 +438,21 @@ dd_maybe_sync(ddict *h)
 	atomic_store_explicit(&h->busy, true, memory_order_relaxed);
 	if (h->opts.mode != DDICT_INTERVAL ||
 		dd_now_us() - atomic_load(&h->last_check_us) >= (int64_t) h->opts.interval_ms * 1000)
-	{
-		/* Reads honour the reconnect backoff. */
-		if (h->conn.borrowed || dd_conn_ok(&h->conn) || dd_now_us() >= h->conn.next_attempt_us)
-			(void) dd_sync_locked(h, false);
-	}
+		read_check_locked(h);
 	dd_unlock(h);
+}
+
+/* Push mode's thread: a sync when the connection may be used now. */
+int
+dd_sync_from_thread(ddict *h)
+{
+	int			rc;
+
+	dd_lock(h);
+	if (dd_conn_ok(&h->conn) || dd_now_us() >= h->conn.next_attempt_us)
+		rc = dd_sync_locked(h, false);
+	else
+		rc = DDICT_ECONN;
+	dd_unlock(h);
+	return rc;
 }

@@ -8,6 +8,9 @@
 #   ASan + UBSan    the same C tests again (-fsanitize=address,undefined)
 #   valgrind        the same C tests under memcheck (--error-exitcode)
 #   TSan            unit and server tests (-fsanitize=thread)
+# A redis-server (test/client/redis-ctl.sh, stopped by PID) receives the
+# cluster's published versions (ddict.redis_url) for test_redis and the
+# tool's watch --redis; without redis-server those are skipped.
 # Every test is a TAP line "ok N - ..." / "not ok N - ..."; each sanitizer or
 # valgrind run also gets its own "no findings" line.  Exits non-zero on any
 # failure.  Knobs: DDICT_STRESS_SECONDS (default 15), DDICT_CLIENT_SKIP
@@ -80,7 +83,8 @@ fi
 
 # ---- server ----
 SCRATCH=$(make_scratch)
-cleanup() { stop_pg "$SCRATCH/pg"; stop_started; rm -rf "$SCRATCH"; }
+REDIS_CTL=$ROOT/test/client/redis-ctl.sh
+cleanup() { stop_pg "$SCRATCH/pg"; stop_started; bash "$REDIS_CTL" stop "$SCRATCH" 0; rm -rf "$SCRATCH"; }
 trap cleanup EXIT
 PORT=$(free_port)
 if ! start_pg "$SCRATCH/pg" "$PORT" "shared_preload_libraries = 'ddict, pg_stat_statements'"; then
@@ -93,6 +97,23 @@ PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE ddict_client" &&
   "${PSQL[@]}" -d ddict_client -c "CREATE EXTENSION ddict; CREATE EXTENSION pg_stat_statements" ||
   { not_ok "create the test database"; echo "1..$N"; exit 1; }
+
+# ---- Redis: the cluster publishes versions there (reload, no restart) ----
+if command -v redis-server >/dev/null 2>&1; then
+  REDIS_PORT=$(free_port)
+  if bash "$REDIS_CTL" start "$SCRATCH" "$REDIS_PORT" &&
+     "${PSQL[@]}" -d postgres -c "ALTER SYSTEM SET ddict.redis_url = 'redis://127.0.0.1:$REDIS_PORT'" \
+       -c "ALTER SYSTEM SET ddict.redis_max_backoff = '200ms'" -c "SELECT pg_reload_conf()" >/dev/null; then
+    export DDICT_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT DDICT_TEST_REDIS_PORT=$REDIS_PORT
+    export DDICT_TEST_REDIS_SOCKET=$SCRATCH/redis.sock
+    export DDICT_TEST_REDIS_STOP_CMD="bash $REDIS_CTL stop $SCRATCH $REDIS_PORT"
+    export DDICT_TEST_REDIS_START_CMD="bash $REDIS_CTL start $SCRATCH $REDIS_PORT"
+  else
+    not_ok "start redis-server and set ddict.redis_url"
+  fi
+else
+  diag "redis-server is not installed: the Redis tests are skipped"
+fi
 
 export DDICT_TEST_CONNINFO="host=$SOCK port=$PORT user=postgres dbname=ddict_client"
 export DDICT_TEST_PORT=$PORT DDICT_TEST_DBNAME=ddict_client   # TCP, for the proxy tests
@@ -109,6 +130,7 @@ P=$BUILD/plain
 run_tap "unit" "$OUT/unit.log" "$P/test_unit"
 run_tap "client" "$OUT/client.log" "$P/test_client"
 run_tap "stress" "$OUT/stress.log" "$P/test_stress"
+run_tap "redis" "$OUT/redis.log" "$P/test_redis"
 "${PSQL[@]}" -d ddict_client -c "DROP TABLE IF EXISTS t_large" >/dev/null 2>&1
 
 # ---- the ddict tool ----
@@ -174,6 +196,28 @@ else
   sed 's/^/# /' "$OUT/watch.out" "$OUT/watch.err"
 fi
 
+# watch --redis: push mode; with -i 60000 only a push explains a change seen in time
+if [[ -n ${DDICT_TEST_REDIS_URL:-} ]]; then
+  sql "DROP TABLE IF EXISTS pushed; SELECT ddict_create('pushed'); INSERT INTO pushed VALUES ('init', 'x')" >/dev/null
+  "$T" "${D[@]}" watch --redis "$DDICT_TEST_REDIS_URL" -i 60000 pushed >"$OUT/watchr.out" 2>"$OUT/watchr.err" &
+  WATCH=$!
+  wait_file() { for _ in $(seq 100); do (($(wc -l <"$1") >= $2)) && return 0; sleep 0.05; done; return 1; }
+  wait_file "$OUT/watchr.out" 1 && sleep 0.3   # subscribed, caught up
+  sql "SELECT ddict_set('pushed', 'a', 'one')" >/dev/null; wait_file "$OUT/watchr.out" 2
+  sql "DELETE FROM pushed WHERE key = 'init'" >/dev/null; wait_file "$OUT/watchr.out" 3
+  kill -TERM $WATCH; wait $WATCH; rc=$?
+  if ((rc == 0)) && [[ $(cut -f2- "$OUT/watchr.out" | tr '\n' '|') == $'set\tinit\tx|set\ta\tone|del\tinit|' ]] &&
+     grep -q 'following the versions published in Redis' "$OUT/watchr.err"; then
+    ok "tool: watch --redis follows pushed versions"
+  else
+    not_ok "tool: watch --redis follows pushed versions (exit $rc)"
+    sed 's/^/# /' "$OUT/watchr.out" "$OUT/watchr.err"
+  fi
+  "$T" "${D[@]}" watch -r 'ftp://nowhere' pushed >/dev/null 2>"$OUT/tool.err"; rc=$?
+  ((rc == 3)) && grep -q 'redis' "$OUT/tool.err" && ok "tool: watch -r with a bad URL: clear error, exit 3" ||
+    { not_ok "tool: watch -r with a bad URL (exit $rc)"; sed 's/^/# /' "$OUT/tool.err"; }
+fi
+
 # ---- linking through pkg-config (a staged install; the system one if present) ----
 STAGE=$SCRATCH/stage
 stage_pc() { PKG_CONFIG_PATH=$STAGE/usr/local/lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$STAGE pkg-config "$@"; }
@@ -205,7 +249,7 @@ if [[ $SKIP != *" asan "* ]]; then
   export ASAN_OPTIONS=detect_leaks=1:exitcode=86:abort_on_error=0:detect_stack_use_after_return=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86
   A=$BUILD/asan
-  for t in unit client stress; do
+  for t in unit client stress redis; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=200000 DDICT_STRESS_SECONDS=8 \
       run_tap "asan $t" "$OUT/asan-$t.log" "$A/test_$t"
     san_clean "asan+ubsan $t" "$OUT/asan-$t.log" $?
@@ -218,7 +262,7 @@ if [[ $SKIP != *" valgrind "* ]]; then
   # shellcheck disable=SC2054 # commas are part of valgrind's option values
   VG=(valgrind -q --error-exitcode=97 --leak-check=full --show-leak-kinds=definite,indirect
       --errors-for-leak-kinds=definite,indirect --fair-sched=yes)
-  for t in unit client stress; do
+  for t in unit client stress redis; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=20000 DDICT_STRESS_SECONDS=10 DDICT_STRESS_MIN=2 \
       run_tap "valgrind $t" "$OUT/valgrind-$t.log" "${VG[@]}" "$P/test_$t"
     rc=$?
@@ -233,7 +277,7 @@ fi
 # ---- ThreadSanitizer ----
 if [[ $SKIP != *" tsan "* ]]; then
   export TSAN_OPTIONS=exitcode=86:halt_on_error=0:second_deadlock_stack=1
-  for t in unit client; do
+  for t in unit client redis; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=100000 \
       run_tap "tsan $t" "$OUT/tsan-$t.log" "$BUILD/tsan/test_$t"
     san_clean "tsan $t" "$OUT/tsan-$t.log" $?

@@ -3,10 +3,14 @@
  * a few keys from one shared libddict handle in a loop, while someone else
  * changes the dict with plain SQL.  Every second it prints reads/s and the
  * handle's counters; every change the cache applies is printed as it
- * arrives (from the change callback).
+ * arrives (from the change callback), with how long after its commit it
+ * became visible here (the version is the commit's time in microseconds).
  *
- *   demo_reader [-d CONNINFO] [-t THREADS] [-s SECONDS] [-m auto|manual|interval]
- *               DICT KEY...
+ *   demo_reader [-d CONNINFO] [-t THREADS] [-s SECONDS] [-m auto|manual|interval|push]
+ *               [-r REDIS_URL] [-l LABEL] [-q] DICT KEY...
+ *
+ * -r: Redis as the version source (autosync/interval: GET; push: SUBSCRIBE).
+ * -l: prefix of every line; -q: no per-second lines, only changes and a summary.
  *
  * Build: cc -O2 -pthread demo_reader.c $(pkg-config --cflags --libs ddict)
  */
@@ -21,6 +25,7 @@
 #include <unistd.h>
 
 static ddict *d;
+static const char *label = "reader";
 static char **keys;
 static int	nkeys;
 static atomic_int stop;
@@ -36,8 +41,21 @@ static void
 flush_hidden(void)
 {
 	if (hidden > 0)
-		printf("  change  version %lld: ... and %ld more\n", (long long) shown_version, hidden);
+		printf("  %s: change version %lld: ... and %ld more\n", label, (long long) shown_version, hidden);
 	hidden = 0;
+}
+
+/* Commit to visible here: the version is the commit's wall-clock time in us
+ * (same host, or synchronised clocks). */
+static double
+lag_ms(int64_t version)
+{
+	struct timespec ts;
+	int64_t		now;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return now > version ? (double) (now - version) / 1000.0 : 0.0;
 }
 
 static void
@@ -54,13 +72,13 @@ on_change(const ddict_change *c, void *arg)
 	if (shown++ >= 5)
 		hidden++;
 	else if (c->new_value)
-		printf("  change  version %lld: %.*s = %.*s%s%.*s%s\n", (long long) c->version,
-			   (int) c->keylen, c->key, (int) c->new_len, c->new_value,
+		printf("  %s: change version %lld: %.*s = %.*s%s%.*s%s   [%.1f ms after commit]\n", label,
+			   (long long) c->version, (int) c->keylen, c->key, (int) c->new_len, c->new_value,
 			   c->old_value ? "   (was " : "", c->old_value ? (int) c->old_len : 0,
-			   c->old_value ? c->old_value : "", c->old_value ? ")" : "");
+			   c->old_value ? c->old_value : "", c->old_value ? ")" : "", lag_ms(c->version));
 	else
-		printf("  change  version %lld: %.*s deleted\n", (long long) c->version,
-			   (int) c->keylen, c->key);
+		printf("  %s: change version %lld: %.*s deleted   [%.1f ms after commit]\n", label,
+			   (long long) c->version, (int) c->keylen, c->key, lag_ms(c->version));
 	fflush(stdout);
 	pthread_mutex_unlock(&print_lock);
 }
@@ -94,13 +112,15 @@ main(int argc, char **argv)
 	const char *conninfo = "";
 	int			threads = 4,
 				seconds = 10,
+				quiet = 0,
 				opt;
+	const char *mode_name = "autosync";
 	ddict_options o;
 	pthread_t  *th;
 	long		last = 0;
 
 	ddict_options_init(&o);
-	while ((opt = getopt(argc, argv, "d:t:s:m:")) != -1)
+	while ((opt = getopt(argc, argv, "d:t:s:m:r:l:q")) != -1)
 	{
 		if (opt == 'd')
 			conninfo = optarg;
@@ -108,14 +128,23 @@ main(int argc, char **argv)
 			threads = atoi(optarg);
 		else if (opt == 's')
 			seconds = atoi(optarg);
+		else if (opt == 'r')
+			o.redis_url = optarg;
+		else if (opt == 'l')
+			label = optarg;
+		else if (opt == 'q')
+			quiet = 1;
 		else if (opt == 'm' && strcmp(optarg, "manual") == 0)
-			o.mode = DDICT_MANUAL;
+			o.mode = DDICT_MANUAL, mode_name = "manual";
 		else if (opt == 'm' && strcmp(optarg, "interval") == 0)
-			o.mode = DDICT_INTERVAL, o.interval_ms = 100;
+			o.mode = DDICT_INTERVAL, o.interval_ms = 100, mode_name = "interval";
+		else if (opt == 'm' && strcmp(optarg, "push") == 0)
+			o.mode = DDICT_PUSH, o.interval_ms = 500, mode_name = "push";
 		else if (opt != 'm' || strcmp(optarg, "auto") != 0)
 		{
 			fprintf(stderr, "usage: %s [-d CONNINFO] [-t THREADS] [-s SECONDS] "
-					"[-m auto|manual|interval] DICT KEY...\n", argv[0]);
+					"[-m auto|manual|interval|push] [-r REDIS_URL] [-l LABEL] [-q] DICT KEY...\n",
+					argv[0]);
 			return 2;
 		}
 	}
@@ -127,13 +156,14 @@ main(int argc, char **argv)
 	keys = argv + optind + 1;
 	nkeys = argc - optind - 1;
 	o.on_change = on_change;
-	printf("reader: libddict %s, opening \"%s\" (%s mode), %d threads\n", ddict_version_string(),
-		   argv[optind], o.mode == DDICT_MANUAL ? "manual" : o.mode == DDICT_INTERVAL ?
-		   "interval" : "autosync", threads);
+	printf("%s: libddict %s, opening \"%s\" (%s mode%s), %d threads\n", label,
+		   ddict_version_string(), argv[optind], mode_name,
+		   o.redis_url ? ", versions from Redis" : "", threads);
+	fflush(stdout);
 	d = ddict_open(conninfo, argv[optind], &o);
 	if (d == NULL)
 	{
-		fprintf(stderr, "reader: %s\n", ddict_errmsg());
+		fprintf(stderr, "%s: %s\n", label, ddict_errmsg());
 		return 1;
 	}
 	th = calloc((size_t) threads, sizeof(pthread_t));
@@ -152,13 +182,14 @@ main(int argc, char **argv)
 		ddict_get_stats(d, &st);
 		pthread_mutex_lock(&print_lock);
 		flush_hidden();
-		printf("reader: %2ds  %9ld reads/s  version %lld  keys %llu  checks %llu (unchanged %llu,"
-			   " coalesced %llu)  reloads %llu  deltas %llu  rows fetched %llu%s\n",
-			   s, now - last, (long long) st.version, (unsigned long long) st.len,
-			   (unsigned long long) st.checks, (unsigned long long) st.unchanged,
-			   (unsigned long long) st.coalesced, (unsigned long long) st.reloads,
-			   (unsigned long long) st.deltas, (unsigned long long) st.rows_fetched,
-			   st.stale ? "  STALE" : "");
+		if (!quiet)
+			printf("%s: %2ds  %9ld reads/s  version %lld  keys %llu  checks %llu (unchanged %llu,"
+				   " coalesced %llu)  reloads %llu  deltas %llu  rows fetched %llu%s\n",
+				   label, s, now - last, (long long) st.version, (unsigned long long) st.len,
+				   (unsigned long long) st.checks, (unsigned long long) st.unchanged,
+				   (unsigned long long) st.coalesced, (unsigned long long) st.reloads,
+				   (unsigned long long) st.deltas, (unsigned long long) st.rows_fetched,
+				   st.stale ? "  STALE" : "");
 		fflush(stdout);
 		pthread_mutex_unlock(&print_lock);
 		last = now;
@@ -166,7 +197,19 @@ main(int argc, char **argv)
 	atomic_store(&stop, 1);
 	for (int i = 0; i < threads; i++)
 		pthread_join(th[i], NULL);
-	printf("reader: %ld reads in %d s\n", atomic_load(&reads), seconds);
+	{
+		ddict_stats st;
+
+		ddict_get_stats(d, &st);
+		printf("%s: %ld reads in %d s; server checks %llu (%llu deltas, %llu reloads)", label,
+			   atomic_load(&reads), seconds, (unsigned long long) st.checks,
+			   (unsigned long long) st.deltas, (unsigned long long) st.reloads);
+		if (o.redis_url)
+			printf("; Redis: %llu GETs, %llu pushes, %llu errors%s", (unsigned long long) st.redis_checks,
+				   (unsigned long long) st.pushes, (unsigned long long) st.redis_errors,
+				   st.redis ? "" : " (not in use now)");
+		printf("\n");
+	}
 	free(th);
 	ddict_close(d);
 	return 0;

@@ -6,8 +6,12 @@
  *   ddict [-d CONNINFO] del     DICT KEY        exit 1 if absent
  *   ddict [-d CONNINFO] items   DICT            key<TAB>value lines, sorted by key
  *   ddict [-d CONNINFO] version DICT
- *   ddict [-d CONNINFO] watch [-i MS] DICT      every applied change, as
- *                       version<TAB>set<TAB>key<TAB>value / version<TAB>del<TAB>key
+ *   ddict [-d CONNINFO] watch [-i MS] [-r|--redis URL] DICT
+ *                       every applied change, as
+ *                       version<TAB>set<TAB>key<TAB>value / version<TAB>del<TAB>key;
+ *                       polls every MS, or with a Redis URL follows the
+ *                       versions the server publishes there (push mode; MS
+ *                       is then the polling period while Redis is away)
  *
  * In items and watch, backslash, tab and newline inside keys and values are
  * written as \\, \t and \n, so that every record is exactly one line.  get
@@ -15,6 +19,7 @@
  * 2 usage, 3 connection or server error (messages on stderr).
  */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +42,7 @@ usage(void)
 			"usage: %s [-d CONNINFO] get|del DICT KEY\n"
 			"       %s [-d CONNINFO] set DICT KEY VALUE\n"
 			"       %s [-d CONNINFO] items|version DICT\n"
-			"       %s [-d CONNINFO] watch [-i MS] DICT\n"
+			"       %s [-d CONNINFO] watch [-i MS] [-r|--redis URL] DICT\n"
 			"CONNINFO is a libpq connection string; PG* environment variables apply.\n",
 			progname, progname, progname, progname);
 	exit(EXIT_USAGE);
@@ -138,6 +143,8 @@ static void
 print_change(const ddict_change *c, void *arg)
 {
 	(void) arg;
+	/* one line at a time: in push mode the main thread flushes meanwhile */
+	flockfile(stdout);
 	printf("%lld\t%s\t", (long long) c->version, c->new_value ? "set" : "del");
 	put_escaped(stdout, c->key, c->keylen);
 	if (c->new_value)
@@ -146,10 +153,56 @@ print_change(const ddict_change *c, void *arg)
 		put_escaped(stdout, c->new_value, c->new_len);
 	}
 	putchar('\n');
+	funlockfile(stdout);
+}
+
+/*
+ * Push mode: the handle's thread applies changes (and prints them from the
+ * callback); here we flush every 20 ms and report on stderr when the
+ * source of versions changes.
+ */
+static int
+watch_push(ddict *d, const char *url, unsigned interval_ms)
+{
+	int			was_redis = -1,
+				was_stale = 0;
+
+	while (!stop)
+	{
+		struct timespec ts = {0, 20 * 1000000L};
+		ddict_stats st;
+
+		if (fflush(stdout) != 0)
+			break;				/* reader went away */
+		if (ddict_get_stats(d, &st) == 0)
+		{
+			if (url && st.redis != was_redis)
+			{
+				if (st.redis)
+					fprintf(stderr, "%s: watch: following the versions published in Redis\n",
+							progname);
+				else
+					fprintf(stderr, "%s: watch: Redis unavailable (%s), polling the server every %u ms\n",
+							progname, st.last_error, interval_ms);
+				was_redis = st.redis;
+			}
+			if (st.stale != was_stale)
+			{
+				if (st.stale)
+					fprintf(stderr, "%s: watch: %s (serving the last version, retrying)\n",
+							progname, st.last_error);
+				else
+					fprintf(stderr, "%s: watch: connected again\n", progname);
+				was_stale = st.stale;
+			}
+		}
+		nanosleep(&ts, NULL);
+	}
+	return 0;
 }
 
 static int
-cmd_watch(const char *conninfo, const char *dict, unsigned interval_ms)
+cmd_watch(const char *conninfo, const char *dict, unsigned interval_ms, const char *redis_url)
 {
 	ddict_options o;
 	ddict	   *d;
@@ -163,7 +216,9 @@ cmd_watch(const char *conninfo, const char *dict, unsigned interval_ms)
 	signal(SIGPIPE, SIG_IGN);
 
 	ddict_options_init(&o);
-	o.mode = DDICT_MANUAL;
+	o.mode = redis_url ? DDICT_PUSH : DDICT_MANUAL;
+	o.interval_ms = interval_ms;
+	o.redis_url = redis_url;
 	o.on_change = print_change;
 	o.backoff_max_ms = 2000;
 	d = ddict_open(conninfo, dict, &o);	/* prints the initial contents as sets */
@@ -171,6 +226,12 @@ cmd_watch(const char *conninfo, const char *dict, unsigned interval_ms)
 		return fail("watch");
 	if (fflush(stdout) != 0)
 		stop = 1;
+	if (redis_url)
+	{
+		watch_push(d, redis_url, interval_ms);
+		ddict_close(d);
+		return 0;
+	}
 	while (!stop)
 	{
 		struct timespec ts = {interval_ms / 1000, (long) (interval_ms % 1000) * 1000000L};
@@ -222,11 +283,23 @@ main(int argc, char **argv)
 	cmd = argv[optind++];
 	if (strcmp(cmd, "watch") == 0)
 	{
-		while ((opt = getopt(argc, argv, "+i:")) != -1)
+		static const struct option longopts[] = {
+			{"interval", required_argument, NULL, 'i'},
+			{"redis", required_argument, NULL, 'r'},
+			{NULL, 0, NULL, 0}
+		};
+		const char *redis_url = NULL;
+
+		while ((opt = getopt_long(argc, argv, "+i:r:", longopts, NULL)) != -1)
 		{
 			char	   *end;
 			long		v;
 
+			if (opt == 'r')
+			{
+				redis_url = optarg;
+				continue;
+			}
 			if (opt != 'i')
 				usage();
 			errno = 0;
@@ -237,7 +310,7 @@ main(int argc, char **argv)
 		}
 		if (argc - optind != 1)
 			usage();
-		return cmd_watch(conninfo, argv[optind], interval_ms);
+		return cmd_watch(conninfo, argv[optind], interval_ms, redis_url);
 	}
 
 	if (optind >= argc)
