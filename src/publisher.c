@@ -41,6 +41,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
@@ -69,6 +70,7 @@ typedef struct PublisherShared
 	TimestampTz connected_since;
 	uint64		published;		/* SET+PUBLISH pairs acknowledged by Redis */
 	uint64		reconnects;
+	bool		cleared;		/* stale keys of an earlier server run removed */
 	TimestampTz last_publish_at;
 	double		last_lag_ms;	/* commit-to-acknowledged, last batch */
 	double		max_lag_ms;
@@ -317,6 +319,65 @@ try_connect(char *err)
 	return true;
 }
 
+/*
+ * Once per server start (shared memory is new), remove every key under our
+ * prefix before publishing: versions are re-seeded at start, and a dict no
+ * backend has touched since has no slot to republish, so its old key could
+ * otherwise tell a client "unchanged" forever.  A missing key sends clients
+ * to PostgreSQL, which answers with the new epoch.  Hence one prefix per
+ * cluster.
+ */
+static bool
+clear_stale_keys(char *err)
+{
+	StringInfoData pattern;
+	char		cursor[32] = "0";
+
+	initStringInfo(&pattern);
+	for (const char *c = ddict_redis_prefix; *c; c++)
+	{
+		if (strchr("*?[]\\", *c))
+			appendStringInfoChar(&pattern, '\\');
+		appendStringInfoChar(&pattern, *c);
+	}
+	appendStringInfoChar(&pattern, '*');
+	do
+	{
+		redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern.data);
+
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+		{
+			snprintf(err, ERRLEN, "SCAN: %s", r == NULL ? rc->errstr :
+					 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+			if (r)
+				freeReplyObject(r);
+			return false;
+		}
+		strlcpy(cursor, r->element[0]->str, sizeof(cursor));
+		for (size_t i = 0; i < r->element[1]->elements; i++)
+			redisAppendCommand(rc, "DEL %b", r->element[1]->element[i]->str,
+							   (size_t) r->element[1]->element[i]->len);
+		for (size_t i = 0; i < r->element[1]->elements; i++)
+		{
+			redisReply *d;
+
+			if (redisGetReply(rc, (void **) &d) != REDIS_OK || d == NULL)
+			{
+				snprintf(err, ERRLEN, "DEL: %s", rc->errstr);
+				freeReplyObject(r);
+				return false;
+			}
+			freeReplyObject(d);
+		}
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0") != 0);
+	pfree(pattern.data);
+	SpinLockAcquire(&pub->mutex);
+	pub->cleared = true;
+	SpinLockRelease(&pub->mutex);
+	return true;
+}
+
 /* Publish the changed versions (all of them after a reconnect). */
 static bool
 publish(bool all, char *err)
@@ -436,7 +497,9 @@ ddict_publisher_main(Datum arg)
 				fresh = try_connect(err);
 				failed = !fresh;
 			}
-			if (rc != NULL && !publish(fresh, err))
+			if (rc != NULL && fresh && !pub->cleared && !clear_stale_keys(err))
+				failed = true;
+			if (rc != NULL && !failed && !publish(fresh, err))
 				failed = true;
 			/* idle: make sure the connection is alive, so the status is true */
 			if (rc != NULL && !failed && !fresh &&
