@@ -56,3 +56,9 @@ install-client:
 	$(MAKE) -C src/client install
 
 install: install-client
+
+# ---------------------------------------------------------------------------
+# make bench [QUICK=1]: the benchmark (test/bench/run.sh); not part of `make test`.
+.PHONY: bench
+bench:
+	QUICK=$(QUICK) bash test/bench/run.sh

@@ -3,6 +3,17 @@
 # running cluster ($PGHOST/$PGPORT): upsert TPS through the ddict triggers
 # against the same table without them, and ddict_last_updated() against
 # SELECT 1.  Appends CSV rows to $RESULTS (see run.sh for the columns).
+#
+# With PIN_CPU and PG_POSTMASTER_PID set, the one-client runs put pgbench and
+# the backends the server forks for it on that one CPU: on a small VM a
+# wakeup across CPUs costs tens of µs and lands at random, which made
+# one-client TPS vary several-fold between runs.  Two-client runs are not
+# pinned.
+#
+# The trigger overhead is measured with the server's Redis publishing off.
+# With PUBLISH_URL set (a ddict.redis_url), a third variant runs the ddict
+# table with publishing on; the setting is reset (to postgresql.conf's) at
+# the end.
 set -euo pipefail
 : "${RESULTS:?}" "${REPS:=3}" "${SECS:=10}"
 PGBENCH=${PG_BIN:-/usr/lib/postgresql/15/bin}/pgbench
@@ -29,22 +40,61 @@ echo "SELECT 1;" > "$work/one.sql"
 
 # tps SCRIPT CLIENTS: one pgbench run, prints its TPS
 tps() {
-  "$PGBENCH" -n -M prepared -T "$SECS" -c "$2" -j "$2" -f "$work/$1" bench 2>/dev/null |
-    sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
+  local pin=()
+  if [[ $2 == 1 && -n ${PIN_CPU:-} && -n ${PG_POSTMASTER_PID:-} ]]; then
+    taskset -p -c "$PIN_CPU" "$PG_POSTMASTER_PID" >/dev/null
+    pin=(taskset -c "$PIN_CPU")
+  fi
+  local out
+  out=$("${pin[@]}" "$PGBENCH" -n -M prepared -T "$SECS" -c "$2" -j "$2" -f "$work/$1" bench 2>&1 |
+    sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+  if ((${#pin[@]})); then
+    taskset -p -c "0-$(($(nproc) - 1))" "$PG_POSTMASTER_PID" >/dev/null
+  fi
+  [[ $out ]] || { echo "pg_writes.sh: pgbench $1 -c $2 failed" >&2; return 1; }
+  echo "$out"
 }
+
+# paired A B: per repetition, how much lower B's TPS is than A's, in percent
+paired() { paste "$work/$1" "$work/$2" | awk '{ print (1 - $2 / $1) * 100 }'; }
 
 # median/min/max of the numbers on stdin, as "median,min,max"
 stats() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f,%.1f,%.1f", m, a[1], a[NR]}'; }
 
+# publish on|off: the server's Redis publishing, and wait until it took effect
+publish() {
+  local url='' want=f
+  [[ $1 == on ]] && url=$PUBLISH_URL want=t
+  psql -Xq -d bench -c "ALTER SYSTEM SET ddict.redis_url = '$url'" -c "SELECT pg_reload_conf()" >/dev/null
+  for _ in $(seq 100); do
+    [[ $(psql -XAt -d bench -c "SELECT enabled AND connected FROM ddict_redis_status()") == "$want" ]] && return 0
+    sleep 0.05
+  done
+  echo "pg_writes.sh: Redis publishing did not turn $1" >&2
+  return 1
+}
+if [[ ${PUBLISH_URL:-} ]]; then publish off; fi
+
 for c in 1 2; do
-  # Interleave the variants so that drift of the machine hits both alike.
-  : > "$work/plain" ; : > "$work/dict"
+  # Interleave the variants so that drift of the machine hits them alike.
+  : > "$work/plain" ; : > "$work/dict" ; : > "$work/dictpub"
   for r in $(seq "$REPS"); do
     tps w_plain.sql "$c" >> "$work/plain"
     tps w_dict.sql "$c" >> "$work/dict"
+    if [[ ${PUBLISH_URL:-} ]]; then
+      publish on
+      tps w_dict.sql "$c" >> "$work/dictpub"
+      publish off
+    fi
   done
   echo "writes,upsert_tps_${c}client,plain table,$(stats < "$work/plain"),tps,$REPS" >> "$RESULTS"
   echo "writes,upsert_tps_${c}client,ddict table,$(stats < "$work/dict"),tps,$REPS" >> "$RESULTS"
+  # Runs of a repetition are back to back: their ratio is steadier than the ratio of medians.
+  echo "writes,trigger_overhead_pct_${c}client,ddict vs plain (paired runs),$(paired plain dict | stats),%,$REPS" >> "$RESULTS"
+  if [[ ${PUBLISH_URL:-} ]]; then
+    echo "writes,upsert_tps_${c}client,ddict table + Redis publishing,$(stats < "$work/dictpub"),tps,$REPS" >> "$RESULTS"
+    echo "writes,trigger_overhead_pct_${c}client,ddict + Redis publishing vs plain (paired runs),$(paired plain dictpub | stats),%,$REPS" >> "$RESULTS"
+  fi
 done
 
 : > "$work/lu" ; : > "$work/one"
@@ -54,3 +104,6 @@ for r in $(seq "$REPS"); do
 done
 echo "version,read_tps,SELECT 1,$(stats < "$work/one"),tps,$REPS" >> "$RESULTS"
 echo "version,read_tps,ddict_last_updated(),$(stats < "$work/lu"),tps,$REPS" >> "$RESULTS"
+if [[ ${PUBLISH_URL:-} ]]; then
+  psql -Xq -d bench -c "ALTER SYSTEM RESET ddict.redis_url" -c "SELECT pg_reload_conf()" >/dev/null
+fi
