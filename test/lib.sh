@@ -22,7 +22,7 @@ free_port() {
 # make_scratch: a directory the server user can write to.
 make_scratch() {
   local d
-  d=$(mktemp -d "${TMPDIR:-/tmp}/ddict.XXXXXX")
+  d=$(mktemp -d -p "${TMPDIR:-/tmp}")
   chmod 755 "$d"
   [[ $(id -u) == 0 ]] && chown postgres: "$d"
   echo "$d"
