@@ -175,7 +175,15 @@ lib_writer(void)
 		ddict_free(v);
 		snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock_shared(%d)", GROUP_LOCK);
 		(void) try_sql(&lock, sql);
-		/* Only connection trouble is expected (the restart). */
+		/*
+		 * Expected: connection trouble (the restart), and the deadlocks and
+		 * serialization failures that concurrent writers of the same keys
+		 * get from PostgreSQL (the SQL writers touch several keys per
+		 * transaction in random order); the victim's write is rolled back.
+		 */
+		if (rc == DDICT_ESERVER && (strstr(ddict_errmsg(), "40P01") != NULL ||
+									strstr(ddict_errmsg(), "40001") != NULL))
+			rc = DDICT_OK;
 		if (rc < 0 && rc != DDICT_ECONN && rc != DDICT_ETIMEDOUT)
 		{
 			fprintf(stderr, "# lib writer: unexpected %d: %s\n", rc, ddict_errmsg());
@@ -467,6 +475,16 @@ test_stress(void **state)
 		if (restarted && !recovered && check_round(&admin, chk, shared, &res))
 			recovered = true;
 	}
+
+	/*
+	 * Under valgrind the run can end before the first full check after the
+	 * restart got its turn: give it a bounded grace (the check itself, cache
+	 * equal to a fresh SELECT, is unchanged).
+	 */
+	for (int64_t until = mono_ms() + 30000;
+		 restarted && !recovered && mono_ms() < until; sleep_ms(200))
+		if (check_round(&admin, chk, shared, &res))
+			recovered = true;
 
 	/* Writers stop at t_end; reap them. */
 	for (int i = 0; i <= N_SQL_WRITERS; i++)
