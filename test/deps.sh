@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(
-  make gcc pkg-config perl
+  make gcc libc6-dev pkg-config perl
   postgresql-15 postgresql-server-dev-15 libpq-dev   # server, PGXS, client library
   libipc-run-perl                                     # PostgreSQL::Test::Cluster (TAP)
   libhiredis-dev redis-server                         # Redis publishing and client version source
