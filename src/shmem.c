@@ -226,6 +226,39 @@ entry_create(DictKey *key, uint64 version, bool *full)
 }
 
 /*
+ * Copy one item per entry that fill() accepts into a palloc'd array, under
+ * the shared lock; returns how many.  The readers of the whole table
+ * (statistics, the publisher) differ only in what they copy.
+ */
+typedef bool (*entry_fill) (DictEntry *e, void *item, const void *arg);
+
+static int
+collect_entries(Size itemsize, void **out, entry_fill fill, const void *arg)
+{
+	HASH_SEQ_STATUS seq;
+	DictEntry  *e;
+	int			n = 0;
+	char	   *items;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	items = palloc(itemsize * Max(hash_get_num_entries(dict_table), 1));
+	hash_seq_init(&seq, dict_table);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		if (fill(e, items + itemsize * n, arg))
+			n++;
+	LWLockRelease(shared->lock);
+	*out = items;
+	return n;
+}
+
+static bool
+fill_key(DictEntry *e, void *item, const void *arg)
+{
+	*(DictKey *) item = e->key;
+	return true;
+}
+
+/*
  * Free the slots of dicts that no longer exist (dropped databases, tables
  * dropped without the event trigger): their versions are never reused,
  * since a re-created slot is seeded above everything handed out.
@@ -233,17 +266,8 @@ entry_create(DictKey *key, uint64 version, bool *full)
 static void
 evict_dead(void)
 {
-	HASH_SEQ_STATUS seq;
-	DictEntry  *e;
 	DictKey    *dead;
-	int			n = 0;
-
-	LWLockAcquire(shared->lock, LW_SHARED);
-	dead = palloc(sizeof(DictKey) * Max(hash_get_num_entries(dict_table), 1));
-	hash_seq_init(&seq, dict_table);
-	while ((e = hash_seq_search(&seq)) != NULL)
-		dead[n++] = e->key;
-	LWLockRelease(shared->lock);
+	int			n = collect_entries(sizeof(DictKey), (void **) &dead, fill_key, NULL);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -488,30 +512,24 @@ ddict_version_forget(Oid dboid, Oid relid)
 	LWLockRelease(shared->lock);
 }
 
+static bool
+fill_stat(DictEntry *e, void *item, const void *arg)
+{
+	DictStat   *st = item;
+
+	if (e->key.dboid != *(const Oid *) arg)
+		return false;
+	st->relid = e->key.relid;
+	st->version = pg_atomic_read_u64(&e->version);
+	st->commits = pg_atomic_read_u64(&e->commits);
+	st->last_changed = (TimestampTz) pg_atomic_read_u64(&e->last_changed);
+	return true;
+}
+
 int
 ddict_stats_collect(Oid dboid, DictStat **out)
 {
-	HASH_SEQ_STATUS seq;
-	DictEntry  *e;
-	int			n = 0,
-				cap;
-
-	LWLockAcquire(shared->lock, LW_SHARED);
-	cap = Max(hash_get_num_entries(dict_table), 1);
-	*out = palloc(sizeof(DictStat) * cap);
-	hash_seq_init(&seq, dict_table);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		if (e->key.dboid != dboid)
-			continue;
-		(*out)[n].relid = e->key.relid;
-		(*out)[n].version = pg_atomic_read_u64(&e->version);
-		(*out)[n].commits = pg_atomic_read_u64(&e->commits);
-		(*out)[n].last_changed = (TimestampTz) pg_atomic_read_u64(&e->last_changed);
-		n++;
-	}
-	LWLockRelease(shared->lock);
-	return n;
+	return collect_entries(sizeof(DictStat), (void **) out, fill_stat, &dboid);
 }
 
 /*
@@ -538,33 +556,27 @@ ddict_version_set_name(Oid dboid, Oid relid, const char *name)
 	LWLockRelease(shared->lock);
 }
 
+static bool
+fill_publish(DictEntry *e, void *item, const void *arg)
+{
+	PublishItem *it = item;
+	uint64		v = pg_atomic_read_u64(&e->version);
+
+	if (e->name[0] == '\0' ||
+		(!*(const bool *) arg && v == pg_atomic_read_u64(&e->published)))
+		return false;
+	it->dboid = e->key.dboid;
+	it->relid = e->key.relid;
+	it->version = v;
+	it->changed = (TimestampTz) pg_atomic_read_u64(&e->last_changed);
+	memcpy(it->name, e->name, DDICT_NAME_LEN);
+	return true;
+}
+
 int
 ddict_publish_collect(bool all, PublishItem **out)
 {
-	HASH_SEQ_STATUS seq;
-	DictEntry  *e;
-	int			n = 0,
-				cap;
-
-	LWLockAcquire(shared->lock, LW_SHARED);
-	cap = Max(hash_get_num_entries(dict_table), 1);
-	*out = palloc(sizeof(PublishItem) * cap);
-	hash_seq_init(&seq, dict_table);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		uint64		v = pg_atomic_read_u64(&e->version);
-
-		if (e->name[0] == '\0' || (!all && v == pg_atomic_read_u64(&e->published)))
-			continue;
-		(*out)[n].dboid = e->key.dboid;
-		(*out)[n].relid = e->key.relid;
-		(*out)[n].version = v;
-		(*out)[n].changed = (TimestampTz) pg_atomic_read_u64(&e->last_changed);
-		memcpy((*out)[n].name, e->name, DDICT_NAME_LEN);
-		n++;
-	}
-	LWLockRelease(shared->lock);
-	return n;
+	return collect_entries(sizeof(PublishItem), (void **) out, fill_publish, &all);
 }
 
 void

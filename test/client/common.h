@@ -10,6 +10,7 @@
 #define DDICT_TEST_COMMON_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
@@ -185,6 +186,46 @@ run_env_cmd(const char *var)
 		return -1;
 	fflush(NULL);
 	return system(cmd);
+}
+
+/*
+ * A reader thread for the thread tests: the keys g:a and g:b are always
+ * written together in one transaction, so one pinned version must show them
+ * equal; counts reads and violations.
+ */
+typedef struct reader_arg
+{
+	ddict	   *d;
+	atomic_int *stop;
+	long		reads;
+	long		bad;
+} reader_arg;
+
+static inline void *
+reader_thread(void *p)
+{
+	reader_arg *a = p;
+
+	while (!atomic_load(a->stop))
+	{
+		/* Group g's keys are always written together in one transaction:
+		 * one pinned version must show them equal. */
+		ddict_snapshot *s = ddict_pin(a->d);
+		const char *v1,
+				   *v2;
+		size_t		n1,
+					n2;
+		int			r1 = ddict_snapshot_get(s, "g:a", 3, &v1, &n1),
+					r2 = ddict_snapshot_get(s, "g:b", 3, &v2, &n2);
+
+		if (r1 != r2 || (r1 == DDICT_OK && (n1 != n2 || memcmp(v1, v2, n1) != 0)))
+			a->bad++;
+		ddict_unpin(s);
+		if (ddict_get(a->d, "g:a", 3, NULL, NULL) < 0)
+			a->bad++;
+		a->reads += 2;
+	}
+	return NULL;
 }
 
 #endif							/* DDICT_TEST_COMMON_H */

@@ -1114,41 +1114,6 @@ test_server_down(void **state)
 
 /* ---- threads: many readers on one handle while it reloads ---- */
 
-typedef struct reader_arg
-{
-	ddict	   *d;
-	atomic_int *stop;
-	long		reads;
-	long		bad;
-} reader_arg;
-
-static void *
-reader_thread(void *p)
-{
-	reader_arg *a = p;
-
-	while (!atomic_load(a->stop))
-	{
-		/* Group g's keys are always written together in one transaction:
-		 * one pinned version must show them equal. */
-		ddict_snapshot *s = ddict_pin(a->d);
-		const char *v1,
-				   *v2;
-		size_t		n1,
-					n2;
-		int			r1 = ddict_snapshot_get(s, "g:a", 3, &v1, &n1),
-					r2 = ddict_snapshot_get(s, "g:b", 3, &v2, &n2);
-
-		if (r1 != r2 || (r1 == DDICT_OK && (n1 != n2 || memcmp(v1, v2, n1) != 0)))
-			a->bad++;
-		ddict_unpin(s);
-		if (ddict_get(a->d, "g:a", 3, NULL, NULL) < 0)
-			a->bad++;
-		a->reads += 2;
-	}
-	return NULL;
-}
-
 static void
 test_threads(void **state)
 {
