@@ -7,10 +7,9 @@
 
 EXTENSION   = ddict
 MODULE_big  = ddict
-OBJS        = src/ddict.o src/shmem.o src/changelog.o src/xact.o src/triggers.o \
-              src/wal.o src/registry.o src/functions.o src/sync.o src/stats.o \
-              src/publisher.o
-DATA        = sql/ddict--1.0.sql
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" ddict.control)
+DATA        = $(wildcard sql/ddict--*.sql)
 PGFILEDESC  = "ddict - dicts backed by tables with commit-time versions"
 
 REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_changes 09_stats 10_hardening
