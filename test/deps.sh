@@ -10,6 +10,7 @@ pkgs=(
   libhiredis-dev redis-server                         # Redis publishing and client version source
   valgrind                                            # client tests under memcheck
   libcmocka-dev                                       # client tests (C, TAP output)
+  pgbouncer                                           # client tests through a transaction pooler
 )
 [[ "${DDICT_DEPS_EXTRA:-}" ]] && pkgs+=(${DDICT_DEPS_EXTRA})
 

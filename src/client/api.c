@@ -1,14 +1,21 @@
 /*
- * api.c — opening and closing handles, reads, pins, statistics.
+ * api.c — clients and handles: open and close, reads, pins, statistics.
  *
+ * A client (dd_client) is refcounted: the application's reference
+ * (ddict_client_open) and one per handle; ddict_open() makes a private
+ * client whose only reference is its handle's.
  * A read is: maybe check the server (per the mode, never waiting for another
  * thread's check), hash the key, enter a guard section, look the key up in
  * the current snapshot and copy the value out (or take a pin's reference),
  * leave the section.  The section is what lets a concurrent reload free the
  * old snapshot safely; see guard.c.
  */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -37,29 +44,203 @@ ddict_free(void *p)
 	free(p);
 }
 
+DDICT_API void
+ddict_client_options_init(ddict_client_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->size = sizeof(*o);
+	o->timeout_ms = 5000;
+	o->connect_timeout_ms = 5000;
+	o->backoff_min_ms = 100;
+	o->backoff_max_ms = 5000;
+	o->interval_ms = 1000;
+}
+
+/* ---- clients ---- */
+
+static void
+client_free(dd_client *c)
+{
+	dd_worker_stop(c);
+	dd_conn_close(&c->conn);
+	dd_rconn_free(c->get);
+	dd_rconn_free(c->sub);
+	if (c->kick_fd >= 0)
+		close(c->kick_fd);
+	if (c->stop_fd >= 0)
+		close(c->stop_fd);
+	free(c->redis_prefix);
+	free(c->dicts);
+	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->list_lock);
+	pthread_mutex_destroy(&c->start_lock);
+	free(c);
+}
+
+static void
+client_unref(dd_client *c)
+{
+	if (c && atomic_fetch_sub(&c->refs, 1) == 1)
+		client_free(c);
+}
+
+static int
+client_redis(dd_client *c, const char *url, const char *prefix, const char *fn)
+{
+	char		err[300];
+
+	if (url == NULL || url[0] == '\0')
+		return DDICT_OK;
+	if (ddict_redis_url_parse(url, &c->rtarget.url, err, sizeof(err)) != 0)
+		return dd_seterr(DDICT_EINVAL, "%s: redis_url: %s", fn, err);
+	c->redis_prefix = strdup(prefix ? prefix : "ddict:");
+	if (c->redis_prefix == NULL)
+		return dd_seterr(DDICT_ENOMEM, "out of memory");
+	c->redis_enabled = true;
+	return DDICT_OK;
+}
+
+/* conninfo NULL: borrowed (pg). */
+static dd_client *
+client_new(const char *conninfo, PGconn *pg, const ddict_client_options *o, const char *fn)
+{
+	dd_client  *c = calloc(1, sizeof(dd_client));
+	int			rc;
+
+	if (c == NULL)
+	{
+		dd_seterr(DDICT_ENOMEM, "out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->list_lock, NULL);
+	pthread_mutex_init(&c->start_lock, NULL);
+	atomic_init(&c->refs, 1);
+	c->stop_fd = c->kick_fd = -1;
+	c->interval_ms = o->interval_ms;
+	if (pg)
+		dd_conn_init_borrowed(&c->conn, pg, o->timeout_ms);
+	else if (dd_conn_init_own(&c->conn, conninfo, o->timeout_ms, o->connect_timeout_ms,
+							  o->backoff_min_ms, o->backoff_max_ms) != DDICT_OK)
+	{
+		client_free(c);
+		dd_seterr(DDICT_ENOMEM, "out of memory");
+		return NULL;
+	}
+	c->conn.prepare = o->direct != 0;
+	c->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	c->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (c->stop_fd < 0 || c->kick_fd < 0)
+	{
+		client_free(c);
+		dd_seterr(DDICT_ERR, "%s: eventfd: %s", fn, strerror(errno));
+		return NULL;
+	}
+	c->conn.stop_fd = c->stop_fd;
+	c->conn.closing = &c->closing;
+	dd_backoff_init(&c->rbackoff, o->backoff_min_ms, o->backoff_max_ms);
+	c->rtarget.timeout_ms = o->timeout_ms;
+	c->rtarget.connect_timeout_ms = o->connect_timeout_ms;
+	c->rtarget.stop_fd = c->stop_fd;
+	rc = client_redis(c, o->redis_url, o->redis_prefix, fn);
+	if (rc != DDICT_OK)
+	{
+		char		msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", ddict_errmsg());
+		client_free(c);
+		dd_seterr(rc, "%s", msg);
+		return NULL;
+	}
+	return c;
+}
+
+DDICT_API ddict_client *
+ddict_client_open(const char *conninfo, const ddict_client_options *opts)
+{
+	ddict_client_options o;
+
+	ddict_client_options_init(&o);
+	if (opts)
+	{
+		if (opts->size < offsetof(ddict_client_options, direct) + sizeof(int) ||
+			opts->size > sizeof(o))
+		{
+			dd_seterr(DDICT_EINVAL, "ddict_client_open: initialise the options with "
+					  "ddict_client_options_init()");
+			return NULL;
+		}
+		memcpy(&o, opts, opts->size);
+	}
+	return (ddict_client *) client_new(conninfo, NULL, &o, "ddict_client_open");
+}
+
+DDICT_API void
+ddict_client_close(ddict_client *client)
+{
+	client_unref((dd_client *) client);
+}
+
+/* The private client of ddict_open() / ddict_open_conn(): the dict's options. */
+static dd_client *
+private_client(const char *conninfo, PGconn *pg, const ddict_options *opts, const char *fn)
+{
+	ddict_client_options o;
+	ddict_options d;
+	dd_client  *c;
+
+	if (opts)
+		d = *opts;
+	else
+		ddict_options_init(&d);
+	ddict_client_options_init(&o);
+	o.timeout_ms = d.timeout_ms;
+	o.connect_timeout_ms = d.connect_timeout_ms;
+	o.backoff_min_ms = d.backoff_min_ms;
+	o.backoff_max_ms = d.backoff_max_ms;
+	o.interval_ms = d.interval_ms;
+	o.redis_prefix = d.redis_prefix;
+	/* manual mode checks a redis_url but never uses Redis */
+	o.redis_url = d.mode == DDICT_MANUAL ? NULL : d.redis_url;
+	if (d.mode == DDICT_MANUAL && d.redis_url && d.redis_url[0])
+	{
+		ddict_redis_url u;
+		char		err[300];
+
+		if (ddict_redis_url_parse(d.redis_url, &u, err, sizeof(err)) != 0)
+		{
+			dd_seterr(DDICT_EINVAL, "%s: redis_url: %s", fn, err);
+			return NULL;
+		}
+	}
+	c = client_new(conninfo, pg, &o, fn);
+	if (c)
+		c->private_client = true;
+	return c;
+}
+
+/* ---- handles ---- */
+
 static void
 handle_free(ddict *h)
 {
 	if (h == NULL)
 		return;
-	dd_redis_stop(h);
-	dd_redis_free(h);
-	dd_conn_close(&h->conn);
 	dd_guard_drain(&h->guard);
 	dd_snap_unref(atomic_load(&h->current));
 	pthread_mutex_destroy(&h->sync_lock);
 	pthread_mutex_destroy(&h->err_lock);
 	free((char *) h->opts.snapshot_path);
+	free(atomic_load(&h->redis_key));
 	free(h->dict);
 	free(h);
 }
 
 static ddict *
-handle_new(const char *dict, const ddict_options *opts)
+handle_new(dd_client *c, const char *dict, const ddict_options *opts)
 {
 	ddict	   *h;
 	void	   *mem;
-	int			rc;
 
 	if (dict == NULL || dict[0] == '\0')
 	{
@@ -83,24 +264,13 @@ handle_new(const char *dict, const ddict_options *opts)
 		h->opts = *opts;
 	else
 		ddict_options_init(&h->opts);
-	if (h->opts.backoff_max_ms < h->opts.backoff_min_ms)
-		h->opts.backoff_max_ms = h->opts.backoff_min_ms;
 	h->opts.snapshot_path = NULL;
-	/* not kept: parsed into h->redis */
+	/* the client's apply: not kept */
 	h->opts.redis_url = NULL;
 	h->opts.redis_prefix = NULL;
-	h->stop_fd = -1;
-	rc = dd_redis_init(h, opts ? opts->redis_url : NULL, opts ? opts->redis_prefix : NULL);
-	if (rc != DDICT_OK)
-	{
-		char		msg[512];
-
-		snprintf(msg, sizeof(msg), "%s", ddict_errmsg());
-		dd_redis_free(h);
-		free(h);
-		dd_seterr(rc, "%s", msg);
-		return NULL;
-	}
+	h->client = c;
+	atomic_init(&h->pushed, INT64_MIN);
+	atomic_init(&h->redis_key, NULL);
 	pthread_mutex_init(&h->sync_lock, NULL);
 	pthread_mutex_init(&h->err_lock, NULL);
 	dd_random_key(h->seed);
@@ -119,71 +289,155 @@ handle_new(const char *dict, const ddict_options *opts)
 	return h;
 }
 
-/* The first load; from the snapshot file when the server is unreachable. */
-static ddict *
+/* The first load (sync_lock held); from the snapshot file when the server
+ * is unreachable. */
+static int
 initial_load(ddict *h)
+{
+	int			rc = dd_sync_locked(h, true);
+	char		why[512];
+	ddict_snapshot *s;
+	dd_build	b = {.full = true, .from_file = true};
+
+	if (rc >= 0 || (rc != DDICT_ECONN && rc != DDICT_ETIMEDOUT) || !h->opts.snapshot_path)
+		return rc;
+	snprintf(why, sizeof(why), "%s", ddict_errmsg());
+	if (dd_snapfile_read(h->opts.snapshot_path, h->dict, h->seed, &s) != DDICT_OK)
+	{
+		char		fmsg[512];
+
+		snprintf(fmsg, sizeof(fmsg), "%s", ddict_errmsg());
+		return dd_seterr(rc, "%s; and no snapshot to start from: %s", why, fmsg);
+	}
+	dd_publish(h, s, &b);
+	h->snapfile_version = s->version;
+	atomic_store(&h->stale, true);
+	return DDICT_OK;
+}
+
+static int
+list_add(dd_client *c, ddict *h)
+{
+	int			rc = DDICT_OK;
+
+	dd_list_lock(c);
+	if (c->ndicts == c->cap)
+	{
+		size_t		cap = c->cap ? c->cap * 2 : 8;
+		ddict	  **grown = realloc(c->dicts, cap * sizeof(ddict *));
+
+		if (grown == NULL)
+			rc = DDICT_ENOMEM;
+		else
+		{
+			c->dicts = grown;
+			c->cap = cap;
+		}
+	}
+	if (rc == DDICT_OK)
+	{
+		c->dicts[c->ndicts++] = h;
+		atomic_store(&c->nlisted, c->ndicts);
+		h->listed = true;
+	}
+	dd_list_unlock(c);
+	return rc;
+}
+
+static void
+list_remove(dd_client *c, ddict *h)
+{
+	dd_list_lock(c);
+	for (size_t i = 0; i < c->ndicts; i++)
+		if (c->dicts[i] == h)
+		{
+			c->dicts[i] = c->dicts[--c->ndicts];
+			break;
+		}
+	atomic_store(&c->nlisted, c->ndicts);
+	h->listed = false;
+	dd_list_unlock(c);
+}
+
+/* Load, list, start the thread if needed, wait for Redis's first answer. */
+static ddict *
+open_on(dd_client *c, ddict *h)
 {
 	int			rc;
 
 	dd_lock(h);
-	rc = dd_sync_locked(h, true);
-	if (rc < 0 && (rc == DDICT_ECONN || rc == DDICT_ETIMEDOUT) && h->opts.snapshot_path)
-	{
-		char		why[512];
-		ddict_snapshot *s;
-		dd_build	b = {.full = true, .from_file = true};
-
-		snprintf(why, sizeof(why), "%s", ddict_errmsg());
-		if (dd_snapfile_read(h->opts.snapshot_path, h->dict, h->seed, &s) == DDICT_OK)
-		{
-			dd_publish(h, s, &b);
-			h->snapfile_version = s->version;
-			atomic_store(&h->stale, true);
-			rc = DDICT_OK;
-		}
-		else
-		{
-			char		fmsg[512];
-
-			snprintf(fmsg, sizeof(fmsg), "%s", ddict_errmsg());
-			dd_seterr(rc, "%s; and no snapshot to start from: %s", why, fmsg);
-		}
-	}
-	dd_unlock(h);
-	/* Redis (the first connection) and the handle's thread, if any. */
+	rc = initial_load(h);
 	if (rc >= 0)
-		rc = dd_redis_start(h);
+		rc = list_add(c, h);
+	dd_unlock(h);
+	if (rc >= 0 && dd_worker_needed(c, h))
+		rc = dd_worker_start(c);
 	if (rc < 0)
 	{
 		char		msg[512];
 
-		snprintf(msg, sizeof(msg), "%s", ddict_errmsg());
+		snprintf(msg, sizeof(msg), "%s", rc == DDICT_ENOMEM ? "out of memory" : ddict_errmsg());
+		if (h->listed)
+			list_remove(c, h);
 		handle_free(h);
+		client_unref(c);
 		dd_seterr(rc, "%s", msg);
 		return NULL;
 	}
+	dd_worker_await_redis(c, h);
 	return h;
+}
+
+DDICT_API ddict *
+ddict_open_on(ddict_client *client, const char *dict, const ddict_options *opts)
+{
+	dd_client  *c = (dd_client *) client;
+	ddict	   *h;
+
+	if (c == NULL)
+	{
+		dd_seterr(DDICT_EINVAL, "ddict_open_on: client must not be NULL");
+		return NULL;
+	}
+	if (c->conn.borrowed && opts && opts->mode == DDICT_PUSH)
+	{
+		dd_seterr(DDICT_EINVAL, "ddict_open_on: push mode needs a connection of its own");
+		return NULL;
+	}
+	h = handle_new(c, dict, opts);
+	if (h == NULL)
+		return NULL;
+	atomic_fetch_add(&c->refs, 1);
+	return open_on(c, h);
 }
 
 DDICT_API ddict *
 ddict_open(const char *conninfo, const char *dict, const ddict_options *opts)
 {
-	ddict	   *h = handle_new(dict, opts);
+	dd_client  *c;
+	ddict	   *h;
 
-	if (h == NULL)
-		return NULL;
-	if (dd_conn_init_own(&h->conn, conninfo) != DDICT_OK)
+	if (dict == NULL || dict[0] == '\0')
 	{
-		handle_free(h);
-		dd_seterr(DDICT_ENOMEM, "out of memory");
+		dd_seterr(DDICT_EINVAL, "ddict_open: a dict name is required");
 		return NULL;
 	}
-	return initial_load(h);
+	c = private_client(conninfo, NULL, opts, "ddict_open");
+	if (c == NULL)
+		return NULL;
+	h = handle_new(c, dict, opts);
+	if (h == NULL)
+	{
+		client_unref(c);
+		return NULL;
+	}
+	return open_on(c, h);		/* the handle holds the only reference */
 }
 
 DDICT_API ddict *
 ddict_open_conn(PGconn *conn, const char *dict, const ddict_options *opts)
 {
+	dd_client  *c;
 	ddict	   *h;
 
 	if (conn == NULL)
@@ -198,29 +452,70 @@ ddict_open_conn(PGconn *conn, const char *dict, const ddict_options *opts)
 				  " (use ddict_open())");
 		return NULL;
 	}
-	h = handle_new(dict, opts);
-	if (h == NULL)
+	c = private_client(NULL, conn, opts, "ddict_open_conn");
+	if (c == NULL)
 		return NULL;
-	dd_conn_init_borrowed(&h->conn, conn);
-	return initial_load(h);
+	h = handle_new(c, dict, opts);
+	if (h == NULL)
+	{
+		client_unref(c);
+		return NULL;
+	}
+	return open_on(c, h);
 }
 
 DDICT_API void
 ddict_close(ddict *d)
 {
 	ddict_snapshot *s;
+	dd_client  *c;
 
 	if (d == NULL)
 		return;
-	/* First the handle's thread: it may be syncing (its waits end at once). */
-	dd_redis_stop(d);
+	c = d->client;
+	/* A private client's thread first: it may be syncing (its waits end at once). */
+	if (c->private_client)
+		dd_worker_stop(c);
 	dd_lock(d);
+	list_remove(c, d);
 	s = atomic_load(&d->current);
 	/* Keep the freshest contents for the next start. */
 	if (d->opts.snapshot_path && s->epoch != 0 && s->version != d->snapfile_version)
 		(void) dd_snapfile_write(d, s);
 	dd_unlock(d);
 	handle_free(d);
+	client_unref(c);
+}
+
+DDICT_API int
+ddict_client_sync(ddict_client *client)
+{
+	dd_client  *c = (dd_client *) client;
+	ddict	   *v[256];
+	int			rcs[256],
+				n = 0,
+				rc = 0;
+
+	if (c == NULL)
+		return dd_seterr(DDICT_EINVAL, "ddict_client_sync: client must not be NULL");
+	dd_client_lock(c);
+	dd_list_lock(c);
+	for (size_t i = 0; i < c->ndicts && n < 256; i++)
+		if (!dd_in_callback(c->dicts[i]) && dd_trylock(c->dicts[i]))
+			v[n++] = c->dicts[i];
+	dd_list_unlock(c);
+	if (n > 0)
+		dd_check_many(c, v, n, false, rcs);
+	dd_client_unlock(c);
+	for (int i = 0; i < n; i++)
+	{
+		if (rcs[i] < 0 && rc >= 0)
+			rc = rcs[i];
+		else if (rcs[i] > 0 && rc >= 0)
+			rc++;
+		dd_unlock(v[i]);
+	}
+	return rc;
 }
 
 /* ---- reads ---- */
@@ -459,13 +754,14 @@ ddict_get_stats(ddict *d, ddict_stats *out)
 	LOAD(reloads);
 	LOAD(writes);
 	LOAD(errors);
-	LOAD(reconnects);
 	LOAD(compactions);
 	LOAD(redis_checks);
 	LOAD(redis_errors);
 	LOAD(pushes);
 #undef LOAD
-	out->redis = atomic_load(&d->redis.used);
+	out->reconnects = atomic_load(&d->client->conn.reconnects);
+	out->redis = atomic_load(&d->client->redis_used) && atomic_load(&d->redis_key) != NULL &&
+		(d->opts.mode != DDICT_PUSH || atomic_load(&d->subscribed));
 	out->rows_fetched = atomic_load_explicit(&d->rows, memory_order_relaxed);
 	slot = dd_guard_enter(&d->guard, &phase);
 	s = atomic_load(&d->current);
@@ -474,7 +770,7 @@ ddict_get_stats(ddict *d, ddict_stats *out)
 	out->len = s->len;
 	dd_guard_exit(slot, phase);
 	out->stale = atomic_load(&d->stale);
-	out->connected = atomic_load(&d->connected);
+	out->connected = atomic_load(&d->client->conn.connected);
 	ok = atomic_load(&d->last_ok_us);
 	out->staleness_ms = ok ? (dd_now_us() - ok) / 1000 : -1;
 	pthread_mutex_lock(&d->err_lock);

@@ -1,22 +1,39 @@
 /*
  * internal.h — libddict's private declarations.
  *
- * Files, by concern:
- *   error.c     return codes, thread-local messages, the handle's last error
+ * The files form a stack: each calls only files on lower lines (or its
+ * own line's data layer), never up — test/client/layers.sh derives the call
+ * graph from the object files and fails on any cycle.
+ *
+ *   error.c     return codes, thread-local messages, a handle's last error
  *   hash.c      SipHash-1-3 (keyed: crafted keys cannot flood a table)
  *   table.c     arena + open-addressing hash table, immutable once published
  *   snapshot.c  a version of the dict: shared base table + small overlay;
  *               building the next snapshot from a delta or a full reload
  *   guard.c     read-side sections that let a reload free the old snapshot
  *               without readers ever taking a lock
- *   conn.c      the libpq connection: non-blocking I/O with deadlines,
- *               reconnect with backoff
- *   sync.c      the ddict_changes() protocol: check, delta, full, publish
- *   write.c     set / delete / pop / setdefault
  *   snapfile.c  the optional snapshot file
- *   redis.c     Redis as a version source: GET for reads' checks, the
- *               handle's thread (reconnects; push mode's SUBSCRIBE)
- *   api.c       open / close / reads / pins / stats
+ *   io.c        clocks, bounded waits, event fds, backoff with jitter
+ *               (shared by libpq and Redis)
+ *   conn.c      libpq transport: connect, flush, results, failures
+ *   rconn.c     Redis transport: socket, AUTH/SELECT, type-checked replies;
+ *               the URL through ../common/redis_url.c (shared with the server)
+ *   session.c   per connection: the extension's schema, statements, the
+ *               prepared check (direct connections only); per dict: metadata
+ *   redis.c     Redis commands: GET of versions, SUBSCRIBE, messages
+ *   sync.c      the ddict_changes() protocol: checks of one or many dicts in
+ *               one pipeline, full loads, publish; the reads' checks
+ *   write.c     set / delete / pop / setdefault
+ *   worker.c    the client's one thread: Redis connection, push mode,
+ *               checks that readers handed over, polling
+ *   api.c       clients and handles: open / close / reads / pins / stats
+ *
+ * One client (dd_client, public ddict_client) per process serves any number
+ * of dicts (ddict handles): one PostgreSQL connection, at most one Redis
+ * connection, one thread.  Lock order: a dict's sync_lock, then the client's
+ * lock (the connection), then its list_lock; a dict's sync_lock is only
+ * ever trylocked by a thread that holds a later lock.  Readers take none
+ * (they trylock, and serve the snapshot when that fails).
  */
 #ifndef LIBDDICT_INTERNAL_H
 #define LIBDDICT_INTERNAL_H
@@ -30,6 +47,7 @@
 #include <libpq-fe.h>
 
 #include "libddict.h"
+#include "../common/redis_url.h"
 
 #define DD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define DD_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -216,71 +234,176 @@ int			dd_guard_retire(dd_guard *g, void *obj, void (*free_fn) (void *));
 /* Free everything retired, waiting for readers if needed. */
 void		dd_guard_drain(dd_guard *g);
 
-/* ---- the handle ---- */
+/* ---- error.c ---- */
+int			dd_seterr(int code, const char *fmt, ...) DD_PRINTF(2, 3);
+int			dd_fail(ddict *h, int code, const char *fmt, ...) DD_PRINTF(3, 4);
+/* The handle's last error only (no counter, no thread-local message): for
+ * failures that no call returns (Redis, the client's thread). */
+void		dd_note(ddict *h, const char *fmt, ...) DD_PRINTF(2, 3);
+void		dd_strlcpy(char *dst, const char *src, size_t size);
+
+/* ---- io.c ---- */
+int64_t		dd_now_us(void);		/* CLOCK_MONOTONIC */
+int64_t		dd_deadline_ms(unsigned ms);	/* 0: INT64_MAX (none) */
+int			dd_poll_timeout(int64_t deadline);
+/* Wait until fd is ready for events, or deadline (monotonic us, INT64_MAX:
+ * none), or stop_fd (>= 0) is readable: DDICT_OK, DDICT_ETIMEDOUT,
+ * DDICT_ECONN (poll failed) or DD_STOPPED. */
+#define DD_STOPPED (-100)
+int			dd_wait_fd(int fd, short events, int64_t deadline, int stop_fd);
+void		dd_event_signal(int fd);
+void		dd_event_drain(int fd);
+
+typedef struct dd_backoff
+{
+	unsigned	ms;				/* delay after the next failure; 0: min_ms */
+	int64_t		next_us;		/* no attempt before (monotonic) */
+	unsigned	min_ms,
+				max_ms;
+	uint64_t	seed[2];		/* jitter */
+} dd_backoff;
+
+void		dd_backoff_init(dd_backoff *b, unsigned min_ms, unsigned max_ms);
+void		dd_backoff_failed(dd_backoff *b);
+void		dd_backoff_reset(dd_backoff *b);
+bool		dd_backoff_due(const dd_backoff *b, int64_t now);
+
+/* ---- conn.c: the libpq connection (transport) ---- */
+
+enum
+{
+	DD_SQL_CHANGES, DD_SQL_SET, DD_SQL_DELETE, DD_SQL_POP, DD_SQL_SETDEFAULT, DD_SQL_N
+};
+
+#define DD_PREPARED_CHANGES "libddict_changes"
 
 typedef struct dd_conn
 {
 	PGconn	   *pg;
 	bool		borrowed;
 	char	   *conninfo;		/* own connections: how to reconnect */
-	char	   *schema;			/* quoted schema of the extension */
-	bool		bytea;			/* the dict's value type is bytea (or a domain of it) */
+	unsigned	timeout_ms,
+				connect_timeout_ms;
+	int			stop_fd;		/* the client's: ends every wait; -1 */
+	atomic_bool *closing;		/* the client's: for messages */
+	dd_backoff	backoff;
 	bool		ever_connected;
-	int64_t		next_attempt_us;	/* own, disconnected: not before (monotonic) */
-	unsigned	backoff_ms;		/* delay after the next failed attempt */
-	char	   *sql[5];			/* statements, schema-qualified (DD_SQL_*) */
+	atomic_bool connected;
+	atomic_int_fast64_t retry_at_us;	/* readers: no attempt before */
+	atomic_uint_fast64_t reconnects;
+	/* session.c's, per connection */
+	char	   *schema;			/* quoted schema of the extension */
+	char	   *sql[DD_SQL_N];	/* statements, schema-qualified */
+	bool		prepare;		/* allowed to prepare (talks to PostgreSQL directly) */
 	bool		prepared;		/* DD_PREPARED_CHANGES exists on this connection */
 } dd_conn;
 
-#define DD_PREPARED_CHANGES "libddict_changes"
+int			dd_conn_init_own(dd_conn *c, const char *conninfo, unsigned timeout_ms,
+							 unsigned connect_timeout_ms, unsigned backoff_min_ms,
+							 unsigned backoff_max_ms);
+void		dd_conn_init_borrowed(dd_conn *c, PGconn *pg, unsigned timeout_ms);
+void		dd_conn_close(dd_conn *c);
+void		dd_conn_free_sql(dd_conn *c);
+bool		dd_conn_ok(const dd_conn *c);
+int64_t		dd_conn_deadline(const dd_conn *c);
+/* Connect an own connection (errors recorded on h, which may be NULL). */
+int			dd_conn_connect(dd_conn *c, ddict *h);
+/* After a successful connect + session setup / after a failed attempt. */
+void		dd_conn_established(dd_conn *c);
+void		dd_conn_attempt_failed(dd_conn *c);
+int			dd_conn_flush(dd_conn *c);
+/* Next result of the current query; NULL at its end or on error (*rc).
+ * Waits at most timeout_ms for the server to make progress. */
+PGresult   *dd_conn_next(dd_conn *c, int *rc);
+/* A failed round trip: classify, drop an own broken connection. */
+int			dd_conn_failed(dd_conn *c, ddict *h, int rc, const char *what,
+						   const PGresult *res);
+/* Run one statement (simple protocol when nparams < 0), keep its last result. */
+int			dd_conn_exec(dd_conn *c, ddict *h, const char *sql, int nparams,
+						 const char *const *params, PGresult **out, const char *what);
+/* Read one query's results to its end (pipeline): 1 ok, or the first error
+ * result in *err (caller clears). */
+int			dd_conn_skip(dd_conn *c, PGresult **err, ExecStatusType want);
+/* Expect the Sync that ends a pipeline segment. */
+int			dd_conn_expect_sync(dd_conn *c);
+/* After an operation: hand a borrowed connection back idle. */
+void		dd_conn_settle(dd_conn *c);
 
-enum
+/* ---- rconn.c: one Redis connection (transport) ---- */
+
+typedef struct dd_rtarget
 {
-	DD_SQL_CHANGES, DD_SQL_SET, DD_SQL_DELETE, DD_SQL_POP, DD_SQL_SETDEFAULT
-};
+	ddict_redis_url url;
+	unsigned	timeout_ms,
+				connect_timeout_ms;
+	int			stop_fd;
+} dd_rtarget;
 
-/* ---- redis.c (types; functions below) ---- */
+typedef struct dd_rconn dd_rconn;
+typedef struct redisReply redisReply;
 
-/* A parsed redis_url.  Pointers point into buf. */
-typedef struct dd_redis_target
+/* Connect, AUTH, SELECT.  err gets "Redis <where>: <why>". */
+int			dd_rconn_open(const dd_rtarget *t, dd_rconn **out, char *err, size_t errsize);
+void		dd_rconn_free(dd_rconn *c);
+int			dd_rconn_fd(const dd_rconn *c);
+/* Queue one command (NUL-terminated arguments, at most 8). */
+int			dd_rconn_command(dd_rconn *c, int argc, const char **argv);
+int			dd_rconn_flush(const dd_rtarget *t, dd_rconn *c, int64_t deadline,
+						   char *err, size_t errsize);
+/* Read what the socket has now: > 0 read, 0 nothing, < 0 closed/error. */
+int			dd_rconn_fill(dd_rconn *c, char *err, size_t errsize);
+/* A reply already read (*out NULL: none yet). */
+int			dd_rconn_parsed(dd_rconn *c, redisReply **out, char *err, size_t errsize);
+/* The next reply, waiting until deadline. */
+int			dd_rconn_reply(const dd_rtarget *t, dd_rconn *c, redisReply **out,
+						   int64_t deadline, char *err, size_t errsize);
+void		dd_rconn_reply_free(redisReply *r);
+/* Type checks: every reply is checked with these before it is used. */
+bool		dd_reply_is_nil(const redisReply *r);
+bool		dd_reply_is_error(const redisReply *r, const char **msg);
+bool		dd_reply_version(const redisReply *r, int64_t *v);
+/* ["message", channel, payload] / ["subscribe", channel, n] / ["pong", ...] */
+bool		dd_reply_push(const redisReply *r, const char *kind, const char **channel,
+						  const redisReply **payload);
+
+/* ---- session.c ---- */
+
+/* What the server says about a dict (at open). */
+typedef struct dd_dict_meta
 {
-	char	   *buf;
-	const char *host;			/* NULL: a unix socket */
-	const char *port;			/* decimal, for getaddrinfo() */
-	const char *path;			/* unix socket */
-	const char *user;			/* NULL: AUTH password (or no AUTH) */
-	const char *password;		/* NULL: no AUTH */
-	int			db;
-	char		desc[128];		/* host:port or the path, for messages (no password) */
-} dd_redis_target;
+	bool		bytea;
+	char	   *key;			/* Redis key: prefix + "db:schema.table" (malloc'd) */
+} dd_dict_meta;
 
-typedef struct dd_rconn dd_rconn;	/* one Redis connection (redis.c) */
+/* Connected with a session set up (schema, statements)?  Connects when the
+ * backoff allows (or when force).  Borrowed: checks it is idle. */
+int			dd_session_ensure(dd_conn *c, ddict *h, bool force);
+/* The dict's metadata: its value type, its Redis key (prefix NULL: none). */
+int			dd_session_dict(dd_conn *c, ddict *h, const char *dict,
+							const char *redis_prefix, dd_dict_meta *out);
 
-typedef struct dd_redis
+/* ---- redis.c ---- */
+/* GET each key in one round trip: rcs[i] 1 (versions[i] set), 0 (no key),
+ * < 0 (not a version: msgs[i] says why).  Returns < 0 when the connection
+ * failed (err says why; the connection must be dropped). */
+int			dd_redis_get_many(const dd_rtarget *t, dd_rconn *c, const char *const *keys,
+							  int n, int64_t *versions, int *rcs, char *err, size_t errsize);
+/* Queue SUBSCRIBE key (answered later, as a "subscribe" message). */
+int			dd_redis_subscribe(dd_rconn *c, const char *key);
+/* GET key (to warn when nothing is published there): 1 present, 0 missing. */
+int			dd_redis_exists(const dd_rtarget *t, dd_rconn *c, const char *key,
+							char *err, size_t errsize);
+
+/* ---- the client and its handles ---- */
+
+typedef struct dd_client dd_client;
+
+/* Push mode / Redis state of one dict (the client's thread's, under the
+ * client's lock unless atomic). */
+typedef enum
 {
-	bool		enabled;		/* redis_url given */
-	dd_redis_target target;
-	char	   *prefix;
-	_Atomic(char *) key;		/* prefix + "db:schema.table"; set once, by the
-								 * first session (sync_lock), freed with the handle */
-
-	/* The handle's thread (push mode, or any mode with Redis). */
-	bool		thread_started;
-	pthread_t	thread;
-	int			kick_fd;		/* eventfd: wake the thread (connection lost,
-								 * key known) */
-	int64_t		next_attempt_us;	/* the thread's: next Redis attempt */
-	unsigned	backoff_ms;		/* the thread's: delay after the next failure */
-	dd_rconn   *sub;			/* push mode: the subscription (the thread's) */
-
-	/* Autosync/interval: the thread connects, checks use the connection. */
-	pthread_mutex_t lock;
-	dd_rconn   *ready;			/* lock: made by the thread, not taken yet */
-	bool		taken;			/* lock: the sync side holds a connection */
-	dd_rconn   *get;			/* sync_lock: the connection checks use */
-
-	atomic_bool used;			/* stats.redis */
-} dd_redis;
+	DD_SUB_NONE, DD_SUB_SENT, DD_SUB_OK
+} dd_sub_state;
 
 struct ddict
 {
@@ -291,104 +414,126 @@ struct ddict
 	ddict_options opts;			/* snapshot_path points to our copy */
 	char	   *dict;
 	uint64_t	seed[2];
+	dd_client  *client;
+	bool		refull_due;		/* sync_lock: a write's delta did not apply */
+	bool		meta_known;		/* sync_lock: bytea and redis_key are known */
+	bool		bytea;			/* the dict's value type is bytea (or a domain of it) */
+	_Atomic(char *) redis_key;	/* NULL: no Redis for this dict (yet); set
+								 * once, freed with the handle */
 
 	/* Sync side: only the thread holding sync_lock (dd_lock/dd_unlock). */
 	pthread_mutex_t sync_lock;
 	atomic_bool busy;			/* sync_lock is held: readers need not try it */
-	dd_conn		conn;
 	int64_t		snapfile_written_us;	/* monotonic; 0 = never */
 	int64_t		snapfile_version;	/* version last written; INT64_MIN none */
 
 	/* Read by readers without the lock. */
 	atomic_int_fast64_t last_check_us;	/* last check attempt (interval mode) */
 	atomic_int_fast64_t last_ok_us;	/* last successful check */
-	atomic_int_fast64_t retry_at_us;	/* disconnected: no attempt before */
 	atomic_bool stale;
-	atomic_bool connected;
+	atomic_bool want;			/* a reader found the connection busy: the
+								 * client's thread checks this dict */
+
+	/* The client's thread's (under the client's list_lock). */
+	bool		listed;			/* in the client's list (both locks to change) */
+	bool		pending;		/* push: a sync is due at sync_at */
+	int64_t		sync_at;
+	dd_sub_state sub;
+	atomic_int_fast64_t pushed;	/* push/any mode: last version heard from
+								 * Redis while subscribed; INT64_MIN none */
+	atomic_bool redis_settled;	/* open waits for the first Redis attempt */
+	atomic_bool subscribed;		/* stats.redis in push mode */
 
 	/* Counters (readers' counters live in the guard's slots). */
 	atomic_uint_fast64_t checks, unchanged, deltas, reloads, rows, writes,
-				errors, reconnects, compactions, redis_checks, redis_errors, pushes;
-
-	/* Redis and the handle's thread. */
-	dd_redis	redis;
-	int			stop_fd;		/* eventfd written by ddict_close() and never
-								 * drained: every wait of the thread ends; -1 */
-	atomic_bool closing;
+				errors, compactions, redis_checks, redis_errors, pushes;
 
 	pthread_mutex_t err_lock;
 	char		last_error[256];
 };
 
-/* ---- error.c ---- */
-int			dd_seterr(int code, const char *fmt, ...) DD_PRINTF(2, 3);
-int			dd_fail(ddict *h, int code, const char *fmt, ...) DD_PRINTF(3, 4);
-/* The handle's last error only (no counter, no thread-local message): for
- * failures that no call returns (Redis, the handle's thread). */
-void		dd_note(ddict *h, const char *fmt, ...) DD_PRINTF(2, 3);
-void		dd_strlcpy(char *dst, const char *src, size_t size);
+struct dd_client
+{
+	pthread_mutex_t lock;		/* the connection and the GET connection */
+	pthread_mutex_t list_lock;	/* the list and the dicts' thread fields (taken
+								 * after lock and sync locks; only trylocks
+								 * under it) */
+	atomic_bool busy;			/* lock is held: readers need not try it */
+	dd_conn		conn;
+	atomic_int	refs;			/* the application's + one per handle */
+	bool		private_client;	/* made by ddict_open / ddict_open_conn */
+	unsigned	interval_ms;	/* push polling / PING period */
 
-/* ---- time ---- */
-int64_t		dd_now_us(void);		/* CLOCK_MONOTONIC */
+	ddict	  **dicts;			/* list_lock */
+	size_t		ndicts,
+				cap;
+	atomic_size_t nlisted;		/* ndicts, for readers of no lock */
 
-/* ---- conn.c ---- */
-/* Wait until fd is ready for events, or deadline (monotonic us, INT64_MAX:
- * none), or stop_fd (>= 0) is readable: DDICT_OK, DDICT_ETIMEDOUT,
- * DDICT_ECONN (poll failed) or DD_STOPPED. */
-#define DD_STOPPED (-100)
-int			dd_wait_fd(int fd, short events, int64_t deadline, int stop_fd);
-int			dd_conn_init_own(dd_conn *c, const char *conninfo);
-void		dd_conn_init_borrowed(dd_conn *c, PGconn *pg);
-void		dd_conn_close(dd_conn *c);
-/* Connected and usable now?  Connects when the backoff allows (or when
- * force: an explicit ddict_sync() or ddict_open()). */
-int			dd_conn_ensure(ddict *h, bool force);
-int			dd_conn_flush(ddict *h);
-/* Next result of the current query; NULL at its end or on error (*rc).
- * Waits at most timeout_ms for the server to make progress. */
-PGresult   *dd_conn_next(ddict *h, int *rc);
-/* A failed round trip: classify, drop an own broken connection. */
-int			dd_conn_failed(ddict *h, int rc, const char *what, const PGresult *res);
-int64_t		dd_conn_deadline(const ddict *h);
-/* After an operation: hand a borrowed connection back idle. */
-void		dd_conn_settle(ddict *h);
-bool		dd_conn_ok(const dd_conn *c);
+	/* Redis: at most one connection (GET for checks, or SUBSCRIBE). */
+	bool		redis_enabled;
+	dd_rtarget	rtarget;
+	char	   *redis_prefix;
+	dd_rconn   *get;			/* lock: the checks' GET connection */
+	dd_rconn   *sub;			/* the thread's: the subscription */
+	dd_backoff	rbackoff;		/* the thread's */
+	atomic_bool redis_used;		/* stats.redis */
+	int64_t		ping_sent,
+				next_ping,
+				next_poll;		/* the thread's */
+
+	/* The thread. */
+	pthread_mutex_t start_lock;
+	bool		thread_started;
+	pthread_t	thread;
+	int			stop_fd;		/* written at close, never drained */
+	int			kick_fd;
+	atomic_bool closing;
+};
 
 /* ---- sync.c ---- */
 void		dd_lock(ddict *h);
+bool		dd_trylock(ddict *h);
 void		dd_unlock(ddict *h);
-/* Caller holds sync_lock.  Returns 1 changed, 0 unchanged, < 0 error. */
+void		dd_client_lock(dd_client *c);
+bool		dd_client_trylock(dd_client *c);
+void		dd_client_unlock(dd_client *c);
+void		dd_list_lock(dd_client *c);
+void		dd_list_unlock(dd_client *c);
+/* Caller holds h's sync_lock.  1 changed, 0 unchanged, < 0 error. */
 int			dd_sync_locked(ddict *h, bool force_full);
-/* Send ddict_changes() for the current snapshot (or in full). */
-int			dd_send_changes(ddict *h, bool full);
-/* Receive its rows; builds *out (NULL when unchanged).  *refull: the
- * header asks for a full reload (version went backwards). */
-int			dd_recv_changes(ddict *h, ddict_snapshot **out,
+/* Caller holds the client's lock and every dict's sync_lock: one pipeline
+ * for all (with Redis: one GET round trip first).  read: honour the backoff
+ * and Redis like a read's check; else like ddict_sync(). */
+void		dd_check_many(dd_client *c, ddict **v, int n, bool read, int *rcs);
+/* Caller holds the client's lock: trylock and collect up to max dicts that
+ * want a check (besides skip), clearing their want flags. */
+int			dd_collect_wanted(dd_client *c, ddict *skip, ddict **v, int max, int64_t now,
+							  bool interval);
+/* Send / receive one ddict_changes() (caller handles the pipeline). */
+int			dd_send_changes(ddict *h, dd_conn *c, bool full);
+int			dd_recv_changes(ddict *h, dd_conn *c, ddict_snapshot **out,
 							dd_build *b, bool *refull);
+/* One check as a pipeline segment: BEGIN ISOLATION LEVEL READ COMMITTED;
+ * ddict_changes(); COMMIT; Sync — and its results. */
+int			dd_send_check(ddict *h, dd_conn *c, bool full);
+int			dd_recv_check(ddict *h, dd_conn *c, ddict_snapshot **snap, dd_build *b,
+						  bool *refull);
+/* The dict's metadata (bytea, Redis key), looked up once. */
+int			dd_ensure_meta(ddict *h, dd_conn *c);
 int			dd_publish(ddict *h, ddict_snapshot *snap, dd_build *b);
 bool		dd_in_callback(const ddict *h);
+int64_t		dd_current_version(ddict *h);
+void		dd_mark(ddict *h, bool ok);
 /* Reads: check per the mode, never blocking on another thread's check. */
 void		dd_maybe_sync(ddict *h);
 
-/* Push mode: one sync by the handle's thread, honouring the reconnect
- * backoff.  Takes sync_lock. */
-int			dd_sync_from_thread(ddict *h);
-
-/* ---- redis.c ---- */
-/* Parse opts->redis_url / redis_prefix into h->redis (at open). */
-int			dd_redis_init(ddict *h, const char *url, const char *prefix);
-/* The first session learnt the dict's name: set the key (once). */
-void		dd_redis_set_name(ddict *h, const char *db, const char *schema,
-							  const char *table);
-/* After the first load: first connection (or subscription), then the thread. */
-int			dd_redis_start(ddict *h);
-/* Stop and join the thread (close). */
-void		dd_redis_stop(ddict *h);
-/* Free connections, fds, strings (the thread is stopped). */
-void		dd_redis_free(ddict *h);
-/* A check's GET (sync_lock held): 1 and *version, 0 when Redis has no
- * version (key missing), or < 0 when Redis cannot answer now. */
-int			dd_redis_get(ddict *h, int64_t *version);
+/* ---- worker.c ---- */
+/* Start the client's thread if it is not running (any dict needs it). */
+int			dd_worker_start(dd_client *c);
+void		dd_worker_stop(dd_client *c);
+bool		dd_worker_needed(const dd_client *c, const ddict *h);
+/* The first Redis attempt that covers h (ddict_open waits for it). */
+void		dd_worker_await_redis(dd_client *c, ddict *h);
 
 /* ---- snapfile.c ---- */
 int			dd_snapfile_write(ddict *h, const ddict_snapshot *s);

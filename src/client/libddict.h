@@ -28,6 +28,11 @@
  * (DDICT_NOTFOUND), or a negative DDICT_E* code; ddict_errmsg() then
  * describes the failure.  The library never exits, aborts or prints.
  *
+ * Clients (since 1.2): a ddict_client is one connection to the server (at
+ * most one to Redis, one background thread) shared by any number of dicts
+ * opened on it with ddict_open_on(); ddict_open() makes a private client
+ * for its one dict.  See "Clients" below.
+ *
  * Threads: a handle may be shared by any number of threads.  Reads never
  * block on each other or on a reload; only one thread at a time talks to the
  * server for a handle.  ddict_close() must not race with other calls on the
@@ -46,11 +51,11 @@ extern "C" {
 #endif
 
 #define DDICT_VERSION_MAJOR 1
-#define DDICT_VERSION_MINOR 1
+#define DDICT_VERSION_MINOR 2
 #define DDICT_VERSION_PATCH 0
-#define DDICT_VERSION_STRING "1.1.0"
+#define DDICT_VERSION_STRING "1.2.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for #if comparisons */
-#define DDICT_VERSION_NUM 10100
+#define DDICT_VERSION_NUM 10200
 
 #if defined(__GNUC__)
 #define DDICT_API __attribute__((visibility("default")))
@@ -190,8 +195,74 @@ DDICT_API ddict *ddict_open_conn(PGconn *conn, const char *dict,
 								 const ddict_options *opts);
 
 /* Close the handle and its connection (unless borrowed).  Pinned snapshots
- * stay valid until unpinned.  NULL is allowed. */
+ * stay valid until unpinned.  NULL is allowed.  A handle opened on a
+ * client leaves the client open for its other dicts. */
 DDICT_API void ddict_close(ddict *d);
+
+/* ---- Clients: many dicts on one connection (since 1.2) ---- */
+
+typedef struct ddict_client ddict_client;	/* opaque */
+
+/*
+ * Options of a client; initialise with ddict_client_options_init().  The
+ * per-dict options of ddict_open_on() that concern the connection
+ * (timeout_ms, connect_timeout_ms, backoff_*, redis_url, redis_prefix) are
+ * ignored there: the client's apply to all its dicts.  (New fields are only
+ * ever appended; size tells the library which of them the caller knows.)
+ */
+typedef struct ddict_client_options
+{
+	size_t		size;				/* sizeof(ddict_client_options), set by _init() */
+	unsigned	timeout_ms;			/* as ddict_options (5000) */
+	unsigned	connect_timeout_ms;	/* (5000) */
+	unsigned	backoff_min_ms;		/* (100) */
+	unsigned	backoff_max_ms;		/* (5000) */
+	unsigned	interval_ms;		/* push mode: polling period while not subscribed
+									 * to Redis, and Redis PING period (1000) */
+	const char *redis_url;			/* as ddict_options: the client's one Redis
+									 * connection (NULL) */
+	const char *redis_prefix;		/* (NULL = "ddict:") */
+	int			direct;				/* 1: the connection goes straight to PostgreSQL
+									 * (no transaction pooler in between): the check
+									 * is prepared once per connection.  0 (default):
+									 * unnamed statements only, which work through
+									 * pgbouncer in any pool mode */
+} ddict_client_options;
+
+DDICT_API void ddict_client_options_init(ddict_client_options *opts);
+
+/*
+ * A client for conninfo (as ddict_open()).  Nothing is sent until the first
+ * ddict_open_on(); returns NULL only for bad options or no memory.  The
+ * client holds one PostgreSQL connection for all its dicts (a full load of a
+ * dict opened while others are open runs on a short-lived second one, so
+ * that it never stalls their checks), at most one Redis connection, and one
+ * background thread once a dict needs it (push mode, redis_url, or more
+ * than one dict).  Autosync and interval checks of several dicts that fall
+ * due together go in one round trip.  Reads never wait for the connection:
+ * a read that finds it busy serves the snapshot and leaves its check to the
+ * connection's holder or the client's thread.
+ */
+DDICT_API ddict_client *ddict_client_open(const char *conninfo,
+										  const ddict_client_options *opts);
+
+/* Open a dict on the client (as ddict_open(); push mode included). */
+DDICT_API ddict *ddict_open_on(ddict_client *client, const char *dict,
+							   const ddict_options *opts);
+
+/*
+ * ddict_sync() of every dict of the client in one round trip (dicts whose
+ * check is in flight in another thread are left to it).  Returns the number
+ * of dicts that changed, or the first error (all dicts are still checked).
+ */
+DDICT_API int ddict_client_sync(ddict_client *client);
+
+/*
+ * Close the application's reference.  The connection and the thread end
+ * when the client's last dict is closed too (so dicts may be closed before
+ * or after).  NULL is allowed.
+ */
+DDICT_API void ddict_client_close(ddict_client *client);
 
 /* ---- Reads (each is one "read" for the sync mode) ---- */
 

@@ -352,3 +352,22 @@ bad:
 	dd_table_unref(tab);
 	return dd_seterr(DDICT_EIO, "snapshot file \"%s\" is damaged or not a ddict snapshot", path);
 }
+
+/*
+ * The snapshot file follows the cache at most every snapshot_interval_ms:
+ * called after each publish and each successful check, so a change that
+ * came within the interval is written by a later check.  Sync lock held.
+ */
+void
+dd_snapfile_maybe_write(ddict *h)
+{
+	const ddict_snapshot *cur = atomic_load(&h->current);
+
+	if (h->opts.snapshot_path == NULL || cur->epoch == 0 ||
+		cur->version == h->snapfile_version)
+		return;
+	if (h->snapfile_written_us != 0 &&
+		dd_now_us() - h->snapfile_written_us < (int64_t) h->opts.snapshot_interval_ms * 1000)
+		return;
+	(void) dd_snapfile_write(h, cur);
+}

@@ -1,5 +1,5 @@
 /*
- * sync.c — the client half of ddict_changes().
+ * sync.c — the client half of ddict_changes(), for one dict or many.
  *
  * One round trip per check: we send the (version, epoch, cursor) of the
  * current snapshot and get a header row — 'u' unchanged (nothing follows),
@@ -8,22 +8,37 @@
  * from, so rows are at least as new as the header's version; we store that
  * version with the snapshot we build.
  *
+ * Every check is a pipeline segment of its own transaction:
+ *     BEGIN ISOLATION LEVEL READ COMMITTED; ddict_changes(...); COMMIT; Sync
+ * (the function needs a snapshot taken after it read the version, whatever
+ * the database's default isolation; nothing is set on the session, so a
+ * transaction pooler may hand the server connection to anybody after the
+ * Sync).  The checks of many dicts that fall due together — the dicts that
+ * readers found the connection busy for, interval dicts that are due, push
+ * mode's pending syncs — go in one pipeline: one network round trip, and
+ * one failing dict does not abort the others' segments.
+ *
+ * A full load (the first load, or a delta that does not apply) of a dict
+ * whose client already serves other dicts runs on a short-lived connection
+ * of its own, without the client's lock: streaming a big dict never stalls
+ * the other dicts' checks.  Readers never wait for any of this: they serve
+ * the current snapshot (api.c) and switch at the atomic store in
+ * dd_publish().
+ *
  * Rows are received in single-row mode: a full reload of a 1M-key dict is
- * copied row by row into the new table and never held as one PGresult.
- *
- * A delta is only applied on top of what it was computed against: if its
- * header names another epoch (server restarted) or a version older than ours
- * (a failover to a server that is behind, a restored backup), we drop it and
- * ask again in full.
- *
- * Only the thread holding sync_lock runs this.  Readers keep using the old
- * snapshot throughout and switch at the atomic store in dd_publish().
+ * copied row by row into the new table and never held as one PGresult.  A
+ * delta is only applied on top of what it was computed against: if its
+ * header names another epoch (server restarted) or a version older than
+ * ours (a failover to a server that is behind, a restored backup), we drop
+ * it and ask again in full.
  */
 #include <endian.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+
+#define DD_BATCH_MAX 256
 
 static _Thread_local const ddict *tl_callback_handle;
 
@@ -32,6 +47,76 @@ dd_in_callback(const ddict *h)
 {
 	return tl_callback_handle == h;
 }
+
+/* ---- locks ---- */
+
+/*
+ * The sync lock, with a flag beside it: an autosync reader that finds a
+ * check in flight must not even try the mutex (a failed trylock is still a
+ * write to the mutex's cache line, which every reading thread would then
+ * fight over); it reads the flag and moves on.  The client's lock likewise.
+ */
+void
+dd_lock(ddict *h)
+{
+	pthread_mutex_lock(&h->sync_lock);
+	atomic_store_explicit(&h->busy, true, memory_order_relaxed);
+}
+
+bool
+dd_trylock(ddict *h)
+{
+	if (atomic_load_explicit(&h->busy, memory_order_relaxed) ||
+		pthread_mutex_trylock(&h->sync_lock) != 0)
+		return false;
+	atomic_store_explicit(&h->busy, true, memory_order_relaxed);
+	return true;
+}
+
+void
+dd_unlock(ddict *h)
+{
+	atomic_store_explicit(&h->busy, false, memory_order_relaxed);
+	pthread_mutex_unlock(&h->sync_lock);
+}
+
+void
+dd_client_lock(dd_client *c)
+{
+	pthread_mutex_lock(&c->lock);
+	atomic_store_explicit(&c->busy, true, memory_order_relaxed);
+}
+
+bool
+dd_client_trylock(dd_client *c)
+{
+	if (atomic_load_explicit(&c->busy, memory_order_relaxed) ||
+		pthread_mutex_trylock(&c->lock) != 0)
+		return false;
+	atomic_store_explicit(&c->busy, true, memory_order_relaxed);
+	return true;
+}
+
+void
+dd_client_unlock(dd_client *c)
+{
+	atomic_store_explicit(&c->busy, false, memory_order_relaxed);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void
+dd_list_lock(dd_client *c)
+{
+	pthread_mutex_lock(&c->list_lock);
+}
+
+void
+dd_list_unlock(dd_client *c)
+{
+	pthread_mutex_unlock(&c->list_lock);
+}
+
+/* ---- one ddict_changes() ---- */
 
 static int64_t
 get_int8(const PGresult *r, int row, int col)
@@ -45,33 +130,29 @@ get_int8(const PGresult *r, int row, int col)
 }
 
 int
-dd_send_changes(ddict *h, bool full)
+dd_send_changes(ddict *h, dd_conn *c, bool full)
 {
 	/* We hold sync_lock, the only writer of current: no guard needed. */
 	const ddict_snapshot *cur = atomic_load(&h->current);
-	PGconn	   *pg = h->conn.pg;
 	char		v[24],
 				e[24],
-				c[24];
+				cu[24];
 	const char *vals[4] = {h->dict, NULL, NULL, NULL};
 
 	if (!full && cur->epoch != 0)
 	{
 		snprintf(v, sizeof(v), "%lld", (long long) cur->version);
 		snprintf(e, sizeof(e), "%lld", (long long) cur->epoch);
-		snprintf(c, sizeof(c), "%lld", (long long) cur->cursor);
+		snprintf(cu, sizeof(cu), "%lld", (long long) cur->cursor);
 		vals[1] = v;
 		vals[2] = e;
-		vals[3] = c;
+		vals[3] = cu;
 	}
 	/* Binary results: keys and values arrive as raw bytes. */
-	if (!(h->conn.prepared ?
-		  PQsendQueryPrepared(pg, DD_PREPARED_CHANGES, 4, vals, NULL, NULL, 1) :
-		  PQsendQueryParams(pg, h->conn.sql[DD_SQL_CHANGES], 4, NULL, vals, NULL, NULL, 1)))
+	if (!(c->prepared ?
+		  PQsendQueryPrepared(c->pg, DD_PREPARED_CHANGES, 4, vals, NULL, NULL, 1) :
+		  PQsendQueryParams(c->pg, c->sql[DD_SQL_CHANGES], 4, NULL, vals, NULL, NULL, 1)))
 		return DDICT_ECONN;
-	/* Outside a pipeline, single-row mode must be chosen right after the send. */
-	if (PQpipelineStatus(pg) == PQ_PIPELINE_OFF)
-		(void) PQsetSingleRowMode(pg);
 	return DDICT_OK;
 }
 
@@ -98,31 +179,35 @@ proto_error(recv_state *st, const char *what)
 }
 
 static int
+take_header(recv_state *st, const PGresult *r, int i, char kind)
+{
+	st->header = true;
+	st->kind = kind;
+	st->version = get_int8(r, i, 3);
+	st->epoch = get_int8(r, i, 4);
+	st->cursor = get_int8(r, i, 5);
+	if (kind != 'u' && kind != 'd' && kind != 'f')
+		return proto_error(st, "no header row");
+	if (st->version == INT64_MIN || st->epoch == INT64_MIN || st->cursor == INT64_MIN)
+		return proto_error(st, "header without version, epoch or cursor");
+	if (kind == 'u')
+		return DDICT_OK;
+	if (kind == 'd' && (st->cur->epoch == 0 || st->epoch != st->cur->epoch ||
+						st->version < st->cur->version))
+	{
+		st->refull = true;		/* not a delta of what we have */
+		return DDICT_OK;
+	}
+	return dd_build_begin(st->b, st->cur, kind == 'f', st->h->seed);
+}
+
+static int
 take_row(recv_state *st, const PGresult *r, int i)
 {
 	char		kind = PQgetlength(r, i, 0) == 1 ? PQgetvalue(r, i, 0)[0] : '\0';
 
 	if (!st->header)
-	{
-		st->header = true;
-		st->kind = kind;
-		st->version = get_int8(r, i, 3);
-		st->epoch = get_int8(r, i, 4);
-		st->cursor = get_int8(r, i, 5);
-		if (kind != 'u' && kind != 'd' && kind != 'f')
-			return proto_error(st, "no header row");
-		if (st->version == INT64_MIN || st->epoch == INT64_MIN || st->cursor == INT64_MIN)
-			return proto_error(st, "header without version, epoch or cursor");
-		if (kind == 'u')
-			return DDICT_OK;
-		if (kind == 'd' && (st->cur->epoch == 0 || st->epoch != st->cur->epoch ||
-							st->version < st->cur->version))
-		{
-			st->refull = true;	/* not a delta of what we have */
-			return DDICT_OK;
-		}
-		return dd_build_begin(st->b, st->cur, kind == 'f', st->h->seed);
-	}
+		return take_header(st, r, i, kind);
 	st->rows++;
 	if (st->kind == 'u' || st->refull)
 		return DDICT_OK;
@@ -140,15 +225,41 @@ take_row(recv_state *st, const PGresult *r, int i)
 	return proto_error(st, "a row of unknown kind");
 }
 
+static int
+recv_rows(recv_state *st, dd_conn *c, PGresult **err, int *qrc)
+{
+	PGresult   *r;
+	int			rc = DDICT_OK;
+
+	(void) PQsetSingleRowMode(c->pg);
+	/* Always read to the end of the query, even after an error of ours. */
+	while ((r = dd_conn_next(c, qrc)) != NULL)
+	{
+		ExecStatusType s = PQresultStatus(r);
+
+		if (s == PGRES_SINGLE_TUPLE || s == PGRES_TUPLES_OK)
+		{
+			if (PQnfields(r) != 6 && rc == DDICT_OK)
+				rc = proto_error(st, "wrong number of columns");
+			for (int i = 0; i < PQntuples(r) && rc == DDICT_OK; i++)
+				rc = take_row(st, r, i);
+			PQclear(r);
+		}
+		else if (*err == NULL && (s == PGRES_FATAL_ERROR || s == PGRES_PIPELINE_ABORTED))
+			*err = r;
+		else
+			PQclear(r);
+	}
+	return rc;
+}
+
 int
-dd_recv_changes(ddict *h, ddict_snapshot **out, dd_build *b,
-				bool *refull)
+dd_recv_changes(ddict *h, dd_conn *c, ddict_snapshot **out, dd_build *b, bool *refull)
 {
 	recv_state	st;
-	PGresult   *r,
-			   *err = NULL;
-	int			rc = DDICT_OK,
-				qrc;
+	PGresult   *err = NULL;
+	int			rc,
+				qrc = DDICT_OK;
 
 	memset(b, 0, sizeof(*b));
 	memset(&st, 0, sizeof(st));
@@ -157,32 +268,12 @@ dd_recv_changes(ddict *h, ddict_snapshot **out, dd_build *b,
 	st.b = b;
 	*out = NULL;
 	*refull = false;
-	if (PQpipelineStatus(h->conn.pg) != PQ_PIPELINE_OFF)
-		(void) PQsetSingleRowMode(h->conn.pg);
-
-	/* Always read to the end of the query, even after an error of ours. */
-	while ((r = dd_conn_next(h, &qrc)) != NULL)
-	{
-		ExecStatusType s = PQresultStatus(r);
-
-		if (s == PGRES_SINGLE_TUPLE || s == PGRES_TUPLES_OK)
-		{
-			if (PQnfields(r) != 6 && rc == DDICT_OK)
-				rc = proto_error(&st, "wrong number of columns");
-			for (int i = 0; i < PQntuples(r) && rc == DDICT_OK; i++)
-				rc = take_row(&st, r, i);
-			PQclear(r);
-		}
-		else if (err == NULL && s == PGRES_FATAL_ERROR)
-			err = r;
-		else
-			PQclear(r);
-	}
+	rc = recv_rows(&st, c, &err, &qrc);
 	atomic_fetch_add_explicit(&h->rows, st.rows, memory_order_relaxed);
-	if (qrc != DDICT_OK || (err && !dd_conn_ok(&h->conn)))
-		rc = dd_conn_failed(h, qrc != DDICT_OK ? qrc : DDICT_ECONN, "ddict_changes", err);
+	if (qrc != DDICT_OK || (err && !dd_conn_ok(c)))
+		rc = dd_conn_failed(c, h, qrc != DDICT_OK ? qrc : DDICT_ECONN, "ddict_changes", err);
 	else if (err)
-		rc = dd_conn_failed(h, DDICT_ESERVER, "ddict_changes", err);
+		rc = dd_conn_failed(c, h, DDICT_ESERVER, "ddict_changes", err);
 	else if (rc == DDICT_ENOMEM)
 		rc = dd_fail(h, rc, "out of memory while loading the dict");
 	else if (rc == DDICT_EINVAL)
@@ -250,27 +341,19 @@ dd_publish(ddict *h, ddict_snapshot *snap, dd_build *b)
 	return DDICT_OK;
 }
 
-/*
- * The snapshot file follows the cache at most every snapshot_interval_ms:
- * called after each publish and each successful check, so a change that
- * came within the interval is written by a later check.  Sync lock held.
- */
-void
-dd_snapfile_maybe_write(ddict *h)
+int64_t
+dd_current_version(ddict *h)
 {
-	const ddict_snapshot *cur = atomic_load(&h->current);
+	unsigned	phase;
+	dd_reader_slot *slot = dd_guard_enter(&h->guard, &phase);
+	int64_t		v = atomic_load(&h->current)->version;
 
-	if (h->opts.snapshot_path == NULL || cur->epoch == 0 ||
-		cur->version == h->snapfile_version)
-		return;
-	if (h->snapfile_written_us != 0 &&
-		dd_now_us() - h->snapfile_written_us < (int64_t) h->opts.snapshot_interval_ms * 1000)
-		return;
-	(void) dd_snapfile_write(h, cur);
+	dd_guard_exit(slot, phase);
+	return v;
 }
 
-static void
-mark(ddict *h, bool ok)
+void
+dd_mark(ddict *h, bool ok)
 {
 	if (ok)
 	{
@@ -281,89 +364,489 @@ mark(ddict *h, bool ok)
 		atomic_store(&h->stale, true);
 }
 
-static int sync_once(ddict *h, bool force_full);
+/* ---- pipelines of checks ---- */
 
+/* BEGIN ISOLATION LEVEL READ COMMITTED; ddict_changes(); COMMIT; Sync */
 int
-dd_sync_locked(ddict *h, bool force_full)
+dd_send_check(ddict *h, dd_conn *c, bool full)
 {
-	int			rc = sync_once(h, force_full);
+	if (!PQsendQueryParams(c->pg, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, NULL, NULL, 0) ||
+		dd_send_changes(h, c, full) != DDICT_OK ||
+		!PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) ||
+		!PQpipelineSync(c->pg))
+		return DDICT_ECONN;
+	return DDICT_OK;
+}
 
-	/* EBUSY: the application's connection was busy and we never touched it */
-	if (rc < 0 && rc != DDICT_EBUSY)
-		dd_conn_settle(h);
-	return rc;
+/* One segment's results.  Returns the check's status; a broken connection
+ * shows as !dd_conn_ok(c) afterwards. */
+int
+dd_recv_check(ddict *h, dd_conn *c, ddict_snapshot **snap, dd_build *b, bool *refull)
+{
+	PGresult   *berr = NULL,
+			   *cerr = NULL;
+	int			rc,
+				crc,
+				src;
+
+	*snap = NULL;
+	*refull = false;
+	memset(b, 0, sizeof(*b));
+	rc = dd_conn_skip(c, &berr, PGRES_COMMAND_OK);	/* BEGIN */
+	if (rc != DDICT_OK)
+	{
+		PQclear(berr);
+		return dd_conn_failed(c, h, rc, "ddict_changes", NULL);
+	}
+	crc = dd_recv_changes(h, c, snap, b, refull);
+	if (!dd_conn_ok(c))
+	{
+		PQclear(berr);
+		return crc;
+	}
+	rc = dd_conn_skip(c, &cerr, PGRES_COMMAND_OK);	/* COMMIT */
+	src = rc == DDICT_OK ? dd_conn_expect_sync(c) : rc;
+	if (src == DDICT_OK && crc == DDICT_OK && (berr || cerr))
+		src = dd_conn_failed(c, h, DDICT_ESERVER, "ddict_changes", berr ? berr : cerr);
+	else if (src != DDICT_OK)
+		src = dd_conn_failed(c, h, src, "ddict_changes", NULL);
+	PQclear(berr);
+	PQclear(cerr);
+	if (src != DDICT_OK || crc != DDICT_OK)
+	{
+		if (*snap)
+			dd_snap_unref(*snap);
+		*snap = NULL;
+		*refull = false;
+		dd_build_free(b);
+		return crc != DDICT_OK ? crc : src;
+	}
+	return DDICT_OK;
+}
+
+/* The dict's metadata, once (the first time its client reaches the server). */
+int
+dd_ensure_meta(ddict *h, dd_conn *c)
+{
+	dd_dict_meta m;
+	dd_client  *cl = h->client;
+	int			rc;
+
+	if (h->meta_known)
+		return DDICT_OK;
+	rc = dd_session_dict(c, h, h->dict, cl->redis_enabled && h->opts.mode != DDICT_MANUAL ?
+						 cl->redis_prefix : NULL, &m);
+	if (rc != DDICT_OK)
+		return rc;
+	h->bytea = m.bytea;
+	atomic_store(&h->redis_key, m.key);
+	h->meta_known = true;
+	dd_event_signal(cl->kick_fd);	/* the thread may wait for the key */
+	return DDICT_OK;
+}
+
+typedef struct check_out
+{
+	int			rc;				/* 1 changed, 0 unchanged, < 0 error */
+	bool		refull;
+} check_out;
+
+/* Apply one received segment. */
+static void
+apply(ddict *h, int rc, ddict_snapshot *snap, dd_build *b, bool refull, check_out *o)
+{
+	o->refull = false;
+	if (rc != DDICT_OK)
+	{
+		dd_mark(h, false);
+		o->rc = rc;
+		return;
+	}
+	if (refull)
+	{
+		o->refull = true;
+		o->rc = 0;
+		return;
+	}
+	dd_mark(h, true);
+	if (snap == NULL)
+	{
+		dd_snapfile_maybe_write(h);
+		o->rc = 0;
+		return;
+	}
+	dd_publish(h, snap, b);
+	dd_build_free(b);
+	o->rc = 1;
+}
+
+/*
+ * One pipeline on connection c for v[0..n): every dict's segment is sent,
+ * then every result read.  The caller holds what guards c and every dict's
+ * sync_lock; the session is set up.
+ */
+static void
+pipeline(dd_conn *c, ddict **v, const bool *full, int n, check_out *out)
+{
+	int			sent = 0,
+				rc = DDICT_OK;
+
+	if (!PQenterPipelineMode(c->pg))
+	{
+		for (int i = 0; i < n; i++)
+			out[i].rc = dd_fail(v[i], DDICT_EBUSY, "ddict_changes: could not enter pipeline mode");
+		return;
+	}
+	for (; sent < n && rc == DDICT_OK; sent++)
+	{
+		atomic_store(&v[sent]->last_check_us, dd_now_us());
+		rc = dd_send_check(v[sent], c, full[sent]);
+	}
+	if (rc == DDICT_OK)
+		rc = dd_conn_flush(c);
+	if (rc != DDICT_OK)
+	{
+		rc = dd_conn_failed(c, v[0], rc, "ddict_changes", NULL);
+		for (int i = 0; i < n; i++)
+		{
+			dd_mark(v[i], false);
+			out[i].rc = rc;
+			out[i].refull = false;
+		}
+		dd_conn_settle(c);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		ddict_snapshot *snap = NULL;
+		dd_build	b;
+		bool		refull = false;
+
+		if (!dd_conn_ok(c))
+		{
+			dd_note(v[i], "ddict_changes: the connection broke during another dict's check");
+			apply(v[i], DDICT_ECONN, NULL, NULL, false, &out[i]);
+			continue;
+		}
+		rc = dd_recv_check(v[i], c, &snap, &b, &refull);
+		apply(v[i], rc, snap, &b, refull, &out[i]);
+	}
+	if (dd_conn_ok(c) && !PQexitPipelineMode(c->pg))
+		dd_conn_settle(c);
+}
+
+/* Full loads on a short-lived connection of their own (see the header). */
+static int
+load_separately(ddict *h, check_out *o)
+{
+	dd_client  *cl = h->client;
+	dd_conn		tmp;
+	bool		full = true;
+	int			rc;
+
+	rc = dd_conn_init_own(&tmp, cl->conn.conninfo, cl->conn.timeout_ms,
+						  cl->conn.connect_timeout_ms, 1, 1);
+	if (rc != DDICT_OK)
+		return dd_fail(h, rc, "out of memory");
+	tmp.stop_fd = cl->stop_fd;
+	tmp.closing = &cl->closing;
+	rc = dd_session_ensure(&tmp, h, true);
+	if (rc == DDICT_OK)
+		rc = dd_ensure_meta(h, &tmp);
+	if (rc == DDICT_OK)
+		pipeline(&tmp, &h, &full, 1, o);
+	else
+	{
+		dd_mark(h, false);
+		o->rc = rc;
+	}
+	dd_conn_close(&tmp);
+	return o->rc;
+}
+
+/* Connection and metadata for the dicts of a pipeline on the client's
+ * connection; drops (marks stale) those whose metadata lookup failed. */
+static int
+prepare_batch(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read,
+			  int *idx)
+{
+	int			m = 0,
+				rc = dd_session_ensure(&c->conn, v[0], !read);
+
+	if (rc != DDICT_OK)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			dd_mark(v[i], false);
+			out[i].rc = rc;
+			if (i > 0)
+				dd_note(v[i], "%s", ddict_errmsg());
+		}
+		return 0;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		rc = dd_ensure_meta(v[i], &c->conn);
+		if (rc != DDICT_OK)
+		{
+			dd_mark(v[i], false);
+			out[i].rc = rc;
+			if (!dd_conn_ok(&c->conn))
+				return 0;
+			continue;
+		}
+		idx[m++] = i;
+	}
+	(void) full;
+	return m;
+}
+
+/* The client's lock and every sync_lock held. */
+static void
+pg_checks(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read)
+{
+	int			idx[DD_BATCH_MAX],
+				m;
+	ddict	   *w[DD_BATCH_MAX];
+	bool		wf[DD_BATCH_MAX];
+	check_out	wo[DD_BATCH_MAX];
+
+	m = prepare_batch(c, v, full, n, out, read, idx);
+	if (m == 0)
+		return;
+	for (int j = 0; j < m; j++)
+	{
+		w[j] = v[idx[j]];
+		wf[j] = full[idx[j]];
+	}
+	pipeline(&c->conn, w, wf, m, wo);
+	for (int j = 0; j < m; j++)
+		out[idx[j]] = wo[j];
+}
+
+/*
+ * Deltas that did not apply (the server restarted or failed over): full
+ * loads, on this connection since we hold it anyway — rare, and all dicts
+ * of a client usually need one at the same time then.
+ */
+static void
+refull_all(dd_client *c, ddict **v, int n, check_out *out)
+{
+	for (int attempt = 0; attempt < 2; attempt++)
+	{
+		ddict	   *w[DD_BATCH_MAX];
+		bool		full[DD_BATCH_MAX];
+		check_out	o[DD_BATCH_MAX];
+		int			idx[DD_BATCH_MAX],
+					m = 0;
+
+		for (int i = 0; i < n; i++)
+			if (out[i].rc >= 0 && out[i].refull)
+			{
+				idx[m] = i;
+				full[m] = true;
+				w[m++] = v[i];
+			}
+		if (m == 0)
+			return;
+		pg_checks(c, w, full, m, o, false);
+		for (int j = 0; j < m; j++)
+			out[idx[j]] = o[j];
+	}
+	for (int i = 0; i < n; i++)
+		if (out[i].rc >= 0 && out[i].refull)
+		{
+			dd_mark(v[i], false);
+			out[i].rc = dd_fail(v[i], DDICT_ERR,
+								"ddict_changes() kept answering a full request with a delta");
+		}
+}
+
+/* ---- what a check of a read does first: Redis ---- */
+
+/*
+ * With Redis, a version the cache already has is the answer and the server
+ * is not contacted: from the last message heard on the client's
+ * subscription, or else one GET round trip for every dict of the batch.
+ * Returns which dicts still need the server (need[i]); newer[i]: Redis knows
+ * another version.
+ */
+static void
+redis_checks(dd_client *c, ddict **v, int n, bool *need, bool *newer)
+{
+	const char *keys[DD_BATCH_MAX];
+	int			map[DD_BATCH_MAX],
+				rcs[DD_BATCH_MAX],
+				k = 0,
+				rc;
+	int64_t		vers[DD_BATCH_MAX];
+	char		err[300];
+
+	for (int i = 0; i < n; i++)
+	{
+		const ddict_snapshot *cur = atomic_load(&v[i]->current);
+		const char *key = atomic_load(&v[i]->redis_key);
+		int64_t		pushed = atomic_load(&v[i]->pushed);
+
+		need[i] = true;
+		newer[i] = false;
+		if (key == NULL || cur->epoch == 0)
+			continue;
+		if (pushed != INT64_MIN)
+		{
+			atomic_fetch_add_explicit(&v[i]->redis_checks, 1, memory_order_relaxed);
+			need[i] = pushed != cur->version;
+			newer[i] = need[i];
+			continue;
+		}
+		if (c->get)
+		{
+			keys[k] = key;
+			map[k++] = i;
+		}
+	}
+	if (k == 0)
+		return;
+	rc = dd_redis_get_many(&c->rtarget, c->get, keys, k, vers, rcs, err, sizeof(err));
+	if (rc != DDICT_OK)
+	{
+		/* the connection is gone: the thread makes another */
+		for (int j = 0; j < k; j++)
+		{
+			atomic_fetch_add_explicit(&v[map[j]]->redis_errors, 1, memory_order_relaxed);
+			dd_note(v[map[j]], "Redis %s: GET: %s", c->rtarget.url.desc, err);
+		}
+		dd_rconn_free(c->get);
+		c->get = NULL;
+		atomic_store(&c->redis_used, false);
+		dd_event_signal(c->kick_fd);
+		return;
+	}
+	for (int j = 0; j < k; j++)
+	{
+		ddict	   *h = v[map[j]];
+		const ddict_snapshot *cur = atomic_load(&h->current);
+
+		if (rcs[j] < 0)
+		{
+			atomic_fetch_add_explicit(&h->redis_errors, 1, memory_order_relaxed);
+			dd_note(h, "Redis %s: %s", c->rtarget.url.desc, err);
+			continue;
+		}
+		atomic_fetch_add_explicit(&h->redis_checks, 1, memory_order_relaxed);
+		if (rcs[j] == 1 && vers[j] == cur->version)
+			need[map[j]] = false;
+		else
+			newer[map[j]] = rcs[j] == 1;
+	}
+}
+
+/*
+ * Checks of v[0..n) in one round trip, the client's lock and every dict's
+ * sync_lock held.  read: a read's check (Redis first; honour the reconnect
+ * backoff), else an explicit sync.  rcs (optional) gets each dict's result.
+ */
+void
+dd_check_many(dd_client *c, ddict **v, int n, bool read, int *rcs)
+{
+	ddict	   *w[DD_BATCH_MAX];
+	bool		need[DD_BATCH_MAX],
+				newer[DD_BATCH_MAX],
+				full[DD_BATCH_MAX];
+	check_out	out[DD_BATCH_MAX];
+	int			m = 0;
+	int64_t		now = dd_now_us();
+
+	if (n > DD_BATCH_MAX)
+		n = DD_BATCH_MAX;
+	for (int i = 0; i < n; i++)
+	{
+		need[i] = true;
+		newer[i] = false;
+		if (rcs)
+			rcs[i] = 0;
+	}
+	if (read && c->redis_enabled)
+		redis_checks(c, v, n, need, newer);
+	for (int i = 0; i < n; i++)
+	{
+		if (!need[i])
+		{
+			atomic_store(&v[i]->last_check_us, now);
+			dd_mark(v[i], true);
+			dd_snapfile_maybe_write(v[i]);
+			continue;
+		}
+		w[m] = v[i];
+		full[m] = false;
+		m++;
+	}
+	if (m == 0)
+		return;
+	if (read && !c->conn.borrowed && !dd_conn_ok(&c->conn) &&
+		!dd_backoff_due(&c->conn.backoff, now))
+	{
+		/* Backing off: Redis may know another version we cannot fetch yet. */
+		for (int i = 0; i < n; i++)
+		{
+			if (need[i] && newer[i])
+				dd_mark(v[i], false);
+			if (need[i] && rcs)
+				rcs[i] = DDICT_ECONN;
+		}
+		return;
+	}
+	pg_checks(c, w, full, m, out, read);
+	refull_all(c, w, m, out);
+	for (int i = 0, j = 0; i < n && rcs; i++)
+		if (need[i])
+			rcs[i] = out[j++].rc;
+}
+
+/* ---- one dict: open, ddict_sync(), writes' follow-ups ---- */
+
+/* Other dicts of the client may need its connection meanwhile. */
+static bool
+shared(const ddict *h)
+{
+	const dd_client *c = h->client;
+
+	return !c->conn.borrowed && atomic_load(&c->nlisted) - (h->listed ? 1 : 0) > 0;
 }
 
 static int
 sync_once(ddict *h, bool force_full)
 {
+	dd_client  *c = h->client;
+
 	for (int attempt = 0; attempt < 3; attempt++)
 	{
-		ddict_snapshot *snap;
-		dd_build	b;
-		bool		refull;
-		int			rc;
+		check_out	o = {0};
+		bool		full = force_full || atomic_load(&h->current)->epoch == 0;
 
-		/* open and explicit syncs may connect at once; reads wait for backoff */
-		rc = dd_conn_ensure(h, true);
-		if (rc != DDICT_OK)
+		if (full && shared(h))
+			load_separately(h, &o);
+		else
 		{
-			mark(h, false);
-			return rc;
+			dd_client_lock(c);
+			pg_checks(c, &h, &full, 1, &o, false);
+			dd_client_unlock(c);
 		}
-		atomic_store(&h->last_check_us, dd_now_us());
-		rc = dd_send_changes(h, force_full);
-		if (rc == DDICT_OK)
-			rc = dd_conn_flush(h);
-		if (rc != DDICT_OK)
-		{
-			mark(h, false);
-			return dd_conn_failed(h, rc, "ddict_changes", NULL);
-		}
-		rc = dd_recv_changes(h, &snap, &b, &refull);
-		if (rc != DDICT_OK)
-		{
-			mark(h, false);
-			return rc;
-		}
-		if (refull)
-		{
-			force_full = true;
-			continue;
-		}
-		mark(h, true);
-		if (snap == NULL)
-		{
-			dd_snapfile_maybe_write(h);
-			return 0;
-		}
-		dd_publish(h, snap, &b);
-		dd_build_free(&b);
-		return 1;
+		if (o.rc < 0 || !o.refull)
+			return o.rc;
+		force_full = true;
 	}
-	mark(h, false);
+	dd_mark(h, false);
 	return dd_fail(h, DDICT_ERR, "ddict_changes() kept answering a full request with a delta");
 }
 
-/*
- * The sync lock, with a flag beside it: an autosync reader that finds a
- * check in flight must not even try the mutex (a failed trylock is still a
- * write to the mutex's cache line, which every reading thread would then
- * fight over); it reads the flag and moves on.
- */
-void
-dd_lock(ddict *h)
+int
+dd_sync_locked(ddict *h, bool force_full)
 {
-	pthread_mutex_lock(&h->sync_lock);
-	atomic_store_explicit(&h->busy, true, memory_order_relaxed);
+	return sync_once(h, force_full);
 }
 
-void
-dd_unlock(ddict *h)
-{
-	atomic_store_explicit(&h->busy, false, memory_order_relaxed);
-	pthread_mutex_unlock(&h->sync_lock);
-}
+/* ---- reads ---- */
 
 static void
 coalesce(ddict *h)
@@ -376,83 +859,84 @@ coalesce(ddict *h)
 	atomic_fetch_add_explicit(&slot->coalesced, 1, memory_order_relaxed);
 }
 
-/*
- * A read's check, sync_lock held.  With Redis: GET the version first; when
- * it is the cached one, that is the answer and the server is not contacted.
- * Otherwise — another version, no version in Redis, Redis unreachable — the
- * usual ddict_changes() round trip (which reads honour the reconnect backoff
- * for).
- */
-static void
-read_check_locked(ddict *h)
+static bool
+interval_due(const ddict *h, int64_t now)
 {
-	bool		newer = false;
+	return now - atomic_load_explicit(&h->last_check_us, memory_order_relaxed) >=
+		(int64_t) h->opts.interval_ms * 1000;
+}
 
-	if (h->redis.enabled)
+int
+dd_collect_wanted(dd_client *c, ddict *skip, ddict **v, int max, int64_t now, bool interval)
+{
+	int			n = 0;
+
+	for (size_t i = 0; i < c->ndicts && n < max; i++)
 	{
-		const ddict_snapshot *cur = atomic_load(&h->current);
-		int64_t		v;
-		int			rc = dd_redis_get(h, &v);
+		ddict	   *d = c->dicts[i];
+		bool		due;
 
-		atomic_store(&h->last_check_us, dd_now_us());
-		if (rc == 1 && cur->epoch != 0 && v == cur->version)
-		{
-			mark(h, true);
-			dd_snapfile_maybe_write(h);
-			return;
-		}
-		newer = rc == 1;
+		if (d == skip)
+			continue;
+		due = atomic_load(&d->want) ||
+			(interval && d->opts.mode == DDICT_INTERVAL && interval_due(d, now)) ||
+			(d->opts.mode == DDICT_PUSH && d->pending && now >= d->sync_at);
+		if (!due || !dd_trylock(d))
+			continue;
+		atomic_store(&d->want, false);
+		v[n++] = d;
 	}
-	if (h->conn.borrowed || dd_conn_ok(&h->conn) || dd_now_us() >= h->conn.next_attempt_us)
-		(void) dd_sync_locked(h, false);
-	else if (newer)
-		mark(h, false);			/* Redis knows another version we cannot fetch yet */
+	return n;
 }
 
 void
 dd_maybe_sync(ddict *h)
 {
+	dd_client  *c = h->client;
+	ddict	   *v[DD_BATCH_MAX];
 	int64_t		now;
+	int			n;
 
 	if (h->opts.mode == DDICT_MANUAL || h->opts.mode == DDICT_PUSH)
 		return;
 	now = dd_now_us();
-	if (h->opts.mode == DDICT_INTERVAL &&
-		now - atomic_load_explicit(&h->last_check_us, memory_order_relaxed) <
-		(int64_t) h->opts.interval_ms * 1000)
+	if (h->opts.mode == DDICT_INTERVAL && !interval_due(h, now))
 		return;
 	/* Disconnected and backing off: serve the snapshot without trying
-	 * (unless Redis is in use: its GET may still confirm the snapshot). */
-	if (!atomic_load_explicit(&h->redis.used, memory_order_relaxed) &&
-		!atomic_load_explicit(&h->connected, memory_order_relaxed) && !h->conn.borrowed &&
-		now < atomic_load_explicit(&h->retry_at_us, memory_order_relaxed))
+	 * (unless Redis is in use: it may still confirm the snapshot). */
+	if (!atomic_load_explicit(&c->redis_used, memory_order_relaxed) &&
+		!atomic_load_explicit(&c->conn.connected, memory_order_relaxed) && !c->conn.borrowed &&
+		now < atomic_load_explicit(&c->conn.retry_at_us, memory_order_relaxed))
 		return;
-	/* Another thread is checking (or we are in its change callback): do not
-	 * wait for it — its result will be at most a round trip newer. */
-	if (atomic_load_explicit(&h->busy, memory_order_relaxed) ||
-		pthread_mutex_trylock(&h->sync_lock) != 0)
+	/* Another thread is checking this dict (or we are in its change
+	 * callback): do not wait — its result is at most a round trip newer. */
+	if (!dd_trylock(h))
 	{
 		coalesce(h);
 		return;
 	}
-	atomic_store_explicit(&h->busy, true, memory_order_relaxed);
-	if (h->opts.mode != DDICT_INTERVAL ||
-		dd_now_us() - atomic_load(&h->last_check_us) >= (int64_t) h->opts.interval_ms * 1000)
-		read_check_locked(h);
+	if (h->opts.mode == DDICT_INTERVAL && !interval_due(h, dd_now_us()))
+	{
+		dd_unlock(h);
+		return;
+	}
+	/* The connection is busy with other dicts: the thread that holds it,
+	 * or the client's thread, checks this one next. */
+	if (!dd_client_trylock(c))
+	{
+		atomic_store(&h->want, true);
+		dd_event_signal(c->kick_fd);
+		dd_unlock(h);
+		coalesce(h);
+		return;
+	}
+	v[0] = h;
+	dd_list_lock(c);
+	n = 1 + dd_collect_wanted(c, h, v + 1, DD_BATCH_MAX - 1, now, true);
+	dd_list_unlock(c);
+	dd_check_many(c, v, n, true, NULL);
+	for (int i = 1; i < n; i++)
+		dd_unlock(v[i]);
+	dd_client_unlock(c);
 	dd_unlock(h);
-}
-
-/* Push mode's thread: a sync when the connection may be used now. */
-int
-dd_sync_from_thread(ddict *h)
-{
-	int			rc;
-
-	dd_lock(h);
-	if (dd_conn_ok(&h->conn) || dd_now_us() >= h->conn.next_attempt_us)
-		rc = dd_sync_locked(h, false);
-	else
-		rc = DDICT_ECONN;
-	dd_unlock(h);
-	return rc;
 }

@@ -37,7 +37,7 @@ value_param(ddict *h, const char *fn, const void *val, size_t len, char **out)
 	char	   *p;
 
 	*out = NULL;
-	if (h->conn.bytea)
+	if (h->bytea)
 	{
 		if (len > (SIZE_MAX - 3) / 2)
 			return dd_seterr(DDICT_EINVAL, "%s: value too large", fn);
@@ -75,7 +75,7 @@ result_value(ddict *h, const char *text, char **value, size_t *len)
 	char	   *copy;
 	size_t		n;
 
-	if (h->conn.bytea)
+	if (h->bytea)
 	{
 		unsigned char *raw = PQunescapeBytea((const unsigned char *) text, &n);
 
@@ -105,28 +105,16 @@ result_value(ddict *h, const char *text, char **value, size_t *len)
 	return DDICT_OK;
 }
 
-/* Expect the Sync that ends a pipeline segment. */
-static int
-expect_sync(ddict *h)
-{
-	int			rc;
-	PGresult   *r = dd_conn_next(h, &rc);
-	bool		ok = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
-
-	PQclear(r);
-	if (rc != DDICT_OK)
-		return rc;
-	return ok ? DDICT_OK : DDICT_ECONN;
-}
-
 /*
- * The pipeline: write, Sync, ddict_changes, Sync.  On success *res holds the
- * write's result (caller clears it).  Caller holds sync_lock.
+ * The pipeline: write, Sync, then the check's segment (BEGIN ISOLATION LEVEL
+ * READ COMMITTED; ddict_changes; COMMIT; Sync).  On success *res holds the
+ * write's result (caller clears it).  Caller holds sync_lock and the
+ * client's lock.
  */
 static int
 write_locked(ddict *h, int which, const char *const *params, int nparams, PGresult **res)
 {
-	PGconn	   *pg = h->conn.pg;
+	dd_conn    *c = &h->client->conn;
 	const char *fn = wname[which];
 	PGresult   *r,
 			   *wres = NULL;
@@ -139,15 +127,14 @@ write_locked(ddict *h, int which, const char *const *params, int nparams, PGresu
 
 	*res = NULL;
 	snprintf(what, sizeof(what), "%s (the write may or may not have been applied)", fn);
-	if (!PQenterPipelineMode(pg))
+	if (!PQenterPipelineMode(c->pg))
 		return dd_fail(h, DDICT_EBUSY, "%s: could not enter pipeline mode", fn);
-	if (!PQsendQueryParams(pg, h->conn.sql[which], nparams, NULL, params, NULL, NULL, 0) ||
-		!PQpipelineSync(pg) ||
-		dd_send_changes(h, false) != DDICT_OK ||
-		!PQpipelineSync(pg))
-		return dd_conn_failed(h, DDICT_ECONN, fn, NULL);
-	if ((rc = dd_conn_flush(h)) != DDICT_OK)
-		return dd_conn_failed(h, rc, what, NULL);
+	if (!PQsendQueryParams(c->pg, c->sql[which], nparams, NULL, params, NULL, NULL, 0) ||
+		!PQpipelineSync(c->pg) ||
+		dd_send_check(h, c, false) != DDICT_OK)
+		return dd_conn_failed(c, h, DDICT_ECONN, fn, NULL);
+	if ((rc = dd_conn_flush(c)) != DDICT_OK)
+		return dd_conn_failed(c, h, rc, what, NULL);
 
 	/*
 	 * The write's result, then its Sync.  The row may come as a
@@ -155,7 +142,7 @@ write_locked(ddict *h, int which, const char *const *params, int nparams, PGresu
 	 * query when the next one is sent in pipeline mode.  Keep the first error,
 	 * else the first result that has the row.
 	 */
-	while ((r = dd_conn_next(h, &rc)) != NULL)
+	while ((r = dd_conn_next(c, &rc)) != NULL)
 	{
 		ExecStatusType st = PQresultStatus(r);
 		bool		better = wres == NULL ||
@@ -171,52 +158,40 @@ write_locked(ddict *h, int which, const char *const *params, int nparams, PGresu
 			PQclear(r);
 	}
 	if (rc == DDICT_OK)
-		rc = expect_sync(h);
-	if (rc != DDICT_OK || !dd_conn_ok(&h->conn))
+		rc = dd_conn_expect_sync(c);
+	if (rc != DDICT_OK || !dd_conn_ok(c))
 	{
-		rc = dd_conn_failed(h, rc != DDICT_OK ? rc : DDICT_ECONN, what, wres);
+		rc = dd_conn_failed(c, h, rc != DDICT_OK ? rc : DDICT_ECONN, what, wres);
 		PQclear(wres);
 		return rc;
 	}
 
 	/* The delta (applied even when the write failed: it is a valid sync). */
-	crc = dd_recv_changes(h, &snap, &b, &refull);
-	if (crc != DDICT_ECONN && crc != DDICT_ETIMEDOUT && dd_conn_ok(&h->conn))
+	atomic_store(&h->last_check_us, dd_now_us());
+	crc = dd_recv_check(h, c, &snap, &b, &refull);
+	if (crc == DDICT_OK && dd_conn_ok(c) && !PQexitPipelineMode(c->pg))
 	{
-		int			src = expect_sync(h);
-
-		if (src == DDICT_OK && !PQexitPipelineMode(pg))
-			src = DDICT_ECONN;
-		if (src != DDICT_OK)
-		{
-			if (snap)
-				dd_snap_unref(snap);
-			dd_build_free(&b);
-			snap = NULL;
-			refull = false;
-			crc = dd_conn_failed(h, src, "ddict_changes after a write", NULL);
-		}
+		if (snap)
+			dd_snap_unref(snap);
+		dd_build_free(&b);
+		snap = NULL;
+		refull = false;
+		crc = dd_conn_failed(c, h, DDICT_ECONN, "ddict_changes after a write", NULL);
 	}
-	if (crc == DDICT_OK)
-	{
-		atomic_store(&h->last_ok_us, dd_now_us());
-		atomic_store(&h->stale, false);
-	}
-	else
-		atomic_store(&h->stale, true);	/* the cache may lack this write */
+	dd_mark(h, crc == DDICT_OK);	/* not OK: the cache may lack this write */
 	if (snap)
 	{
 		dd_publish(h, snap, &b);
 		dd_build_free(&b);
 	}
 	if (refull)
-		(void) dd_sync_locked(h, true);
+		h->refull_due = true;
 
 	if (wres == NULL || PQntuples(wres) != 1 ||
 		(PQresultStatus(wres) != PGRES_TUPLES_OK && PQresultStatus(wres) != PGRES_SINGLE_TUPLE))
 	{
 		rc = wres && PQresultStatus(wres) == PGRES_FATAL_ERROR ?
-			dd_conn_failed(h, DDICT_ESERVER, fn, wres) :
+			dd_conn_failed(c, h, DDICT_ESERVER, fn, wres) :
 			dd_fail(h, DDICT_ERR, "%s: unexpected reply (%s, %d rows)", fn,
 					wres ? PQresStatus(PQresultStatus(wres)) : "no result",
 					wres ? PQntuples(wres) : 0);
@@ -256,7 +231,10 @@ do_write(ddict *h, int which, const char *key, size_t klen, const void *val,
 	kcopy[klen] = '\0';
 
 	dd_lock(h);
-	rc = dd_conn_ensure(h, false);
+	dd_client_lock(h->client);
+	rc = dd_session_ensure(&h->client->conn, h, false);
+	if (rc == DDICT_OK)
+		rc = dd_ensure_meta(h, &h->client->conn);
 	if (rc == DDICT_OK && has_val)
 		rc = value_param(h, fn, val ? val : "", vlen, &vparam);
 	if (rc == DDICT_OK)
@@ -266,7 +244,7 @@ do_write(ddict *h, int which, const char *key, size_t klen, const void *val,
 		params[2] = vparam;
 		rc = write_locked(h, which, params, has_val ? 3 : 2, res);
 		if (rc != DDICT_EBUSY)
-			dd_conn_settle(h);
+			dd_conn_settle(&h->client->conn);
 	}
 	else if (rc == DDICT_ECONN || rc == DDICT_ETIMEDOUT)
 	{
@@ -274,6 +252,12 @@ do_write(ddict *h, int which, const char *key, size_t klen, const void *val,
 
 		snprintf(msg, sizeof(msg), "%s", ddict_errmsg());
 		rc = dd_seterr(rc, "%s: %s", fn, msg);
+	}
+	dd_client_unlock(h->client);
+	if (h->refull_due)
+	{
+		h->refull_due = false;
+		(void) dd_sync_locked(h, true);
 	}
 	dd_unlock(h);
 	free(kcopy);

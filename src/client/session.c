@@ -1,0 +1,207 @@
+/*
+ * session.c — what a connection needs before checks and writes: the
+ * extension's schema (so that statements do not depend on search_path) and
+ * the schema-qualified statements; and, per dict, its metadata.
+ *
+ * Nothing here outlives a transaction on the server, so that the client
+ * works through a transaction pooler (pgbouncer pool_mode = transaction):
+ * no SET, no session characteristics (checks choose READ COMMITTED per
+ * transaction, see sync.c), and no named prepared statement unless the
+ * client was told it talks to PostgreSQL directly
+ * (ddict_client_options.direct): a prepared statement lives on one server
+ * connection, which a pooler hands to other clients between transactions.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static char *
+dd_asprintf(const char *fmt, ...) DD_PRINTF(1, 2);
+
+static char *
+dd_asprintf(const char *fmt, ...)
+{
+	va_list		ap;
+	char	   *s;
+	int			n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	return n < 0 ? NULL : s;
+}
+
+static int
+build_statements(dd_conn *c, ddict *h)
+{
+	const char *s = c->schema;
+
+	c->sql[DD_SQL_CHANGES] = dd_asprintf(
+		"SELECT kind, key, value, version, epoch, cursor FROM %s.ddict_changes("
+		"$1::pg_catalog.regclass, $2::pg_catalog.int8, $3::pg_catalog.int8, $4::pg_catalog.int8)", s);
+	c->sql[DD_SQL_SET] = dd_asprintf(
+		"SELECT %s.ddict_set($1::pg_catalog.regclass, $2::pg_catalog.text, $3::pg_catalog.text)", s);
+	c->sql[DD_SQL_DELETE] = dd_asprintf(
+		"SELECT %s.ddict_delete($1::pg_catalog.regclass, $2::pg_catalog.text)", s);
+	c->sql[DD_SQL_POP] = dd_asprintf(
+		"SELECT %s.ddict_pop($1::pg_catalog.regclass, $2::pg_catalog.text, NULL::pg_catalog.text)", s);
+	c->sql[DD_SQL_SETDEFAULT] = dd_asprintf(
+		"SELECT %s.ddict_setdefault($1::pg_catalog.regclass, $2::pg_catalog.text, $3::pg_catalog.text)", s);
+	for (size_t i = 0; i < DD_SQL_N; i++)
+		if (c->sql[i] == NULL)
+			return dd_fail(h, DDICT_ENOMEM, "out of memory");
+	return DDICT_OK;
+}
+
+/*
+ * The check runs on every autosync read: on a direct connection, prepare it
+ * once, saving the parse and plan of each call.  Never on a borrowed
+ * connection (its session, and DISCARD ALL, belong to the application) nor
+ * through a pooler.
+ */
+static int
+prepare_check(dd_conn *c, ddict *h)
+{
+	PGresult   *err;
+	int			rc;
+
+	if (!PQsendPrepare(c->pg, DD_PREPARED_CHANGES, c->sql[DD_SQL_CHANGES], 4, NULL))
+		return dd_conn_failed(c, h, DDICT_ECONN, "preparing ddict_changes", NULL);
+	if ((rc = dd_conn_flush(c)) != DDICT_OK)
+		return dd_conn_failed(c, h, rc, "preparing ddict_changes", NULL);
+	rc = dd_conn_skip(c, &err, PGRES_COMMAND_OK);
+	if (rc != DDICT_OK || err)
+	{
+		rc = dd_conn_failed(c, h, rc != DDICT_OK ? rc : DDICT_ESERVER, "preparing ddict_changes", err);
+		PQclear(err);
+		return rc;
+	}
+	c->prepared = true;
+	return DDICT_OK;
+}
+
+static int
+setup(dd_conn *c, ddict *h)
+{
+	PGresult   *r;
+	int			rc;
+
+	rc = dd_conn_exec(c, h,
+					  "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
+					  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
+					  " WHERE e.extname = 'ddict'",
+					  -1, NULL, &r, "looking up the ddict extension");
+	if (rc != DDICT_OK)
+		return rc;
+	if (PQntuples(r) != 1)
+	{
+		PQclear(r);
+		return dd_fail(h, DDICT_ESERVER,
+					   "extension \"ddict\" is not installed in database \"%s\"",
+					   PQdb(c->pg));
+	}
+	dd_conn_free_sql(c);
+	c->schema = strdup(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (c->schema == NULL)
+		return dd_fail(h, DDICT_ENOMEM, "out of memory");
+	rc = build_statements(c, h);
+	if (rc == DDICT_OK && c->prepare && !c->borrowed)
+		rc = prepare_check(c, h);
+	return rc;
+}
+
+static int
+ensure_borrowed(dd_conn *c, ddict *h)
+{
+	if (!dd_conn_ok(c))
+	{
+		atomic_store(&c->connected, false);
+		return dd_fail(h, DDICT_ECONN,
+					   "the application's connection is broken (reset it with PQreset())");
+	}
+	atomic_store(&c->connected, true);
+	if (PQtransactionStatus(c->pg) != PQTRANS_IDLE ||
+		PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF || PQisBusy(c->pg))
+		return dd_fail(h, DDICT_EBUSY,
+					   "the application's connection is not idle (in a transaction, a "
+					   "pipeline or a query); ddict uses it only between transactions");
+	return c->schema ? DDICT_OK : setup(c, h);
+}
+
+int
+dd_session_ensure(dd_conn *c, ddict *h, bool force)
+{
+	int			rc;
+
+	if (c->borrowed)
+		return ensure_borrowed(c, h);
+	if (dd_conn_ok(c) && c->schema)
+		return DDICT_OK;
+	if (c->pg)
+	{
+		PQfinish(c->pg);
+		c->pg = NULL;
+		atomic_store(&c->connected, false);
+	}
+	if (!force && !dd_backoff_due(&c->backoff, dd_now_us()))
+		return dd_fail(h, DDICT_ECONN, "not connected to the server (next attempt in %lld ms)",
+					   (long long) (c->backoff.next_us - dd_now_us()) / 1000);
+	rc = dd_conn_connect(c, h);
+	if (rc == DDICT_OK)
+		rc = setup(c, h);
+	if (rc != DDICT_OK)
+	{
+		if (c->pg)
+			PQfinish(c->pg);
+		c->pg = NULL;
+		atomic_store(&c->connected, false);
+		dd_conn_attempt_failed(c);
+		return rc;
+	}
+	dd_conn_established(c);
+	return DDICT_OK;
+}
+
+int
+dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix,
+				dd_dict_meta *out)
+{
+	const char *params[1] = {dict};
+	PGresult   *r;
+	char	   *sql;
+	int			rc;
+
+	memset(out, 0, sizeof(*out));
+	/* Also the dict's name as the server's Redis publisher spells it
+	 * ("database:schema.table", unquoted). */
+	sql = dd_asprintf("SELECT t.oid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype"
+					  " OR t.typbasetype OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype,"
+					  " pg_catalog.current_database(), n.nspname, c.relname"
+					  " FROM %s.ddict_dicts d JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) d.value_type"
+					  " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.dict::pg_catalog.oid"
+					  " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+					  " WHERE d.dict OPERATOR(pg_catalog.=) $1::pg_catalog.regclass", c->schema);
+	if (sql == NULL)
+		return dd_fail(h, DDICT_ENOMEM, "out of memory");
+	rc = dd_conn_exec(c, h, sql, 1, params, &r, "looking up the dict");
+	free(sql);
+	if (rc != DDICT_OK)
+		return rc;
+	if (PQntuples(r) != 1 || PQnfields(r) != 4)
+	{
+		PQclear(r);
+		return dd_fail(h, DDICT_ESERVER,
+					   "table \"%s\" is not a ddict dict (attach it with ddict_attach())", dict);
+	}
+	out->bytea = PQgetvalue(r, 0, 0)[0] == 't';
+	if (redis_prefix &&
+		asprintf(&out->key, "%s%s:%s.%s", redis_prefix, PQgetvalue(r, 0, 1),
+				 PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3)) < 0)
+		out->key = NULL;		/* no memory: Redis stays unused for it */
+	PQclear(r);
+	return DDICT_OK;
+}
