@@ -608,7 +608,7 @@ pg_checks(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read)
 	int			idx[DD_BATCH_MAX],
 				m;
 	ddict	   *w[DD_BATCH_MAX];
-	bool		wf[DD_BATCH_MAX];
+	bool		wf[DD_BATCH_MAX] = {false};
 	check_out	wo[DD_BATCH_MAX];
 
 	m = prepare_batch(c, v, full, n, out, read, idx);

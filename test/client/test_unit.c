@@ -367,6 +367,83 @@ test_guard(void **state)
 	assert_true(total > 0);
 }
 
+/* ---- the Redis URL grammar (src/common/redis_url.c, shared with the server) ---- */
+
+static void
+url_ok(const char *url, const char *host, const char *port, const char *path,
+	   const char *user, const char *password, int db, const char *desc)
+{
+	ddict_redis_url u;
+	char		err[200] = "";
+
+	if (ddict_redis_url_parse(url, &u, err, sizeof(err)) != 0)
+		fail_msg("%s: %s", url, err);
+#define SAME(a, b) do { if ((a) == NULL || (b) == NULL) assert_ptr_equal(a, b); \
+		else assert_string_equal(a, b); } while (0)
+	SAME(u.host, host);
+	SAME(u.port, port);
+	SAME(u.path, path);
+	SAME(u.user, user);
+	SAME(u.password, password);
+#undef SAME
+	assert_int_equal(u.db, db);
+	if (port)
+		assert_int_equal(u.port_num, atoi(port));
+	assert_string_equal(u.desc, desc);
+	if (password)
+		assert_null(strstr(u.desc, password));
+}
+
+static void
+url_bad(const char *url, const char *why)
+{
+	ddict_redis_url u;
+	char		err[200] = "";
+
+	if (ddict_redis_url_parse(url, &u, err, sizeof(err)) == 0)
+		fail_msg("%s was accepted", url);
+	if (strstr(err, why) == NULL)
+		fail_msg("%s: \"%s\" does not say \"%s\"", url, err, why);
+}
+
+static void
+test_redis_url(void **state)
+{
+	char		longurl[DDICT_REDIS_URL_MAX + 10];
+
+	(void) state;
+	url_ok("redis://", "127.0.0.1", "6379", NULL, NULL, NULL, 0, "127.0.0.1:6379");
+	url_ok("redis://h.example:6380/2", "h.example", "6380", NULL, NULL, NULL, 2, "h.example:6380");
+	url_ok("redis://[::1]:6390", "::1", "6390", NULL, NULL, NULL, 0, "[::1]:6390");
+	url_ok("redis://[fe80::1%lo]/3", "fe80::1%lo", "6379", NULL, NULL, NULL, 3, "[fe80::1%lo]:6379");
+	url_ok("redis://:s3cret@127.0.0.1:7000", "127.0.0.1", "7000", NULL, NULL, "s3cret", 0,
+		   "127.0.0.1:7000");
+	url_ok("redis://secret-only@host", "host", "6379", NULL, NULL, "secret-only", 0, "host:6379");
+	url_ok("redis://alice:p:w@d@[::1]:1/9", "::1", "1", NULL, "alice", "p:w@d", 9, "[::1]:1");
+	url_ok("unix:///run/redis.sock", NULL, NULL, "/run/redis.sock", NULL, NULL, 0, "/run/redis.sock");
+	url_ok("unix:///tmp/r.sock?db=12", NULL, NULL, "/tmp/r.sock", NULL, NULL, 12, "/tmp/r.sock");
+
+	url_bad("http://h", "must start with");
+	url_bad("redis://h:63a9", "invalid port");
+	url_bad("redis://h:-1", "invalid port");
+	url_bad("redis://h:0", "invalid port");
+	url_bad("redis://h:65536", "invalid port");
+	url_bad("redis://h:", "invalid port");
+	url_bad("redis://h/1x", "database must be a number");
+	url_bad("redis://h/-1", "database must be a number");
+	url_bad("redis://[::1", "unterminated");
+	url_bad("redis://[::1]x", "after [address]");
+	url_bad("redis://::1:6379", "IPv6");
+	url_bad("unix://relative.sock", "absolute");
+	url_bad("unix:///s?db=x", "db=N");
+	url_bad("unix:///s?timeout=1", "db=N");
+	memset(longurl, 'a', sizeof(longurl) - 1);
+	longurl[sizeof(longurl) - 1] = '\0';
+	memcpy(longurl, "redis://", 8);
+	url_bad(longurl, "too long");
+	url_bad(NULL, "no URL");
+}
+
 int
 main(void)
 {
@@ -375,6 +452,7 @@ main(void)
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_builder_model),
 		cmocka_unit_test(test_guard),
+		cmocka_unit_test(test_redis_url),
 	};
 
 	return cmocka_run_group_tests_name("unit", tests, NULL, NULL);
