@@ -5,6 +5,14 @@
  * exports DDICT_TEST_CONNINFO (a database with the ddict and
  * pg_stat_statements extensions) and, for restart scenarios,
  * DDICT_TEST_STOP_CMD / DDICT_TEST_START_CMD / DDICT_TEST_RESTART_CMD.
+ *
+ * Shared-client runs: with DDICT_TEST_SHARED=1, ddict_open() / ddict_close()
+ * of the tests open their dicts on one ddict_client per set of
+ * connection options (so every test also runs on a client that serves
+ * several dicts), with DDICT_TEST_DIRECT=1 the clients prepare their check.
+ * DDICT_TEST_CONNINFO may then point to pgbouncer; DDICT_TEST_ADMIN_CONNINFO
+ * (default: the same) is what the tests' own SQL uses.  DDICT_TEST_ONLY
+ * (names, space-separated) selects tests.
  */
 #ifndef DDICT_TEST_COMMON_H
 #define DDICT_TEST_COMMON_H
@@ -34,10 +42,171 @@ test_conninfo(void)
 	return c ? c : "";
 }
 
+static inline const char *
+admin_conninfo(void)
+{
+	const char *c = getenv("DDICT_TEST_ADMIN_CONNINFO");
+
+	return c ? c : test_conninfo();
+}
+
+/* DDICT_TEST_ONLY="name name ...": run only those tests; returns how many
+ * of tests[] are kept (compacted in place). */
+static inline size_t
+select_tests(struct CMUnitTest *tests, size_t n)
+{
+	const char *only = getenv("DDICT_TEST_ONLY");
+	size_t		k = 0;
+
+	if (only == NULL || *only == '\0')
+		return n;
+	for (size_t i = 0; i < n; i++)
+	{
+		size_t		len = strlen(tests[i].name);
+		const char *p = only;
+
+		while ((p = strstr(p, tests[i].name)) != NULL)
+		{
+			if ((p == only || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0'))
+			{
+				tests[k++] = tests[i];
+				break;
+			}
+			p += len;
+		}
+	}
+	return k;
+}
+
+/* ---- DDICT_TEST_SHARED: the tests' ddict_open() on shared clients ---- */
+
+#include <pthread.h>
+
+typedef struct shared_client
+{
+	char		key[2048];
+	ddict_client *client;
+	int			open;			/* handles of the tests on it */
+} shared_client;
+
+static shared_client shared_clients[32];
+static struct
+{
+	ddict	   *d;
+	int			slot;
+} shared_handles[512];
+static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static inline ddict *
+shared_open(const char *conninfo, const char *dict, const ddict_options *opts)
+{
+	ddict_options o;
+	ddict_client_options co;
+	char		key[2048];
+	int			slot = -1;
+	ddict	   *d;
+
+	if (getenv("DDICT_TEST_SHARED") == NULL)
+		return (ddict_open) (conninfo, dict, opts);
+	if (opts)
+		o = *opts;
+	else
+		ddict_options_init(&o);
+	/* manual mode checks (but ignores) a redis_url: the private path */
+	if (o.mode == DDICT_MANUAL && o.redis_url && o.redis_url[0])
+		return (ddict_open) (conninfo, dict, opts);
+	snprintf(key, sizeof(key), "%s|%u|%u|%u|%u|%u|%s|%s", conninfo ? conninfo : "",
+			 o.timeout_ms, o.connect_timeout_ms, o.backoff_min_ms, o.backoff_max_ms,
+			 o.interval_ms, o.mode == DDICT_MANUAL || !o.redis_url ? "" : o.redis_url,
+			 o.redis_prefix ? o.redis_prefix : "");
+	pthread_mutex_lock(&shared_mu);
+	for (int i = 0; i < 32 && slot < 0; i++)
+		if (shared_clients[i].client && strcmp(shared_clients[i].key, key) == 0)
+			slot = i;
+	for (int i = 0; i < 32 && slot < 0; i++)
+		if (shared_clients[i].client == NULL)
+		{
+			ddict_client_options_init(&co);
+			co.timeout_ms = o.timeout_ms;
+			co.connect_timeout_ms = o.connect_timeout_ms;
+			co.backoff_min_ms = o.backoff_min_ms;
+			co.backoff_max_ms = o.backoff_max_ms;
+			co.interval_ms = o.interval_ms;
+			co.redis_url = o.mode == DDICT_MANUAL ? NULL : o.redis_url;
+			co.redis_prefix = o.redis_prefix;
+			co.direct = getenv("DDICT_TEST_DIRECT") != NULL;
+			shared_clients[i].client = ddict_client_open(conninfo, &co);
+			if (shared_clients[i].client == NULL)
+			{
+				pthread_mutex_unlock(&shared_mu);
+				return NULL;
+			}
+			snprintf(shared_clients[i].key, sizeof(shared_clients[i].key), "%s", key);
+			shared_clients[i].open = 0;
+			slot = i;
+		}
+	if (slot < 0)
+	{
+		pthread_mutex_unlock(&shared_mu);
+		return (ddict_open) (conninfo, dict, opts);
+	}
+	d = ddict_open_on(shared_clients[slot].client, dict, opts);
+	if (d)
+	{
+		for (int i = 0; i < 512; i++)
+			if (shared_handles[i].d == NULL)
+			{
+				shared_handles[i].d = d;
+				shared_handles[i].slot = slot;
+				shared_clients[slot].open++;
+				break;
+			}
+	}
+	else if (shared_clients[slot].open == 0)
+	{
+		char		msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", ddict_errmsg());
+		ddict_client_close(shared_clients[slot].client);
+		shared_clients[slot].client = NULL;
+		/* keep the message for the test (closing sets none, but be safe) */
+		(void) msg;
+	}
+	pthread_mutex_unlock(&shared_mu);
+	return d;
+}
+
+static inline void
+shared_close(ddict *d)
+{
+	ddict_client *last = NULL;
+
+	pthread_mutex_lock(&shared_mu);
+	for (int i = 0; d && i < 512; i++)
+		if (shared_handles[i].d == d)
+		{
+			int			slot = shared_handles[i].slot;
+
+			shared_handles[i].d = NULL;
+			if (--shared_clients[slot].open == 0)
+			{
+				last = shared_clients[slot].client;
+				shared_clients[slot].client = NULL;
+			}
+			break;
+		}
+	pthread_mutex_unlock(&shared_mu);
+	(ddict_close) (d);
+	ddict_client_close(last);
+}
+
+#define ddict_open(c, d, o) shared_open(c, d, o)
+#define ddict_close(d) shared_close(d)
+
 static inline PGconn *
 admin_connect(void)
 {
-	PGconn	   *c = PQconnectdb(test_conninfo());
+	PGconn	   *c = PQconnectdb(admin_conninfo());
 
 	if (PQstatus(c) != CONNECTION_OK)
 	{
