@@ -8,6 +8,13 @@
 #   ASan + UBSan    the same C tests again (-fsanitize=address,undefined)
 #   valgrind        the same C tests under memcheck (--error-exitcode)
 #   TSan            unit and server tests (-fsanitize=thread)
+#   shared clients  the client and Redis suites again with every dict on a
+#                   shared ddict_client, test_shared (many dicts, one
+#                   connection), layers.sh (no call cycle among the files)
+#   pgbouncer       the core of the suites and the ddict tool through
+#                   Debian's pgbouncer in transaction and session pooling,
+#                   200 processes x 5 dicts through a pool of 10, and an
+#                   unrelated pool client's session checked after ddict
 # A redis-server (test/client/redis-ctl.sh, stopped by PID) receives the
 # cluster's published versions (ddict.redis_url) for test_redis and the
 # tool's watch --redis; without redis-server those are skipped.
@@ -131,7 +138,13 @@ run_tap "unit" "$OUT/unit.log" "$P/test_unit"
 run_tap "client" "$OUT/client.log" "$P/test_client"
 run_tap "stress" "$OUT/stress.log" "$P/test_stress"
 run_tap "redis" "$OUT/redis.log" "$P/test_redis"
+run_tap "shared" "$OUT/shared.log" "$P/test_shared"
+# The same suites with every dict opened on a shared ddict_client (one per
+# set of connection options), the check prepared (direct) for the first.
+DDICT_TEST_SHARED=1 DDICT_TEST_DIRECT=1 run_tap "shared client (direct)" "$OUT/client-shared.log" "$P/test_client"
+DDICT_TEST_SHARED=1 run_tap "shared redis" "$OUT/redis-shared.log" "$P/test_redis"
 "${PSQL[@]}" -d ddict_client -c "DROP TABLE IF EXISTS t_large" >/dev/null 2>&1
+check "layers: no client source file in a call cycle (test/client/layers.sh)" bash test/client/layers.sh
 
 # ---- the ddict tool ----
 T=$ROOT/src/client/build/ddict
@@ -218,6 +231,82 @@ if [[ -n ${DDICT_TEST_REDIS_URL:-} ]]; then
     { not_ok "tool: watch -r with a bad URL (exit $rc)"; sed 's/^/# /' "$OUT/tool.err"; }
 fi
 
+# ---- through pgbouncer: transaction and session pooling ----
+# Debian's pgbouncer (test/deps.sh), started as postgres on a free loopback
+# port and stopped by PID (pgbouncer-ctl.sh).  Pools are smaller than the
+# number of clients; every dict is opened on a shared client.
+PGB_CTL=$ROOT/test/client/pgbouncer-ctl.sh
+CORE_CLIENT="test_semantics test_jsonb test_autosync_next_read test_manual_until_sync test_unchanged_zero_rows
+  test_delta_one_row test_deletes_truncate test_bytea test_pin test_callback test_interval test_snapshot_file
+  test_version_backwards test_server_down test_threads"
+CORE_REDIS="test_autosync_unchanged_no_pg test_autosync_sees_commit test_interval_redis test_push_latency
+  test_push_server_restart test_push_without_redis test_threads"
+if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
+  PATH=$PATH:/usr/sbin
+  # An unrelated application's database: serializable by default, sharing
+  # one server connection (pool_size 1) with ddict.
+  "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ddict_pool" -c "CREATE DATABASE ddict_pool" >/dev/null &&
+    "${PSQL[@]}" -d ddict_pool -c "CREATE EXTENSION ddict" -c "SELECT ddict_create('pooled')" \
+      -c "INSERT INTO pooled VALUES ('k', 'v')" \
+      -c "ALTER DATABASE ddict_pool SET default_transaction_isolation = 'serializable'" >/dev/null ||
+    not_ok "pgbouncer: create the database ddict_pool"
+  cleanup_pgb() { bash "$PGB_CTL" stop "$SCRATCH/pgb"; }
+  trap 'cleanup_pgb; cleanup' EXIT
+  for MODE in transaction session; do
+    PGB_PORT=$(free_port)
+    if ! bash "$PGB_CTL" start "$SCRATCH/pgb" "$PGB_PORT" "$MODE" "$SOCK" "$PORT"; then
+      not_ok "pgbouncer ($MODE pooling) starts"; continue
+    fi
+    PGB=(host=127.0.0.1 port=$PGB_PORT user=postgres)
+    PGB_CI="${PGB[*]} dbname=ddict_client"
+    E=(env DDICT_TEST_SHARED=1 "DDICT_TEST_CONNINFO=$PGB_CI" "DDICT_TEST_ADMIN_CONNINFO=$DDICT_TEST_CONNINFO")
+    run_tap "pgbouncer $MODE: client" "$OUT/pgb-$MODE-client.log" "${E[@]}" "DDICT_TEST_ONLY=$CORE_CLIENT" "$P/test_client"
+    [[ -n ${DDICT_TEST_REDIS_URL:-} ]] &&
+      run_tap "pgbouncer $MODE: redis" "$OUT/pgb-$MODE-redis.log" "${E[@]}" "DDICT_TEST_ONLY=$CORE_REDIS" "$P/test_redis"
+    # 200 processes x 5 dicts through a pool of 10: transaction pooling only
+    # (session pooling needs a server connection per client by design)
+    [[ $MODE == transaction ]] && E+=("DDICT_TEST_POOL_CONNINFO=${PGB[*]} dbname=ddict_p10"
+                                      "DDICT_TEST_PGB_ADMIN=${PGB[*]} dbname=pgbouncer")
+    run_tap "pgbouncer $MODE: shared" "$OUT/pgb-$MODE-shared.log" "${E[@]}" \
+      "DDICT_TEST_ONLY=test_busy_connection test_long_full_load test_threads_on_dicts test_close_orders test_pool_200_processes" \
+      "$P/test_shared"
+    # the ddict tool: twenty gets in a row, a set, watch
+    TD=(-d "$PGB_CI")
+    good=0
+    for i in $(seq 20); do [[ $("$T" "${TD[@]}" get tool greeting 2>>"$OUT/pgb-tool.err") == hello ]] && good=$((good + 1)); done
+    ((good == 20)) && "$T" "${TD[@]}" set tool pooled "$MODE" && [[ $("$T" "${TD[@]}" get tool pooled) == "$MODE" ]] &&
+      ok "pgbouncer $MODE: tool get x20, set, get" ||
+      { not_ok "pgbouncer $MODE: tool get x20 ($good ok), set, get"; sed 's/^/# /' "$OUT/pgb-tool.err" | tail -5; }
+    "$T" "${TD[@]}" watch -i 20 tool >"$OUT/pgb-watch.out" 2>"$OUT/pgb-watch.err" &
+    WATCH=$!
+    for _ in $(seq 100); do (($(wc -l <"$OUT/pgb-watch.out") >= 1)) && break; sleep 0.05; done
+    sql "SELECT ddict_set('tool', 'watched', '$MODE')" >/dev/null
+    for _ in $(seq 100); do grep -q "watched" "$OUT/pgb-watch.out" && break; sleep 0.05; done
+    kill -TERM $WATCH; wait $WATCH; rc=$?
+    ((rc == 0)) && grep -q "set	watched	$MODE" "$OUT/pgb-watch.out" && ok "pgbouncer $MODE: tool watch" ||
+      { not_ok "pgbouncer $MODE: tool watch (exit $rc)"; sed 's/^/# /' "$OUT/pgb-watch.err" | tail -5; }
+    # An unrelated client of the same pool (one server connection) after
+    # ddict used it: its database's isolation level, no prepared statement.
+    POOL_CI="${PGB[*]} dbname=ddict_pool"
+    PSQL_POOL=("$PG_BIN/psql" -X -At -v ON_ERROR_STOP=1 -d "$POOL_CI")
+    before=$("${PSQL_POOL[@]}" -c "SHOW transaction_isolation" 2>&1)
+    "$T" -d "$POOL_CI" get pooled k >/dev/null 2>"$OUT/pgb-pool.err" &&
+      "$T" -d "$POOL_CI" set pooled k2 v2 >/dev/null 2>>"$OUT/pgb-pool.err"
+    rc=$?
+    after=$("${PSQL_POOL[@]}" -c "SHOW transaction_isolation" -c "SELECT count(*) FROM pg_prepared_statements" \
+      -c "SELECT current_setting('default_transaction_isolation')" 2>&1 | tr '\n' ' ')
+    if ((rc == 0)) && [[ $before == serializable && $after == "serializable 0 serializable " ]]; then
+      ok "pgbouncer $MODE: an unrelated pool client's session is unchanged after ddict (serializable, no prepared statement)"
+    else
+      not_ok "pgbouncer $MODE: unrelated pool client's settings (before '$before', after '$after', ddict exit $rc)"
+      sed 's/^/# /' "$OUT/pgb-pool.err" | tail -5
+    fi
+    bash "$PGB_CTL" stop "$SCRATCH/pgb"
+  done
+else
+  diag "pgbouncer is not installed (test/deps.sh installs it): the pooler tests are skipped"
+fi
+
 # ---- linking through pkg-config (a staged install; the system one if present) ----
 STAGE=$SCRATCH/stage
 stage_pc() { PKG_CONFIG_PATH=$STAGE/usr/local/lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$STAGE pkg-config "$@"; }
@@ -249,7 +338,7 @@ if [[ $SKIP != *" asan "* ]]; then
   export ASAN_OPTIONS=detect_leaks=1:exitcode=86:abort_on_error=0:detect_stack_use_after_return=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86
   A=$BUILD/asan
-  for t in unit client stress redis; do
+  for t in unit client stress redis shared; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=200000 DDICT_STRESS_SECONDS=8 \
       run_tap "asan $t" "$OUT/asan-$t.log" "$A/test_$t"
     san_clean "asan+ubsan $t" "$OUT/asan-$t.log" $?
@@ -262,7 +351,7 @@ if [[ $SKIP != *" valgrind "* ]]; then
   # shellcheck disable=SC2054 # commas are part of valgrind's option values
   VG=(valgrind -q --error-exitcode=97 --leak-check=full --show-leak-kinds=definite,indirect
       --errors-for-leak-kinds=definite,indirect --fair-sched=yes)
-  for t in unit client stress redis; do
+  for t in unit client stress redis shared; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=20000 DDICT_STRESS_SECONDS=10 DDICT_STRESS_MIN=2 \
       run_tap "valgrind $t" "$OUT/valgrind-$t.log" "${VG[@]}" "$P/test_$t"
     rc=$?
@@ -277,7 +366,7 @@ fi
 # ---- ThreadSanitizer ----
 if [[ $SKIP != *" tsan "* ]]; then
   export TSAN_OPTIONS=exitcode=86:halt_on_error=0:second_deadlock_stack=1
-  for t in unit client redis; do
+  for t in unit client redis shared; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=100000 \
       run_tap "tsan $t" "$OUT/tsan-$t.log" "$BUILD/tsan/test_$t"
     san_clean "tsan $t" "$OUT/tsan-$t.log" $?
