@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -473,10 +474,19 @@ ddict_close(ddict *d)
 	if (d == NULL)
 		return;
 	c = d->client;
-	/* A private client's thread first: it may be syncing (its waits end at once). */
+	/* A private client's thread first: it may be syncing (its waits end at
+	 * once).  On a shared client, the thread may be checking this dict: a
+	 * statement that keeps it waiting (a lock on the server) is cancelled. */
 	if (c->private_client)
 		dd_worker_stop(c);
-	dd_lock(d);
+	for (int i = 0; !dd_trylock(d); i++)
+	{
+		struct timespec ts = {0, 1000 * 1000};
+
+		if (i == 20 && !c->conn.borrowed)
+			dd_conn_cancel(&c->conn);
+		nanosleep(&ts, NULL);
+	}
 	list_remove(c, d);
 	s = atomic_load(&d->current);
 	/* Keep the freshest contents for the next start. */

@@ -29,6 +29,7 @@ dd_conn_init_own(dd_conn *c, const char *conninfo, unsigned timeout_ms,
 				 unsigned connect_timeout_ms, unsigned backoff_min_ms, unsigned backoff_max_ms)
 {
 	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->cancel_lock, NULL);
 	c->stop_fd = -1;
 	c->timeout_ms = timeout_ms;
 	c->connect_timeout_ms = connect_timeout_ms;
@@ -41,6 +42,7 @@ void
 dd_conn_init_borrowed(dd_conn *c, PGconn *pg, unsigned timeout_ms)
 {
 	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->cancel_lock, NULL);
 	c->stop_fd = -1;
 	c->pg = pg;
 	c->borrowed = true;
@@ -61,12 +63,41 @@ dd_conn_free_sql(dd_conn *c)
 	c->prepared = false;
 }
 
+/* Close an own connection (and forget its cancel key). */
 void
-dd_conn_close(dd_conn *c)
+dd_conn_drop(dd_conn *c)
 {
+	pthread_mutex_lock(&c->cancel_lock);
+	if (c->cancel)
+		PQfreeCancel(c->cancel);
+	c->cancel = NULL;
+	pthread_mutex_unlock(&c->cancel_lock);
 	if (c->pg && !c->borrowed)
 		PQfinish(c->pg);
 	c->pg = NULL;
+	c->prepared = false;
+}
+
+/*
+ * Any thread: cancel the statement running on an own connection (closing
+ * a dict whose check another thread runs, e.g. waiting for a lock).
+ */
+void
+dd_conn_cancel(dd_conn *c)
+{
+	char		buf[256];
+
+	pthread_mutex_lock(&c->cancel_lock);
+	if (c->cancel)
+		(void) PQcancel(c->cancel, buf, sizeof(buf));
+	pthread_mutex_unlock(&c->cancel_lock);
+}
+
+void
+dd_conn_close(dd_conn *c)
+{
+	dd_conn_drop(c);
+	pthread_mutex_destroy(&c->cancel_lock);
 	dd_conn_free_sql(c);
 	free(c->conninfo);
 	c->conninfo = NULL;
@@ -222,10 +253,7 @@ dd_conn_failed(dd_conn *c, ddict *h, int rc, const char *what, const PGresult *r
 	}
 	else
 	{
-		if (c->pg)
-			PQfinish(c->pg);
-		c->pg = NULL;
-		c->prepared = false;
+		dd_conn_drop(c);
 		/* An established connection broke: try again at the next chance. */
 		dd_backoff_reset(&c->backoff);
 		atomic_store(&c->retry_at_us, 0);
@@ -357,6 +385,9 @@ dd_conn_connect(dd_conn *c, ddict *h)
 		goto fail;
 	}
 	c->prepared = false;
+	pthread_mutex_lock(&c->cancel_lock);
+	c->cancel = PQgetCancel(pg);
+	pthread_mutex_unlock(&c->cancel_lock);
 	return DDICT_OK;
 fail:
 	PQfinish(pg);

@@ -296,6 +296,8 @@ typedef struct dd_conn
 	char	   *sql[DD_SQL_N];	/* statements, schema-qualified */
 	bool		prepare;		/* allowed to prepare (talks to PostgreSQL directly) */
 	bool		prepared;		/* DD_PREPARED_CHANGES exists on this connection */
+	pthread_mutex_t cancel_lock;
+	PGcancel   *cancel;			/* cancel_lock: of the own connection */
 } dd_conn;
 
 int			dd_conn_init_own(dd_conn *c, const char *conninfo, unsigned timeout_ms,
@@ -303,6 +305,8 @@ int			dd_conn_init_own(dd_conn *c, const char *conninfo, unsigned timeout_ms,
 							 unsigned backoff_max_ms);
 void		dd_conn_init_borrowed(dd_conn *c, PGconn *pg, unsigned timeout_ms);
 void		dd_conn_close(dd_conn *c);
+void		dd_conn_drop(dd_conn *c);
+void		dd_conn_cancel(dd_conn *c);
 void		dd_conn_free_sql(dd_conn *c);
 bool		dd_conn_ok(const dd_conn *c);
 int64_t		dd_conn_deadline(const dd_conn *c);

@@ -143,8 +143,7 @@ dd_session_ensure(dd_conn *c, ddict *h, bool force)
 		return DDICT_OK;
 	if (c->pg)
 	{
-		PQfinish(c->pg);
-		c->pg = NULL;
+		dd_conn_drop(c);
 		atomic_store(&c->connected, false);
 	}
 	if (!force && !dd_backoff_due(&c->backoff, dd_now_us()))
@@ -155,9 +154,7 @@ dd_session_ensure(dd_conn *c, ddict *h, bool force)
 		rc = setup(c, h);
 	if (rc != DDICT_OK)
 	{
-		if (c->pg)
-			PQfinish(c->pg);
-		c->pg = NULL;
+		dd_conn_drop(c);
 		atomic_store(&c->connected, false);
 		dd_conn_attempt_failed(c);
 		return rc;
