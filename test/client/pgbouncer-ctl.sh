@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/client/pgbouncer-ctl.sh start DIR PORT MODE PGSOCK PGPORT | stop DIR
+# test/client/pgbouncer-ctl.sh start DIR PORT MODE PGSOCK PGPORT [RESET_ALWAYS] | stop DIR
 #
 # The client tests' throwaway pgbouncer (Debian's package): runs as the
 # postgres user, listens on 127.0.0.1:PORT only (no unix socket), trusts
@@ -10,8 +10,9 @@
 #   ddict_p10      the same database, pool_size 10 (200 processes x 5 dicts)
 #   ddict_pool     its own database, pool_size 1: ddict and an unrelated
 #                  application share one server connection
-# server_reset_query_always = 1 in transaction mode: nothing of a session
-# may be relied on.  The PID is in DIR/pgbouncer.pid; stop kills exactly it.
+# server_reset_query_always = RESET_ALWAYS (default 1 in transaction mode:
+# nothing of a session may be relied on; 0 lets a session's leftovers reach
+# the next client, which is what the isolation check looks for).  The PID is in DIR/pgbouncer.pid; stop kills exactly it.
 set -uo pipefail
 cmd=$1 dir=$2
 pidfile=$dir/pgbouncer.pid
@@ -20,7 +21,7 @@ as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; f
 
 case $cmd in
   start)
-    port=$3 mode=$4 sock=$5 pgport=$6
+    port=$3 mode=$4 sock=$5 pgport=$6 always=${7:-$([[ $4 == transaction ]] && echo 1 || echo 0)}
     mkdir -p "$dir"
     [[ $(id -u) == 0 ]] && chown postgres "$dir"
     cat >"$dir/pgbouncer.ini" <<INI
@@ -40,7 +41,7 @@ pool_mode = $mode
 default_pool_size = 2
 max_client_conn = 3000
 max_db_connections = 0
-server_reset_query_always = $([[ $mode == transaction ]] && echo 1 || echo 0)
+server_reset_query_always = $always
 ignore_startup_parameters = options,extra_float_digits
 logfile = $dir/pgbouncer.log
 pidfile = $pidfile

@@ -252,13 +252,18 @@ if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
     not_ok "pgbouncer: create the database ddict_pool"
   cleanup_pgb() { bash "$PGB_CTL" stop "$SCRATCH/pgb"; }
   trap 'cleanup_pgb; cleanup' EXIT
-  for MODE in transaction session; do
+  # transaction:0 — server_reset_query_always = 0, so that whatever a
+  # session leaves behind reaches the next client: the isolation check's run.
+  for RUN in transaction session transaction:0; do
+    MODE=${RUN%%:*} ALWAYS=${RUN#*:}; [[ $RUN == *:* ]] || ALWAYS=
     PGB_PORT=$(free_port)
-    if ! bash "$PGB_CTL" start "$SCRATCH/pgb" "$PGB_PORT" "$MODE" "$SOCK" "$PORT"; then
-      not_ok "pgbouncer ($MODE pooling) starts"; continue
+    if ! bash "$PGB_CTL" start "$SCRATCH/pgb" "$PGB_PORT" "$MODE" "$SOCK" "$PORT" $ALWAYS; then
+      not_ok "pgbouncer ($RUN pooling) starts"; continue
     fi
+    [[ -n $ALWAYS ]] && MODE="$MODE (no reset query)"
     PGB=(host=127.0.0.1 port=$PGB_PORT user=postgres)
     PGB_CI="${PGB[*]} dbname=ddict_client"
+    if [[ -z $ALWAYS ]]; then
     E=(env DDICT_TEST_SHARED=1 "DDICT_TEST_CONNINFO=$PGB_CI" "DDICT_TEST_ADMIN_CONNINFO=$DDICT_TEST_CONNINFO")
     run_tap "pgbouncer $MODE: client" "$OUT/pgb-$MODE-client.log" "${E[@]}" "DDICT_TEST_ONLY=$CORE_CLIENT" "$P/test_client"
     [[ -n ${DDICT_TEST_REDIS_URL:-} ]] &&
@@ -270,6 +275,7 @@ if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
     run_tap "pgbouncer $MODE: shared" "$OUT/pgb-$MODE-shared.log" "${E[@]}" \
       "DDICT_TEST_ONLY=test_busy_connection test_long_full_load test_threads_on_dicts test_close_orders test_pool_200_processes" \
       "$P/test_shared"
+    fi
     # the ddict tool: twenty gets in a row, a set, watch
     TD=(-d "$PGB_CI")
     good=0
