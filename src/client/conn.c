@@ -76,6 +76,7 @@ dd_conn_drop(dd_conn *c)
 		PQfinish(c->pg);
 	c->pg = NULL;
 	c->prepared = false;
+	c->session_rc = false;
 }
 
 /*

@@ -272,10 +272,11 @@ bool		dd_backoff_due(const dd_backoff *b, int64_t now);
 
 enum
 {
-	DD_SQL_CHANGES, DD_SQL_SET, DD_SQL_DELETE, DD_SQL_POP, DD_SQL_SETDEFAULT, DD_SQL_N
+	DD_SQL_CHANGES, DD_SQL_SET, DD_SQL_DELETE, DD_SQL_POP, DD_SQL_SETDEFAULT, DD_SQL_PROBE, DD_SQL_N
 };
 
 #define DD_PREPARED_CHANGES "libddict_changes"
+#define DD_PREPARED_PROBE "libddict_versions"
 
 typedef struct dd_conn
 {
@@ -296,6 +297,7 @@ typedef struct dd_conn
 	char	   *sql[DD_SQL_N];	/* statements, schema-qualified */
 	bool		prepare;		/* allowed to prepare (talks to PostgreSQL directly) */
 	bool		prepared;		/* DD_PREPARED_CHANGES exists on this connection */
+	bool		session_rc;		/* direct: the session is READ COMMITTED */
 	pthread_mutex_t cancel_lock;
 	PGcancel   *cancel;			/* cancel_lock: of the own connection */
 } dd_conn;
@@ -376,6 +378,7 @@ bool		dd_reply_push(const redisReply *r, const char *kind, const char **channel,
 typedef struct dd_dict_meta
 {
 	bool		bytea;
+	char		oid[16];		/* the table's OID, decimal */
 	char	   *key;			/* Redis key: prefix + "db:schema.table" (malloc'd) */
 } dd_dict_meta;
 
@@ -422,6 +425,7 @@ struct ddict
 	bool		refull_due;		/* sync_lock: a write's delta did not apply */
 	bool		meta_known;		/* sync_lock: bytea and redis_key are known */
 	bool		bytea;			/* the dict's value type is bytea (or a domain of it) */
+	char		oid[16];		/* sync_lock: the table's OID (decimal), with meta */
 	_Atomic(char *) redis_key;	/* NULL: no Redis for this dict (yet); set
 								 * once, freed with the handle */
 

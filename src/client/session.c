@@ -6,10 +6,14 @@
  * Nothing here outlives a transaction on the server, so that the client
  * works through a transaction pooler (pgbouncer pool_mode = transaction):
  * no SET, no session characteristics (checks choose READ COMMITTED per
- * transaction, see sync.c), and no named prepared statement unless the
+ * transaction, see sync.c), and no named prepared statement — unless the
  * client was told it talks to PostgreSQL directly
- * (ddict_client_options.direct): a prepared statement lives on one server
- * connection, which a pooler hands to other clients between transactions.
+ * (ddict_client_options.direct): then the session is ours alone, and the
+ * check and the version probe are prepared and the session set to READ
+ * COMMITTED once, which saves a parse, a plan and two statements per check.
+ * (A pooler hands a server connection to other clients between
+ * transactions: a prepared statement or a SET would be missing there, or
+ * leak into someone else's session.)
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -48,6 +52,10 @@ build_statements(dd_conn *c, ddict *h)
 		"SELECT %s.ddict_delete($1::pg_catalog.regclass, $2::pg_catalog.text)", s);
 	c->sql[DD_SQL_POP] = dd_asprintf(
 		"SELECT %s.ddict_pop($1::pg_catalog.regclass, $2::pg_catalog.text, NULL::pg_catalog.text)", s);
+	/* The versions of many dicts in one statement (dicts by OID). */
+	c->sql[DD_SQL_PROBE] = dd_asprintf(
+		"SELECT %s.ddict_last_updated(u.d::pg_catalog.regclass)"
+		" FROM pg_catalog.unnest($1::pg_catalog.oid[]) WITH ORDINALITY AS u(d, i) ORDER BY u.i", s);
 	c->sql[DD_SQL_SETDEFAULT] = dd_asprintf(
 		"SELECT %s.ddict_setdefault($1::pg_catalog.regclass, $2::pg_catalog.text, $3::pg_catalog.text)", s);
 	for (size_t i = 0; i < DD_SQL_N; i++)
@@ -68,16 +76,22 @@ prepare_check(dd_conn *c, ddict *h)
 	PGresult   *err;
 	int			rc;
 
-	if (!PQsendPrepare(c->pg, DD_PREPARED_CHANGES, c->sql[DD_SQL_CHANGES], 4, NULL))
-		return dd_conn_failed(c, h, DDICT_ECONN, "preparing ddict_changes", NULL);
-	if ((rc = dd_conn_flush(c)) != DDICT_OK)
-		return dd_conn_failed(c, h, rc, "preparing ddict_changes", NULL);
-	rc = dd_conn_skip(c, &err, PGRES_COMMAND_OK);
-	if (rc != DDICT_OK || err)
+	const char *names[2] = {DD_PREPARED_CHANGES, DD_PREPARED_PROBE};
+	const int	sqls[2] = {DD_SQL_CHANGES, DD_SQL_PROBE};
+
+	for (int i = 0; i < 2; i++)
 	{
-		rc = dd_conn_failed(c, h, rc != DDICT_OK ? rc : DDICT_ESERVER, "preparing ddict_changes", err);
-		PQclear(err);
-		return rc;
+		if (!PQsendPrepare(c->pg, names[i], c->sql[sqls[i]], i == 0 ? 4 : 1, NULL))
+			return dd_conn_failed(c, h, DDICT_ECONN, "preparing ddict_changes", NULL);
+		if ((rc = dd_conn_flush(c)) != DDICT_OK)
+			return dd_conn_failed(c, h, rc, "preparing ddict_changes", NULL);
+		rc = dd_conn_skip(c, &err, PGRES_COMMAND_OK);
+		if (rc != DDICT_OK || err)
+		{
+			rc = dd_conn_failed(c, h, rc != DDICT_OK ? rc : DDICT_ESERVER, "preparing ddict_changes", err);
+			PQclear(err);
+			return rc;
+		}
 	}
 	c->prepared = true;
 	return DDICT_OK;
@@ -109,8 +123,17 @@ setup(dd_conn *c, ddict *h)
 	if (c->schema == NULL)
 		return dd_fail(h, DDICT_ENOMEM, "out of memory");
 	rc = build_statements(c, h);
+	c->session_rc = false;
 	if (rc == DDICT_OK && c->prepare && !c->borrowed)
 		rc = prepare_check(c, h);
+	if (rc == DDICT_OK && c->prepare && !c->borrowed)
+	{
+		/* our own session, straight to PostgreSQL: checks need no BEGIN */
+		rc = dd_conn_exec(c, h, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",
+						  -1, NULL, &r, "setting the session's isolation level");
+		PQclear(r);
+		c->session_rc = rc == DDICT_OK;
+	}
 	return rc;
 }
 
@@ -177,7 +200,7 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 	 * ("database:schema.table", unquoted). */
 	sql = dd_asprintf("SELECT t.oid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype"
 					  " OR t.typbasetype OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype,"
-					  " pg_catalog.current_database(), n.nspname, c.relname"
+					  " pg_catalog.current_database(), n.nspname, c.relname, c.oid"
 					  " FROM %s.ddict_dicts d JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) d.value_type"
 					  " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.dict::pg_catalog.oid"
 					  " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
@@ -188,13 +211,14 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 	free(sql);
 	if (rc != DDICT_OK)
 		return rc;
-	if (PQntuples(r) != 1 || PQnfields(r) != 4)
+	if (PQntuples(r) != 1 || PQnfields(r) != 5)
 	{
 		PQclear(r);
 		return dd_fail(h, DDICT_ESERVER,
 					   "table \"%s\" is not a ddict dict (attach it with ddict_attach())", dict);
 	}
 	out->bytea = PQgetvalue(r, 0, 0)[0] == 't';
+	dd_strlcpy(out->oid, PQgetvalue(r, 0, 4), sizeof(out->oid));
 	if (redis_prefix &&
 		asprintf(&out->key, "%s%s:%s.%s", redis_prefix, PQgetvalue(r, 0, 1),
 				 PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3)) < 0)

@@ -13,7 +13,9 @@
  * (the function needs a snapshot taken after it read the version, whatever
  * the database's default isolation; nothing is set on the session, so a
  * transaction pooler may hand the server connection to anybody after the
- * Sync).  The checks of many dicts that fall due together — the dicts that
+ * Sync).  A direct connection (ddict_client_options.direct) is our own
+ * session: it is set to READ COMMITTED once, and a check is the prepared
+ * ddict_changes() and its Sync.  The checks of many dicts that fall due together — the dicts that
  * readers found the connection busy for, interval dicts that are due, push
  * mode's pending syncs — go in one pipeline: one network round trip, and
  * one failing dict does not abort the others' segments.
@@ -366,13 +368,20 @@ dd_mark(ddict *h, bool ok)
 
 /* ---- pipelines of checks ---- */
 
-/* BEGIN ISOLATION LEVEL READ COMMITTED; ddict_changes(); COMMIT; Sync */
+/*
+ * BEGIN ISOLATION LEVEL READ COMMITTED; ddict_changes(); COMMIT; Sync — or,
+ * on a direct connection whose session is READ COMMITTED (session.c),
+ * ddict_changes(); Sync.
+ */
 int
 dd_send_check(ddict *h, dd_conn *c, bool full)
 {
-	if (!PQsendQueryParams(c->pg, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, NULL, NULL, 0) ||
+	bool		txn = !c->session_rc;
+
+	if ((txn && !PQsendQueryParams(c->pg, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL,
+								   NULL, NULL, 0)) ||
 		dd_send_changes(h, c, full) != DDICT_OK ||
-		!PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) ||
+		(txn && !PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)) ||
 		!PQpipelineSync(c->pg))
 		return DDICT_ECONN;
 	return DDICT_OK;
@@ -392,7 +401,7 @@ dd_recv_check(ddict *h, dd_conn *c, ddict_snapshot **snap, dd_build *b, bool *re
 	*snap = NULL;
 	*refull = false;
 	memset(b, 0, sizeof(*b));
-	rc = dd_conn_skip(c, &berr, PGRES_COMMAND_OK);	/* BEGIN */
+	rc = c->session_rc ? DDICT_OK : dd_conn_skip(c, &berr, PGRES_COMMAND_OK);	/* BEGIN */
 	if (rc != DDICT_OK)
 	{
 		PQclear(berr);
@@ -404,7 +413,7 @@ dd_recv_check(ddict *h, dd_conn *c, ddict_snapshot **snap, dd_build *b, bool *re
 		PQclear(berr);
 		return crc;
 	}
-	rc = dd_conn_skip(c, &cerr, PGRES_COMMAND_OK);	/* COMMIT */
+	rc = c->session_rc ? DDICT_OK : dd_conn_skip(c, &cerr, PGRES_COMMAND_OK);	/* COMMIT */
 	src = rc == DDICT_OK ? dd_conn_expect_sync(c) : rc;
 	if (src == DDICT_OK && crc == DDICT_OK && (berr || cerr))
 		src = dd_conn_failed(c, h, DDICT_ESERVER, "ddict_changes", berr ? berr : cerr);
@@ -439,6 +448,7 @@ dd_ensure_meta(ddict *h, dd_conn *c)
 	if (rc != DDICT_OK)
 		return rc;
 	h->bytea = m.bytea;
+	memcpy(h->oid, m.oid, sizeof(h->oid));
 	atomic_store(&h->redis_key, m.key);
 	h->meta_known = true;
 	dd_event_signal(cl->kick_fd);	/* the thread may wait for the key */
@@ -601,6 +611,91 @@ prepare_batch(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool r
 	return m;
 }
 
+/*
+ * Many dicts: first their versions, in one cheap statement (the
+ * ddict_changes() segments cost ~50 µs of server time each even when
+ * nothing changed).  A dict whose version is the cached one is unchanged —
+ * the same reasoning as a Redis GET's — and needs no segment; the others
+ * get theirs in a second round trip.  Returns how many of w[] still need a
+ * check (compacted), or m when the probe failed (all do).
+ */
+static int
+probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
+{
+	char	   *arr,
+			   *p;
+	const char *params[1];
+	PGresult   *r;
+	int			k = 0,
+				rc;
+
+	arr = malloc((size_t) m * 17 + 3);
+	if (arr == NULL)
+		return m;
+	p = arr;
+	*p++ = '{';
+	for (int j = 0; j < m; j++)
+		p += sprintf(p, "%s%s", j ? "," : "", w[j]->oid);
+	*p++ = '}';
+	*p = '\0';
+	params[0] = arr;
+	if (!(c->prepared ? PQsendQueryPrepared(c->pg, DD_PREPARED_PROBE, 1, params, NULL, NULL, 0)
+		  : PQsendQueryParams(c->pg, c->sql[DD_SQL_PROBE], 1, NULL, params, NULL, NULL, 0)))
+	{
+		free(arr);
+		return m;
+	}
+	free(arr);
+	rc = dd_conn_flush(c);
+	r = NULL;
+	if (rc == DDICT_OK)
+	{
+		PGresult   *x;
+		int			qrc;
+
+		while ((x = dd_conn_next(c, &qrc)) != NULL)
+		{
+			if (r == NULL)
+				r = x;
+			else
+				PQclear(x);
+		}
+		rc = qrc;
+	}
+	if (rc != DDICT_OK || r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK ||
+		PQntuples(r) != m || PQnfields(r) != 1)
+	{
+		PQclear(r);
+		if (rc != DDICT_OK)
+			(void) dd_conn_failed(c, w[0], rc, "ddict_last_updated", NULL);
+		return m;				/* a dict gone, say: each finds out in its check */
+	}
+	for (int j = 0; j < m; j++)
+	{
+		const ddict_snapshot *cur = atomic_load(&w[j]->current);
+		char	   *end;
+		long long	v = PQgetisnull(r, j, 0) ? -1 : strtoll(PQgetvalue(r, j, 0), &end, 10);
+
+		if (!wf[j] && cur->epoch != 0 && v == cur->version)
+		{
+			atomic_store(&w[j]->last_check_us, dd_now_us());
+			atomic_fetch_add_explicit(&w[j]->checks, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&w[j]->unchanged, 1, memory_order_relaxed);
+			dd_mark(w[j], true);
+			dd_snapfile_maybe_write(w[j]);
+			out[idx[j]].rc = 0;
+			out[idx[j]].refull = false;
+			continue;
+		}
+		w[k] = w[j];
+		wf[k] = wf[j];
+		idx[k] = idx[j];
+		k++;
+	}
+	PQclear(r);
+	return k;
+}
+
 /* The client's lock and every sync_lock held. */
 static void
 pg_checks(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read)
@@ -618,6 +713,18 @@ pg_checks(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read)
 	{
 		w[j] = v[idx[j]];
 		wf[j] = full[idx[j]];
+	}
+	if (m >= 2)
+		m = probe(&c->conn, w, wf, idx, m, out);
+	if (m == 0 || !dd_conn_ok(&c->conn))
+	{
+		for (int j = 0; j < m; j++)
+		{
+			dd_mark(w[j], false);
+			out[idx[j]].rc = DDICT_ECONN;
+			out[idx[j]].refull = false;
+		}
+		return;
 	}
 	pipeline(&c->conn, w, wf, m, wo);
 	for (int j = 0; j < m; j++)

@@ -10,6 +10,10 @@
  *   ddict_bench threads   reads/s with 1 and 2 reader threads while a
  *                         writer commits 100 times per second
  *   ddict_bench push      commit-to-visible of push mode (if libddict has it)
+ *   ddict_bench pool      one client for many dicts: a check of 1/10/50 dicts
+ *                         against SELECT 1, gets and checks through pgbouncer
+ *                         against direct, server connections of P x D
+ *                         (if libddict has ddict_client, 1.2)
  *   ddict_bench load-one KIND DICT   one full load in a fresh process (used
  *                         by "reloads": peak memory needs a fresh process)
  *
@@ -36,6 +40,7 @@
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -1154,6 +1159,289 @@ cmd_push(void)
 
 /* --------------------------------------------------------------- main */
 
+/* ------------------------------------------------------------ pool (1.2) */
+
+#ifdef HAVE_DDICT_CLIENT
+/*
+ * ddict_bench pool: many dicts on one client, and pgbouncer.
+ *   rt_p50_us   a prepared SELECT 1 against one ddict_client_sync() covering
+ *               1, 10 and 50 dicts (unnamed statements; and prepared with
+ *               direct = 1), and an autosync get and a 1-dict check through
+ *               pgbouncer (transaction pooling) against the same direct
+ *   server_conns  PostgreSQL backends held by P processes x D dicts: one
+ *               handle per dict (ddict_open), one client per process, one
+ *               client per process through pgbouncer with a pool of N
+ * Environment: BENCH_PGB_CONNINFO (pgbouncer, transaction pooling, database
+ * bench), BENCH_PGB_POOL (its pool size); dicts s0..s49 exist.
+ */
+enum
+{
+	P_SELECT1, P_C1, P_C10, P_C50, P_C50P, P_GET, P_GET_PGB, P_C1_PGB, P_N
+};
+static const char *pool_names[] = {
+	"prepared SELECT 1", "client check 1 dict", "client check 10 dicts", "client check 50 dicts",
+	"client check 50 dicts (direct: prepared)", "autosync get direct", "autosync get pgbouncer",
+	"client check 1 dict pgbouncer",
+};
+
+static ddict_client *
+client_with(const char *ci, int ndicts, int direct, ddict ***out)
+{
+	ddict_client_options co;
+	ddict_client *c;
+	ddict	  **d = calloc((size_t) ndicts, sizeof(ddict *));
+
+	ddict_client_options_init(&co);
+	co.direct = direct;
+	co.timeout_ms = 60000;
+	c = ddict_client_open(ci, &co);
+	if (c == NULL || d == NULL)
+		die("ddict_client_open: %s", ddict_errmsg());
+	for (int i = 0; i < ndicts; i++)
+	{
+		char		name[16];
+		ddict_options o;
+
+		ddict_options_init(&o);
+		o.mode = DDICT_MANUAL;
+		snprintf(name, sizeof(name), "s%d", i);
+		if ((d[i] = ddict_open_on(c, name, &o)) == NULL)
+			die("ddict_open_on %s: %s", name, ddict_errmsg());
+	}
+	*out = d;
+	return c;
+}
+
+static void
+close_client(ddict_client *c, ddict **d, int n)
+{
+	ddict_client_close(c);
+	for (int i = 0; i < n; i++)
+		ddict_close(d[i]);
+	free(d);
+}
+
+static void
+pool_rt(const char *pgb)
+{
+	PGconn	   *pc = pg_connect();
+	ddict	  **d1,
+			  **d10,
+			  **d50,
+			  **d50p,
+			  **dp = NULL,
+			   *get,
+			   *getp = NULL;
+	ddict_client *c1 = client_with(conninfo, 1, 0, &d1),
+			   *c10 = client_with(conninfo, 10, 0, &d10),
+			   *c50 = client_with(conninfo, 50, 0, &d50),
+			   *c50p = client_with(conninfo, 50, 1, &d50p),
+			   *cp = pgb ? client_with(pgb, 1, 0, &dp) : NULL;
+	ddict_options o;
+	int			ops = quick ? 200 : 1000;
+	double	   *t = malloc(sizeof(double) * (size_t) ops),
+				med[P_N][MAXREPS];
+	char		buf[256];
+
+	ddict_options_init(&o);
+	o.mode = DDICT_AUTOSYNC;
+	get = ddict_open(conninfo, "s0", &o);
+	if (pgb)
+		getp = ddict_open(pgb, "s0", &o);
+	if (get == NULL || (pgb && getp == NULL))
+		die("ddict_open s0: %s", ddict_errmsg());
+	pg_prepare(pc, "one", "SELECT 1", 0);
+	for (int r = 0; r < reps; r++)
+		for (int v = 0; v < P_N; v++)
+		{
+			for (int i = 0; i < ops; i++)
+			{
+				double		t0 = now_ns();
+				int			rc = 0;
+				size_t		len;
+
+				switch (v)
+				{
+					case P_SELECT1:
+						PQclear(PQexecPrepared(pc, "one", 0, NULL, NULL, NULL, 0));
+						break;
+					case P_C1:
+						rc = ddict_client_sync(c1);
+						break;
+					case P_C10:
+						rc = ddict_client_sync(c10);
+						break;
+					case P_C50:
+						rc = ddict_client_sync(c50);
+						break;
+					case P_C50P:
+						rc = ddict_client_sync(c50p);
+						break;
+					case P_GET:
+						rc = ddict_get_buf(get, "k1", 2, buf, sizeof(buf), &len) < 0 ? -1 : 0;
+						break;
+					case P_GET_PGB:
+						rc = getp ? (ddict_get_buf(getp, "k1", 2, buf, sizeof(buf), &len) < 0 ? -1 : 0) : 0;
+						break;
+					case P_C1_PGB:
+						rc = cp ? ddict_client_sync(cp) : 0;
+						break;
+				}
+				if (rc < 0)
+					die("%s: %s", pool_names[v], ddict_errmsg());
+				t[i] = now_ns() - t0;
+			}
+			med[v][r] = quantile(t, (size_t) ops, 0.5) / 1000;
+		}
+	for (int v = 0; v < P_N; v++)
+		emit("pool", "rt_p50_us", pool_names[v], med[v],
+			 pgb || (v != P_GET_PGB && v != P_C1_PGB) ? reps : 0, "us");
+	free(t);
+	ddict_close(get);
+	ddict_close(getp);
+	close_client(c1, d1, 1);
+	close_client(c10, d10, 10);
+	close_client(c50, d50, 50);
+	close_client(c50p, d50p, 50);
+	if (cp)
+		close_client(cp, dp, 1);
+	PQfinish(pc);
+}
+
+/* One process of the connection count: open D dicts, check, wait. */
+static void
+conn_child(const char *ci, int dicts, int shared, int ready_fd)
+{
+	ddict	   *d[64];
+	ddict_client *c = NULL;
+	ddict_options o;
+
+	ddict_options_init(&o);
+	o.mode = DDICT_AUTOSYNC;
+	o.timeout_ms = 60000;
+	o.connect_timeout_ms = 60000;
+	if (shared)
+	{
+		ddict_client_options co;
+
+		ddict_client_options_init(&co);
+		co.timeout_ms = co.connect_timeout_ms = 60000;
+		c = ddict_client_open(ci, &co);
+	}
+	for (int i = 0; i < dicts; i++)
+	{
+		char		name[16];
+
+		snprintf(name, sizeof(name), "s%d", i);
+		d[i] = shared ? ddict_open_on(c, name, &o) : ddict_open(ci, name, &o);
+		if (d[i] == NULL)
+			_exit(3);
+	}
+	if (write(ready_fd, "r", 1) != 1)
+		_exit(4);
+	for (;;)
+	{
+		for (int i = 0; i < dicts; i++)
+			(void) ddict_len(d[i]);
+		sleep_ns(20e6);
+	}
+}
+
+static long
+bench_backends(PGconn *pc)
+{
+	PGresult   *r = PQexec(pc, "SELECT count(*) FROM pg_stat_activity WHERE datname = 'bench'"
+						   " AND backend_type = 'client backend' AND pid <> pg_backend_pid()");
+	long		n = PQresultStatus(r) == PGRES_TUPLES_OK ? atol(PQgetvalue(r, 0, 0)) : -1;
+
+	PQclear(r);
+	return n;
+}
+
+static void
+pool_conns(const char *pgb, int pool)
+{
+	int			procs = quick ? 10 : 40,
+				dicts = 5;
+	const char *variants[3] = {"ddict_open per dict", "one client per process", "one client per process, pgbouncer"};
+	char		metric[64],
+				vname[96];
+	PGconn	   *pc = pg_connect();
+
+	snprintf(metric, sizeof(metric), "server_conns_%dx%d", procs, dicts);
+	for (int v = 0; v < 3; v++)
+	{
+		pid_t		pids[64];
+		int			fds[2],
+					ready = 0;
+		char		c;
+		double		n = 0;
+
+		if (v == 2 && pgb == NULL)
+		{
+			emit("pool", metric, variants[v], NULL, 0, "conns");
+			continue;
+		}
+		if (pipe(fds) != 0)
+			die("pipe");
+		fflush(NULL);
+		for (int i = 0; i < procs; i++)
+		{
+			pids[i] = fork();
+			if (pids[i] == 0)
+			{
+				close(fds[0]);
+				conn_child(v == 2 ? pgb : conninfo, dicts, v > 0, fds[1]);
+			}
+		}
+		close(fds[1]);
+		while (ready < procs && read(fds[0], &c, 1) == 1)
+			ready++;
+		close(fds[0]);
+		sleep_ns(300e6);		/* loaders' backends gone, checks running */
+		for (int k = 0; k < 5; k++)
+		{
+			long		b = bench_backends(pc);
+
+			n = b > n ? b : n;
+			sleep_ns(50e6);
+		}
+		for (int i = 0; i < procs; i++)
+		{
+			kill(pids[i], SIGKILL);
+			waitpid(pids[i], NULL, 0);
+		}
+		if (ready < procs)
+			die("%s: %d of %d processes opened their dicts", variants[v], ready, procs);
+		if (v == 2)
+			snprintf(vname, sizeof(vname), "%s pool %d", variants[v], pool);
+		else
+			snprintf(vname, sizeof(vname), "%s", variants[v]);
+		emit("pool", metric, vname, &n, 1, "conns");
+		sleep_ns(500e6);		/* backends of killed processes exit */
+	}
+	PQfinish(pc);
+}
+
+static void
+cmd_pool(void)
+{
+	const char *pgb = getenv("BENCH_PGB_CONNINFO");
+	const char *e = getenv("BENCH_PGB_POOL");
+
+	if (pgb && *pgb == '\0')
+		pgb = NULL;
+	pool_rt(pgb);
+	pool_conns(pgb, e ? atoi(e) : 0);
+}
+#else
+static void
+cmd_pool(void)
+{
+	fprintf(stderr, "ddict_bench: this libddict has no ddict_client: pool not measured\n");
+}
+#endif
+
 int
 main(int argc, char **argv)
 {
@@ -1178,9 +1466,11 @@ main(int argc, char **argv)
 		cmd_threads();
 	else if (argc == 2 && strcmp(argv[1], "push") == 0)
 		cmd_push();
+	else if (argc == 2 && strcmp(argv[1], "pool") == 0)
+		cmd_pool();
 	else
 	{
-		fprintf(stderr, "usage: ddict_bench reads|reloads|threads|push|load-one KIND DICT\n");
+		fprintf(stderr, "usage: ddict_bench reads|reloads|threads|push|pool|load-one KIND DICT\n");
 		return 2;
 	}
 	return 0;

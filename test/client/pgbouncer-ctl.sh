@@ -10,6 +10,8 @@
 #   ddict_p10      the same database, pool_size 10 (200 processes x 5 dicts)
 #   ddict_pool     its own database, pool_size 1: ddict and an unrelated
 #                  application share one server connection
+#   any other      the database of that name (make bench: bench), pool size
+#                  PGB_POOL_SIZE (default 2)
 # server_reset_query_always = RESET_ALWAYS (default 1 in transaction mode:
 # nothing of a session may be relied on; 0 lets a session's leftovers reach
 # the next client, which is what the isolation check looks for).  The PID is in DIR/pgbouncer.pid; stop kills exactly it.
@@ -29,6 +31,7 @@ case $cmd in
 ddict_client = host=$sock port=$pgport dbname=ddict_client
 ddict_p10 = host=$sock port=$pgport dbname=ddict_client pool_size=10
 ddict_pool = host=$sock port=$pgport dbname=ddict_pool pool_size=1
+* = host=$sock port=$pgport
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -38,7 +41,7 @@ auth_type = trust
 auth_file = $dir/users.txt
 admin_users = postgres
 pool_mode = $mode
-default_pool_size = 2
+default_pool_size = ${PGB_POOL_SIZE:-2}
 max_client_conn = 3000
 max_db_connections = 0
 server_reset_query_always = $always

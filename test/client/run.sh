@@ -265,6 +265,8 @@ if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
     PGB_CI="${PGB[*]} dbname=ddict_client"
     if [[ -z $ALWAYS ]]; then
     E=(env DDICT_TEST_SHARED=1 "DDICT_TEST_CONNINFO=$PGB_CI" "DDICT_TEST_ADMIN_CONNINFO=$DDICT_TEST_CONNINFO")
+    # a transaction pooler hides a server restart: no reconnect to count
+    [[ $MODE == transaction ]] && E+=(DDICT_TEST_POOLED=1)
     run_tap "pgbouncer $MODE: client" "$OUT/pgb-$MODE-client.log" "${E[@]}" "DDICT_TEST_ONLY=$CORE_CLIENT" "$P/test_client"
     [[ -n ${DDICT_TEST_REDIS_URL:-} ]] &&
       run_tap "pgbouncer $MODE: redis" "$OUT/pgb-$MODE-redis.log" "${E[@]}" "DDICT_TEST_ONLY=$CORE_REDIS" "$P/test_redis"
@@ -287,9 +289,9 @@ if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
     WATCH=$!
     for _ in $(seq 100); do (($(wc -l <"$OUT/pgb-watch.out") >= 1)) && break; sleep 0.05; done
     sql "SELECT ddict_set('tool', 'watched', '$MODE')" >/dev/null
-    for _ in $(seq 100); do grep -q "watched" "$OUT/pgb-watch.out" && break; sleep 0.05; done
+    for _ in $(seq 100); do grep -qF "set	watched	$MODE" "$OUT/pgb-watch.out" && break; sleep 0.05; done
     kill -TERM $WATCH; wait $WATCH; rc=$?
-    ((rc == 0)) && grep -q "set	watched	$MODE" "$OUT/pgb-watch.out" && ok "pgbouncer $MODE: tool watch" ||
+    ((rc == 0)) && grep -qF "set	watched	$MODE" "$OUT/pgb-watch.out" && ok "pgbouncer $MODE: tool watch" ||
       { not_ok "pgbouncer $MODE: tool watch (exit $rc)"; sed 's/^/# /' "$OUT/pgb-watch.err" | tail -5; }
     # An unrelated client of the same pool (one server connection) after
     # ddict used it: its database's isolation level, no prepared statement.

@@ -843,7 +843,10 @@ test_push_server_restart(void **state)
 	ms = wait_value(d, "k", "after", 10000);
 	assert_true(ms >= 0);
 	st = stats_of(d);
-	assert_true(st.reconnects > s0.reconnects);
+	/* through a transaction pooler the client's connection outlives the
+	 * server's (DDICT_TEST_POOLED): nothing to reconnect */
+	if (getenv("DDICT_TEST_POOLED") == NULL)
+		assert_true(st.reconnects > s0.reconnects);
 	assert_true(st.reloads > s0.reloads);	/* new epoch: in full */
 	assert_true(st.pushes > s0.pushes);
 	assert_int_equal(ddict_is_stale(d), 0);
