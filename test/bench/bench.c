@@ -1176,11 +1176,11 @@ cmd_push(void)
  */
 enum
 {
-	P_SELECT1, P_C1, P_C10, P_C50, P_C50P, P_GET, P_GET_PGB, P_C1_PGB, P_N
+	P_SELECT1, P_C1, P_C10, P_C50, P_C1P, P_C50P, P_GET, P_GET_PGB, P_C1_PGB, P_N
 };
 static const char *pool_names[] = {
 	"prepared SELECT 1", "client check 1 dict", "client check 10 dicts", "client check 50 dicts",
-	"client check 50 dicts (direct: prepared)", "autosync get direct", "autosync get pgbouncer",
+	"client check 1 dict (direct: prepared)", "client check 50 dicts (direct: prepared)", "autosync get direct", "autosync get pgbouncer",
 	"client check 1 dict pgbouncer",
 };
 
@@ -1229,6 +1229,7 @@ pool_rt(const char *pgb)
 			  **d10,
 			  **d50,
 			  **d50p,
+			  **d1p,
 			  **dp = NULL,
 			   *get,
 			   *getp = NULL;
@@ -1236,6 +1237,7 @@ pool_rt(const char *pgb)
 			   *c10 = client_with(conninfo, 10, 0, &d10),
 			   *c50 = client_with(conninfo, 50, 0, &d50),
 			   *c50p = client_with(conninfo, 50, 1, &d50p),
+			   *c1p = client_with(conninfo, 1, 1, &d1p),
 			   *cp = pgb ? client_with(pgb, 1, 0, &dp) : NULL;
 	ddict_options o;
 	int			ops = quick ? 200 : 1000;
@@ -1277,6 +1279,9 @@ pool_rt(const char *pgb)
 					case P_C50P:
 						rc = ddict_client_sync(c50p);
 						break;
+					case P_C1P:
+						rc = ddict_client_sync(c1p);
+						break;
 					case P_GET:
 						rc = ddict_get_buf(get, "k1", 2, buf, sizeof(buf), &len) < 0 ? -1 : 0;
 						break;
@@ -1303,6 +1308,7 @@ pool_rt(const char *pgb)
 	close_client(c10, d10, 10);
 	close_client(c50, d50, 50);
 	close_client(c50p, d50p, 50);
+	close_client(c1p, d1p, 1);
 	if (cp)
 		close_client(cp, dp, 1);
 	PQfinish(pc);
@@ -1361,7 +1367,9 @@ bench_backends(PGconn *pc)
 static void
 pool_conns(const char *pgb, int pool)
 {
-	int			procs = quick ? 10 : 40,
+	/* "ddict_open per dict" holds procs x dicts connections: within the
+	 * bench cluster's max_connections (50) */
+	int			procs = quick ? 4 : 8,
 				dicts = 5;
 	const char *variants[3] = {"ddict_open per dict", "one client per process", "one client per process, pgbouncer"};
 	char		metric[64],
@@ -1376,6 +1384,7 @@ pool_conns(const char *pgb, int pool)
 					ready = 0;
 		char		c;
 		double		n = 0;
+		long		base = bench_backends(pc);
 
 		if (v == 2 && pgb == NULL)
 		{
@@ -1388,6 +1397,8 @@ pool_conns(const char *pgb, int pool)
 		for (int i = 0; i < procs; i++)
 		{
 			pids[i] = fork();
+			if (pids[i] < 0)
+				die("fork: %s", strerror(errno));
 			if (pids[i] == 0)
 			{
 				close(fds[0]);
@@ -1401,7 +1412,7 @@ pool_conns(const char *pgb, int pool)
 		sleep_ns(300e6);		/* loaders' backends gone, checks running */
 		for (int k = 0; k < 5; k++)
 		{
-			long		b = bench_backends(pc);
+			long		b = bench_backends(pc) - base;
 
 			n = b > n ? b : n;
 			sleep_ns(50e6);
@@ -1418,7 +1429,9 @@ pool_conns(const char *pgb, int pool)
 		else
 			snprintf(vname, sizeof(vname), "%s", variants[v]);
 		emit("pool", metric, vname, &n, 1, "conns");
-		sleep_ns(500e6);		/* backends of killed processes exit */
+		/* backends of killed processes exit */
+		for (int k = 0; k < 100 && bench_backends(pc) > base; k++)
+			sleep_ns(50e6);
 	}
 	PQfinish(pc);
 }

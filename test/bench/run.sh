@@ -10,7 +10,8 @@
 #
 # Installs what is missing (test/deps.sh, plus gnuplot-nox), builds and
 # installs the extension and libddict, starts PostgreSQL 15 (test/lib.sh)
-# and redis-server (free loopback port, persistence off) and stops both by
+# and redis-server (free loopback port, persistence off), and pgbouncer
+# (test/client/pgbouncer-ctl.sh) for the pool figures, and stops them by
 # PID on exit.  Figures are medians over REPS repetitions with min..max;
 # nothing here is a pass/fail test — the targets are reported as met or
 # missed.  Environment: QUICK, REPS (override), WRITE_REPS and SECS (pgbench
@@ -58,6 +59,7 @@ SCRATCH=$(make_scratch)
 REDIS_PID=
 cleanup() {
   [[ -n $REDIS_PID ]] && kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
+  bash test/client/pgbouncer-ctl.sh stop "$SCRATCH/pgb" 2>/dev/null
   stop_pg "$SCRATCH/pg"
   stop_started
   rm -rf "$SCRATCH"
@@ -132,6 +134,21 @@ pin_servers "$ALL_CPUS"
 
 step "reloads: full loads vs COPY binary, one-key delta, memory"
 "$BENCH" reloads >> "$RESULTS"
+
+step "one client for many dicts, and pgbouncer (transaction pooling)"
+psql -Xq -v ON_ERROR_STOP=1 -c "DO \$\$ BEGIN FOR i IN 0..49 LOOP PERFORM ddict_create('s' || i);
+  EXECUTE format('INSERT INTO %I SELECT ''k'' || g, ''v'' || g FROM generate_series(1, 100) g', 's' || i);
+  END LOOP; END \$\$"
+PGB_PORT=$(free_port) PGB_POOL=5
+BENCH_PGB=
+if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
+  PATH=$PATH:/usr/sbin PGB_POOL_SIZE=$PGB_POOL \
+    bash test/client/pgbouncer-ctl.sh start "$SCRATCH/pgb" "$PGB_PORT" transaction "$PGHOST" "$PORT" &&
+    BENCH_PGB="host=127.0.0.1 port=$PGB_PORT dbname=bench user=postgres"
+fi
+[[ $BENCH_PGB ]] || echo "pgbouncer did not start: its figures are not measured"
+BENCH_PGB_CONNINFO=$BENCH_PGB BENCH_PGB_POOL=$PGB_POOL "$BENCH" pool >> "$RESULTS"
+bash test/client/pgbouncer-ctl.sh stop "$SCRATCH/pgb"
 
 step "push mode: commit to visible"
 "$BENCH" push >> "$RESULTS"

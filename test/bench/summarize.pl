@@ -117,6 +117,14 @@ my $rar = ratio($autor, $sel1);
 target('… the same with the version from Redis (`redis_url`)',
 	defined $rar ? sprintf('%s µs vs %s µs: %s', fmt($autor), fmt($sel1), x($rar)) : 'not measured (this libddict has no working `redis_url` yet)',
 	defined $rar ? $rar <= 1.1 : undef);
+my $p1 = med('pool|rt_p50_us|prepared SELECT 1');
+my $p50 = med('pool|rt_p50_us|client check 50 dicts');
+my $p50p = med('pool|rt_p50_us|client check 50 dicts (direct: prepared)');
+my $rp = ratio($p50, $p1);
+target('one check covering 50 dicts (one client, `ddict_client_sync()`) within 1.5× a prepared SELECT 1 round trip',
+	defined $rp ? sprintf('%s µs vs %s µs: %s (with `direct = 1`, prepared: %s µs, %s)', fmt($p50), fmt($p1), x($rp),
+		fmt($p50p), x(ratio($p50p, $p1))) : 'not measured (this libddict has no `ddict_client`)',
+	defined $rp ? $rp <= 1.5 : undef);
 my $full1m = med('reloads|full_load_ms|ddict_open 1M');
 my $delta = med('reloads|delta_1key_ms|ddict_sync 1M');
 my $rd = ratio($full1m, $delta);
@@ -349,6 +357,41 @@ if (defined $a1)
 		. '%s µs pinned (reads table). With two threads, reads that find a check in flight serve '
 		. 'the current snapshot instead of waiting (`coalesced`).', fmt($a1), 1e6 / $a1, fmt($auto // 0));
 }
+if (defined $p1)
+{
+	print <<"EOT";
+
+**One client, many dicts; pgbouncer** (`ddict_bench pool`; round trips p50, same run)
+
+| what | µs | vs prepared `SELECT 1` |
+|---|---|---|
+EOT
+	for my $v ('prepared SELECT 1', 'client check 1 dict', 'client check 10 dicts', 'client check 50 dicts',
+			   'client check 1 dict (direct: prepared)', 'client check 50 dicts (direct: prepared)',
+			   'autosync get direct', 'autosync get pgbouncer', 'client check 1 dict pgbouncer')
+	{
+		my $m = med("pool|rt_p50_us|$v");
+		printf "| %s | %s | %s |\n", $v, fmt($m), defined $m ? x(ratio($m, $p1)) : 'n/a';
+	}
+	my $gd = med('pool|rt_p50_us|autosync get direct');
+	my $gp = med('pool|rt_p50_us|autosync get pgbouncer');
+	my $cd = med('pool|rt_p50_us|client check 1 dict');
+	my $cp = med('pool|rt_p50_us|client check 1 dict pgbouncer');
+	printf "\nThrough pgbouncer (transaction pooling) against direct: autosync get %s, check of one dict %s.\n",
+		x(ratio($gp, $gd)), x(ratio($cp, $cd)) if defined $gp && defined $cp;
+	my @conns = grep { /^pool\|server_conns_/ } sort keys %r;
+	if (@conns)
+	{
+		print "\nPostgreSQL server connections held (P processes × D dicts):\n\n| how | connections |\n|---|---|\n";
+		for my $k (@conns)
+		{
+			my (undef, $metric, $variant) = split /\|/, $k;
+			my ($pd) = $metric =~ /server_conns_(\w+)/;
+			printf "| %s, %s | %s |\n", $pd, $variant, fmt($r{$k}{med});
+		}
+	}
+}
+
 print "\n**Notes**\n\n";
 print "- $_\n" for @notes;
 
