@@ -1172,7 +1172,8 @@ cmd_push(void)
  *               handle per dict (ddict_open), one client per process, one
  *               client per process through pgbouncer with a pool of N
  * Environment: BENCH_PGB_CONNINFO (pgbouncer, transaction pooling, database
- * bench), BENCH_PGB_POOL (its pool size); dicts s0..s49 exist.
+ * bench), BENCH_PGB_ADMIN (its console), BENCH_PGB_POOL (its pool size);
+ * dicts s0..s49 exist.
  */
 enum
 {
@@ -1364,9 +1365,30 @@ bench_backends(PGconn *pc)
 	return n;
 }
 
+/* Server connections pgbouncer holds for the database bench (SHOW SERVERS). */
+static long
+pgb_servers(const char *admin)
+{
+	PGconn	   *a = PQconnectdb(admin);
+	PGresult   *r;
+	long		n = 0;
+	int			db;
+
+	if (PQstatus(a) != CONNECTION_OK)
+		die("pgbouncer admin: %s", PQerrorMessage(a));
+	r = PQexec(a, "SHOW SERVERS");
+	db = PQfnumber(r, "database");
+	for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
+		n += strcmp(PQgetvalue(r, i, db), "bench") == 0;
+	PQclear(r);
+	PQfinish(a);
+	return n;
+}
+
 static void
 pool_conns(const char *pgb, int pool)
 {
+	const char *pgb_admin = getenv("BENCH_PGB_ADMIN");
 	/* "ddict_open per dict" holds procs x dicts connections: within the
 	 * bench cluster's max_connections (50) */
 	int			procs = quick ? 4 : 8,
@@ -1412,7 +1434,7 @@ pool_conns(const char *pgb, int pool)
 		sleep_ns(300e6);		/* loaders' backends gone, checks running */
 		for (int k = 0; k < 5; k++)
 		{
-			long		b = bench_backends(pc) - base;
+			long		b = v == 2 && pgb_admin ? pgb_servers(pgb_admin) : bench_backends(pc) - base;
 
 			n = b > n ? b : n;
 			sleep_ns(50e6);

@@ -147,7 +147,8 @@ if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
     BENCH_PGB="host=127.0.0.1 port=$PGB_PORT dbname=bench user=postgres"
 fi
 [[ $BENCH_PGB ]] || echo "pgbouncer did not start: its figures are not measured"
-BENCH_PGB_CONNINFO=$BENCH_PGB BENCH_PGB_POOL=$PGB_POOL "$BENCH" pool >> "$RESULTS"
+BENCH_PGB_CONNINFO=$BENCH_PGB BENCH_PGB_POOL=$PGB_POOL \
+  BENCH_PGB_ADMIN="host=127.0.0.1 port=$PGB_PORT dbname=pgbouncer user=postgres" "$BENCH" pool >> "$RESULTS"
 bash test/client/pgbouncer-ctl.sh stop "$SCRATCH/pgb"
 
 step "push mode: commit to visible"
