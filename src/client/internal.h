@@ -364,13 +364,22 @@ int			dd_rconn_parsed(dd_rconn *c, redisReply **out, char *err, size_t errsize);
 int			dd_rconn_reply(const dd_rtarget *t, dd_rconn *c, redisReply **out,
 						   int64_t deadline, char *err, size_t errsize);
 void		dd_rconn_reply_free(redisReply *r);
+/* Bytes buffered beyond the replies parsed (part of one, or another). */
+bool		dd_rconn_buffered(const dd_rconn *c);
+/* Before a command: nothing may be waiting (DDICT_ERR: unsolicited data,
+ * DDICT_ECONN: closed). */
+int			dd_rconn_idle(dd_rconn *c, char *err, size_t errsize);
 /* Type checks: every reply is checked with these before it is used. */
 bool		dd_reply_is_nil(const redisReply *r);
 bool		dd_reply_is_error(const redisReply *r, const char **msg);
+bool		dd_reply_is_bulk(const redisReply *r);
+bool		dd_reply_is_status(const redisReply *r, const char *text);
 bool		dd_reply_version(const redisReply *r, int64_t *v);
-/* ["message", channel, payload] / ["subscribe", channel, n] / ["pong", ...] */
-bool		dd_reply_push(const redisReply *r, const char *kind, const char **channel,
-						  const redisReply **payload);
+/* A pub/sub array of exactly n elements, the first the bulk string kind:
+ * ["message", channel, payload], ["subscribe", channel, count],
+ * ["pong", text].  channel / third (optional) point into it. */
+bool		dd_reply_push(const redisReply *r, size_t n, const char *kind, const char **channel,
+						  const redisReply **third);
 
 /* ---- session.c ---- */
 
@@ -390,16 +399,19 @@ int			dd_session_dict(dd_conn *c, ddict *h, const char *dict,
 							const char *redis_prefix, dd_dict_meta *out);
 
 /* ---- redis.c ---- */
-/* GET each key in one round trip: rcs[i] 1 (versions[i] set), 0 (no key),
- * < 0 (not a version: msgs[i] says why).  Returns < 0 when the connection
- * failed (err says why; the connection must be dropped). */
+/* GET each key in one round trip: rcs[i] 1 (versions[i] set) or 0 (no
+ * key).  Returns < 0 when the connection must be dropped (err says why):
+ * DDICT_ECONN it closed, DDICT_ETIMEDOUT no answer, DDICT_ERR a reply that
+ * is not a version or nil (an error, another type, extra data) — Redis
+ * misbehaves. */
 int			dd_redis_get_many(const dd_rtarget *t, dd_rconn *c, const char *const *keys,
 							  int n, int64_t *versions, int *rcs, char *err, size_t errsize);
 /* Queue SUBSCRIBE key (answered later, as a "subscribe" message). */
 int			dd_redis_subscribe(dd_rconn *c, const char *key);
-/* GET key (to warn when nothing is published there): 1 present, 0 missing. */
-int			dd_redis_exists(const dd_rtarget *t, dd_rconn *c, const char *key,
-							char *err, size_t errsize);
+/* GET keys (at most 64) to warn when nothing is published there:
+ * present[i] 1 or 0; < 0 as dd_redis_get_many(). */
+int			dd_redis_versions(const dd_rtarget *t, dd_rconn *c, const char *const *keys, int n,
+							  int *present, char *err, size_t errsize);
 
 /* ---- the client and its handles ---- */
 
@@ -488,6 +500,11 @@ struct dd_client
 	int64_t		ping_sent,
 				next_ping,
 				next_poll;		/* the thread's */
+	bool		sub_healthy;	/* the thread's: the subscription delivered a
+								 * well-formed message or PONG */
+	atomic_int	bad_replies;	/* checks' GETs that met a misbehaving Redis in
+								 * a row: the thread reconnects with backoff */
+	int			seen_bad;		/* the thread's */
 
 	/* The thread. */
 	pthread_mutex_t start_lock;

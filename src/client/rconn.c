@@ -195,6 +195,43 @@ dd_rconn_reply(const dd_rtarget *t, dd_rconn *c, redisReply **out, int64_t deadl
 	}
 }
 
+bool
+dd_rconn_buffered(const dd_rconn *c)
+{
+	return c != NULL && c->reader != NULL &&
+		(c->reader->pos < c->reader->len || c->reader->ridx >= 0);
+}
+
+/*
+ * Before a command that expects replies: nothing may be waiting, or it
+ * would be taken for the answer.  DDICT_OK; DDICT_ERR unsolicited data;
+ * DDICT_ECONN closed.
+ */
+int
+dd_rconn_idle(dd_rconn *c, char *err, size_t errsize)
+{
+	char		b;
+	ssize_t		n;
+
+	if (dd_rconn_buffered(c))
+	{
+		snprintf(err, errsize, "malformed reply (unexpected extra data)");
+		return DDICT_ERR;
+	}
+	n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n > 0)
+	{
+		snprintf(err, errsize, "malformed reply (unexpected extra data)");
+		return DDICT_ERR;
+	}
+	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+	{
+		snprintf(err, errsize, "%s", n == 0 ? "connection closed by Redis" : strerror(errno));
+		return DDICT_ECONN;
+	}
+	return DDICT_OK;
+}
+
 /* ---- type-checked access to replies ---- */
 
 bool
@@ -235,32 +272,49 @@ dd_reply_version(const redisReply *r, int64_t *v)
 	return true;
 }
 
-static bool
-is_string(const redisReply *r)
+bool
+dd_reply_is_bulk(const redisReply *r)
 {
-	return r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
-		r->str != NULL;
+	return r != NULL && r->type == REDIS_REPLY_STRING && r->str != NULL;
 }
 
 bool
-dd_reply_push(const redisReply *r, const char *kind, const char **channel,
-			  const redisReply **payload)
+dd_reply_is_status(const redisReply *r, const char *text)
 {
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY ||
-		r->elements < 1 || r->element == NULL || !is_string(r->element[0]) ||
-		strcasecmp(r->element[0]->str, kind) != 0)
+	return r != NULL && r->type == REDIS_REPLY_STATUS && r->str != NULL &&
+		strcmp(r->str, text) == 0;
+}
+
+/* A bulk string equal to text (binary-safe). */
+static bool
+is_text(const redisReply *r, const char *text)
+{
+	return dd_reply_is_bulk(r) && r->len == strlen(text) && memcmp(r->str, text, r->len) == 0;
+}
+
+bool
+dd_reply_push(const redisReply *r, size_t n, const char *kind, const char **channel,
+			  const redisReply **third)
+{
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != n || r->element == NULL ||
+		!is_text(r->element[0], kind))
 		return false;
+	for (size_t i = 1; i < n; i++)
+		if (r->element[i] == NULL)
+			return false;
 	if (channel)
 	{
-		if (r->elements < 2 || !is_string(r->element[1]))
+		/* a channel is a bulk string without NUL bytes (our keys have none) */
+		if (n < 2 || !dd_reply_is_bulk(r->element[1]) ||
+			strlen(r->element[1]->str) != r->element[1]->len)
 			return false;
 		*channel = r->element[1]->str;
 	}
-	if (payload)
+	if (third)
 	{
-		if (r->elements < 3 || r->element[2] == NULL)
+		if (n < 3)
 			return false;
-		*payload = r->element[2];
+		*third = r->element[2];
 	}
 	return true;
 }
@@ -395,12 +449,17 @@ auth_select(const dd_rtarget *t, dd_rconn *c, char *why, size_t whysize)
 			snprintf(why, whysize, "%s: %.150s", u->password && i == 0 ? "AUTH" : "SELECT", msg);
 			rc = DDICT_ECONN;
 		}
-		else if (rc == DDICT_OK && !(r->type == REDIS_REPLY_STATUS))
+		else if (rc == DDICT_OK && !dd_reply_is_status(r, "OK"))
 		{
-			snprintf(why, whysize, "%s: unexpected reply", u->password && i == 0 ? "AUTH" : "SELECT");
+			snprintf(why, whysize, "%s: malformed reply", u->password && i == 0 ? "AUTH" : "SELECT");
 			rc = DDICT_ECONN;
 		}
 		dd_rconn_reply_free(r);
+	}
+	if (rc == DDICT_OK && dd_rconn_buffered(c))
+	{
+		snprintf(why, whysize, "malformed reply (unexpected extra data)");
+		rc = DDICT_ECONN;
 	}
 	return rc;
 }

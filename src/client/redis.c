@@ -18,20 +18,17 @@ dd_redis_get_many(const dd_rtarget *t, dd_rconn *c, const char *const *keys, int
 				  int64_t *versions, int *rcs, char *err, size_t errsize)
 {
 	int64_t		deadline = dd_deadline_ms(t->timeout_ms);
-	int			rc = DDICT_OK;
+	int			rc = dd_rconn_idle(c, err, errsize);
 
 	for (int i = 0; i < n && rc == DDICT_OK; i++)
 	{
 		const char *argv[2] = {"GET", keys[i]};
 
-		rc = dd_rconn_command(c, 2, argv);
+		if ((rc = dd_rconn_command(c, 2, argv)) != DDICT_OK)
+			snprintf(err, errsize, "out of memory");
 	}
-	if (rc != DDICT_OK)
-	{
-		snprintf(err, errsize, "out of memory");
-		return rc;
-	}
-	rc = dd_rconn_flush(t, c, deadline, err, errsize);
+	if (rc == DDICT_OK)
+		rc = dd_rconn_flush(t, c, deadline, err, errsize);
 	for (int i = 0; i < n && rc == DDICT_OK; i++)
 	{
 		redisReply *rep = NULL;
@@ -44,18 +41,21 @@ dd_redis_get_many(const dd_rtarget *t, dd_rconn *c, const char *const *keys, int
 			rcs[i] = 0;
 		else if (dd_reply_version(rep, &versions[i]))
 			rcs[i] = 1;
-		else if (dd_reply_is_error(rep, &msg))
-		{
-			/* LOADING, WRONGTYPE, ...: this key has no usable version */
-			snprintf(err, errsize, "GET %.100s: %.150s", keys[i], msg);
-			rcs[i] = DDICT_ERR;
-		}
 		else
 		{
-			snprintf(err, errsize, "GET %.100s: not a version", keys[i]);
-			rcs[i] = DDICT_ERR;
+			/* LOADING, WRONGTYPE, another type, garbage: not to be trusted */
+			if (dd_reply_is_error(rep, &msg))
+				snprintf(err, errsize, "GET %.100s: %.150s", keys[i], msg);
+			else
+				snprintf(err, errsize, "GET %.100s: malformed reply (not a version)", keys[i]);
+			rc = DDICT_ERR;
 		}
 		dd_rconn_reply_free(rep);
+	}
+	if (rc == DDICT_OK && dd_rconn_buffered(c))
+	{
+		snprintf(err, errsize, "malformed reply (unexpected extra data)");
+		rc = DDICT_ERR;
 	}
 	return rc;
 }
@@ -69,11 +69,12 @@ dd_redis_subscribe(dd_rconn *c, const char *key)
 }
 
 int
-dd_redis_exists(const dd_rtarget *t, dd_rconn *c, const char *key, char *err, size_t errsize)
+dd_redis_versions(const dd_rtarget *t, dd_rconn *c, const char *const *keys, int n,
+				  int *present, char *err, size_t errsize)
 {
-	int64_t		v;
-	int			rcs[1] = {0};
-	int			rc = dd_redis_get_many(t, c, &key, 1, &v, rcs, err, errsize);
+	int64_t		v[64];
 
-	return rc != DDICT_OK ? rc : rcs[0] != 0;
+	if (n > 64)
+		n = 64;
+	return dd_redis_get_many(t, c, keys, n, v, present, err, errsize);
 }

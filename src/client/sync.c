@@ -817,11 +817,17 @@ redis_checks(dd_client *c, ddict **v, int n, bool *need, bool *newer)
 	rc = dd_redis_get_many(&c->rtarget, c->get, keys, k, vers, rcs, err, sizeof(err));
 	if (rc != DDICT_OK)
 	{
-		/* the connection is gone: the thread makes another */
+		/*
+		 * Give the connection up; the thread makes another — at once after
+		 * a plain loss (Redis restarted), with a growing backoff while Redis
+		 * misbehaves (a malformed, half or extra reply, no answer).
+		 */
+		if (rc != DDICT_ECONN || dd_rconn_buffered(c->get))
+			atomic_fetch_add(&c->bad_replies, 1);
 		for (int j = 0; j < k; j++)
 		{
 			atomic_fetch_add_explicit(&v[map[j]]->redis_errors, 1, memory_order_relaxed);
-			dd_note(v[map[j]], "Redis %s: GET: %s", c->rtarget.url.desc, err);
+			dd_note(v[map[j]], "Redis %s: %s", c->rtarget.url.desc, err);
 		}
 		dd_rconn_free(c->get);
 		c->get = NULL;
@@ -829,17 +835,12 @@ redis_checks(dd_client *c, ddict **v, int n, bool *need, bool *newer)
 		dd_event_signal(c->kick_fd);
 		return;
 	}
+	atomic_store(&c->bad_replies, 0);
 	for (int j = 0; j < k; j++)
 	{
 		ddict	   *h = v[map[j]];
 		const ddict_snapshot *cur = atomic_load(&h->current);
 
-		if (rcs[j] < 0)
-		{
-			atomic_fetch_add_explicit(&h->redis_errors, 1, memory_order_relaxed);
-			dd_note(h, "Redis %s: %s", c->rtarget.url.desc, err);
-			continue;
-		}
 		atomic_fetch_add_explicit(&h->redis_checks, 1, memory_order_relaxed);
 		if (rcs[j] == 1 && vers[j] == cur->version)
 			need[map[j]] = false;

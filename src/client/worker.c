@@ -29,6 +29,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include "internal.h"
 
 static int64_t
@@ -101,15 +103,25 @@ redis_outcome(dd_client *c, const char *err)
 
 /* ---- the subscription ---- */
 
+/*
+ * The subscription is gone.  A healthy one (it delivered a well-formed
+ * message or PONG, and broke cleanly) is retried at once; one that
+ * misbehaved (a malformed or half reply, no answer), or broke before it
+ * proved healthy, with a growing backoff.
+ */
 static void
-sub_lost(dd_client *c, const char *what, const char *why)
+sub_lost(dd_client *c, const char *what, const char *why, bool healthy)
 {
 	char		msg[400];
 
+	healthy = healthy && c->sub_healthy && !dd_rconn_buffered(c->sub);
 	dd_rconn_free(c->sub);
 	c->sub = NULL;
 	atomic_store(&c->redis_used, false);
-	dd_backoff_reset(&c->rbackoff);	/* an established subscription: retry at once */
+	if (healthy)
+		dd_backoff_reset(&c->rbackoff);
+	else
+		dd_backoff_failed(&c->rbackoff);
 	c->ping_sent = 0;
 	c->next_poll = dd_now_us();	/* messages may be lost from here on: poll now */
 	snprintf(msg, sizeof(msg), "Redis %s: %s: %s (polling the server every %lld ms meanwhile)",
@@ -156,13 +168,13 @@ subscribe_new(dd_client *c, char *err, size_t errsize)
  * nothing is published there (its answer cannot replace the catch-up
  * sync: a version published between the GET and the SUBSCRIBE would be
  * missed).  No lock is held while Redis answers. */
-static void
-warn_missing(dd_client *c, dd_rconn *r)
+static int
+warn_missing(dd_client *c, dd_rconn *r, char *err, size_t errsize)
 {
 	char	   *keys[64];
-	bool		missing[64];
-	int			n = 0;
-	char		err[300];
+	int			present[64];
+	int			n = 0,
+				rc;
 
 	dd_list_lock(c);
 	for (size_t i = 0; i < c->ndicts && n < 64; i++)
@@ -173,16 +185,15 @@ warn_missing(dd_client *c, dd_rconn *r)
 			n++;
 	}
 	dd_list_unlock(c);
-	for (int k = 0; k < n; k++)
-		missing[k] = dd_redis_exists(&c->rtarget, r, keys[k], err, sizeof(err)) == 0;
+	rc = dd_redis_versions(&c->rtarget, r, (const char *const *) keys, n, present, err, errsize);
 	dd_list_lock(c);
-	for (size_t i = 0; i < c->ndicts; i++)
+	for (size_t i = 0; i < c->ndicts && rc == DDICT_OK; i++)
 	{
 		ddict	   *d = c->dicts[i];
 		const char *key = atomic_load(&d->redis_key);
 
 		for (int k = 0; k < n && key; k++)
-			if (missing[k] && strcmp(keys[k], key) == 0)
+			if (!present[k] && strcmp(keys[k], key) == 0)
 				dd_note(d, "Redis %s has no version under \"%.100s\" (yet?): push mode relies on"
 						" the server publishing there (its ddict.redis_url and ddict.redis_prefix)",
 						c->rtarget.url.desc, key);
@@ -190,6 +201,7 @@ warn_missing(dd_client *c, dd_rconn *r)
 	dd_list_unlock(c);
 	for (int k = 0; k < n; k++)
 		free(keys[k]);
+	return rc;
 }
 
 static void
@@ -199,9 +211,18 @@ connect_sub(dd_client *c)
 	char		err[400];
 	int			rc = dd_rconn_open(&c->rtarget, &r, err, sizeof(err));
 
+	if (rc == DDICT_OK && (rc = warn_missing(c, r, err, sizeof(err))) != DDICT_OK)
+	{
+		char		msg[sizeof(err)];
+
+		snprintf(msg, sizeof(msg), "Redis %.100s: %.280s", c->rtarget.url.desc, err);
+		memcpy(err, msg, sizeof(err));
+		dd_rconn_free(r);
+		rc = DDICT_ECONN;
+	}
 	if (rc == DDICT_OK)
 	{
-		warn_missing(c, r);
+		c->sub_healthy = false;
 		dd_list_lock(c);
 		c->sub = r;
 		for (size_t i = 0; i < c->ndicts; i++)
@@ -210,7 +231,7 @@ connect_sub(dd_client *c)
 		dd_list_unlock(c);
 		if (rc == DDICT_OK)
 		{
-			dd_backoff_reset(&c->rbackoff);
+			/* the backoff resets once the subscription proved healthy */
 			c->ping_sent = 0;
 			c->next_ping = dd_now_us() + interval_us(c);
 			return;
@@ -253,7 +274,9 @@ connect_get(dd_client *c)
 	dd_list_lock(c);
 	if (rc == DDICT_OK)
 	{
-		dd_backoff_reset(&c->rbackoff);
+		/* the backoff resets once a GET went well */
+		if (atomic_load(&c->bad_replies) == 0)
+			dd_backoff_reset(&c->rbackoff);
 		atomic_store(&c->redis_used, true);
 		redis_outcome(c, NULL);
 	}
@@ -295,7 +318,7 @@ redis_step(dd_client *c)
 		if (subscribe_new(c, err, sizeof(err)) != DDICT_OK)
 		{
 			dd_list_unlock(c);
-			sub_lost(c, "SUBSCRIBE", err);
+			sub_lost(c, "SUBSCRIBE", err, false);
 			return dd_now_us();
 		}
 	}
@@ -308,6 +331,15 @@ redis_step(dd_client *c)
 	}
 	if ((n.sub && c->sub) || (n.get && have_get) || (!n.sub && !n.get))
 		return INT64_MAX;
+	if (n.get)
+	{
+		int			bad = atomic_load(&c->bad_replies);
+
+		/* the checks met a misbehaving Redis: back off (noted there) */
+		if (bad != c->seen_bad && bad > 0)
+			dd_backoff_failed(&c->rbackoff);
+		c->seen_bad = bad;
+	}
 	if (!dd_backoff_due(&c->rbackoff, dd_now_us()))
 		return c->rbackoff.next_us;
 	if (n.sub)
@@ -317,23 +349,26 @@ redis_step(dd_client *c)
 	return dd_now_us();
 }
 
-/* A message: version of a channel.  Lock held. */
-static void
+/* A message: version of a channel.  List lock held.  false: not ours. */
+static bool
 on_message(dd_client *c, const char *channel, const redisReply *payload)
 {
 	int64_t		v;
-	bool		ok = dd_reply_version(payload, &v);
+	bool		ours = false;
 
+	if (!dd_reply_version(payload, &v))
+		return false;
 	for (size_t i = 0; i < c->ndicts; i++)
 	{
 		ddict	   *d = c->dicts[i];
 		const char *key = atomic_load(&d->redis_key);
 
-		if (key == NULL || strcmp(key, channel) != 0)
+		if (key == NULL || strcmp(key, channel) != 0 || d->sub == DD_SUB_NONE)
 			continue;
+		ours = true;
 		if (d->opts.mode == DDICT_PUSH)
 			atomic_fetch_add_explicit(&d->pushes, 1, memory_order_relaxed);
-		if (!ok || d->sub != DD_SUB_OK)
+		if (d->sub != DD_SUB_OK)
 			continue;
 		atomic_store(&d->pushed, v);
 		if (d->opts.mode == DDICT_PUSH && v != dd_current_version(d))
@@ -342,10 +377,12 @@ on_message(dd_client *c, const char *channel, const redisReply *payload)
 			d->sync_at = dd_now_us();
 		}
 	}
+	return ours;
 }
 
-/* A subscription is confirmed: catch up once (messages before it are lost). */
-static void
+/* A subscription is confirmed: catch up once (messages before it are lost).
+ * false: we did not ask for it. */
+static bool
 on_subscribed(dd_client *c, const char *channel)
 {
 	for (size_t i = 0; i < c->ndicts; i++)
@@ -353,7 +390,7 @@ on_subscribed(dd_client *c, const char *channel)
 		ddict	   *d = c->dicts[i];
 		const char *key = atomic_load(&d->redis_key);
 
-		if (key == NULL || strcmp(key, channel) != 0 || d->sub == DD_SUB_OK)
+		if (key == NULL || strcmp(key, channel) != 0 || d->sub != DD_SUB_SENT)
 			continue;
 		d->sub = DD_SUB_OK;
 		atomic_store(&d->subscribed, true);
@@ -365,7 +402,50 @@ on_subscribed(dd_client *c, const char *channel)
 			d->pending = true;
 			d->sync_at = dd_now_us();
 		}
+		return true;
 	}
+	return false;
+}
+
+/* One reply on the subscription; false: it is not one we can accept. */
+static bool
+sub_reply(dd_client *c, const redisReply *rep, char *why, size_t whysize)
+{
+	const char *channel,
+			   *msg;
+	const redisReply *third;
+
+	if (dd_reply_push(rep, 3, "message", &channel, &third))
+	{
+		if (on_message(c, channel, third))
+		{
+			c->sub_healthy = true;
+			return true;
+		}
+		snprintf(why, whysize, "malformed message (not a version of a channel of ours)");
+	}
+	else if (dd_reply_push(rep, 3, "subscribe", &channel, &third) &&
+			 third->type == REDIS_REPLY_INTEGER)
+	{
+		if (on_subscribed(c, channel))
+			return true;
+		snprintf(why, whysize, "malformed reply (a subscription not asked for)");
+	}
+	else if (dd_reply_push(rep, 2, "pong", NULL, &third) || dd_reply_is_status(rep, "PONG"))
+	{
+		if (c->ping_sent != 0)
+		{
+			c->ping_sent = 0;
+			c->sub_healthy = true;
+			return true;
+		}
+		snprintf(why, whysize, "malformed reply (a PONG not asked for)");
+	}
+	else if (dd_reply_is_error(rep, &msg))
+		snprintf(why, whysize, "%.200s", msg);
+	else
+		snprintf(why, whysize, "malformed reply (type %d)", rep->type);
+	return false;
 }
 
 /* Everything the subscription has; the last version of a channel counts. */
@@ -373,7 +453,8 @@ static void
 read_sub(dd_client *c)
 {
 	char		err[300] = "";
-	bool		lost = false;
+	bool		lost = false,
+				healthy = true;
 	int			rc = 0;
 
 	for (int i = 0; i < 64 && (rc = dd_rconn_fill(c->sub, err, sizeof(err))) > 0; i++)
@@ -384,33 +465,30 @@ read_sub(dd_client *c)
 	for (;;)
 	{
 		redisReply *rep;
-		const char *channel,
-				   *msg;
-		const redisReply *payload;
+		char		why[300];
 
-		if (dd_rconn_parsed(c->sub, &rep, err, sizeof(err)) != DDICT_OK)
+		if (dd_rconn_parsed(c->sub, &rep, why, sizeof(why)) != DDICT_OK)
 		{
+			snprintf(err, sizeof(err), "%s", why);
 			lost = true;
+			healthy = false;
 			break;
 		}
 		if (rep == NULL)
 			break;
-		if (dd_reply_push(rep, "message", &channel, &payload))
-			on_message(c, channel, payload);
-		else if (dd_reply_push(rep, "subscribe", &channel, NULL))
-			on_subscribed(c, channel);
-		else if (dd_reply_push(rep, "pong", NULL, NULL))
-			c->ping_sent = 0;
-		else if (dd_reply_is_error(rep, &msg))
+		if (!sub_reply(c, rep, why, sizeof(why)))
 		{
-			snprintf(err, sizeof(err), "%.200s", msg);
+			snprintf(err, sizeof(err), "%s", why);
 			lost = true;
+			healthy = false;
+			dd_rconn_reply_free(rep);
+			break;
 		}
 		dd_rconn_reply_free(rep);
 	}
 	dd_list_unlock(c);
 	if (lost)
-		sub_lost(c, "subscription", err[0] ? err : "unexpected reply");
+		sub_lost(c, "subscription", err[0] ? err : "malformed reply", healthy);
 }
 
 /* PING every interval; no answer within timeout_ms: the link is dead. */
@@ -427,7 +505,7 @@ ping_step(dd_client *c)
 	if (c->ping_sent != 0 && c->rtarget.timeout_ms &&
 		now - c->ping_sent >= (int64_t) c->rtarget.timeout_ms * 1000)
 	{
-		sub_lost(c, "subscription", "no answer to PING");
+		sub_lost(c, "subscription", "no answer to PING", false);
 		return now;
 	}
 	if (now < c->next_ping)
@@ -445,7 +523,7 @@ ping_step(dd_client *c)
 		return now;
 	if (rc != DDICT_OK)
 	{
-		sub_lost(c, "PING", err);
+		sub_lost(c, "PING", err, true);
 		return now;
 	}
 	c->ping_sent = now;
