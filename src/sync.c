@@ -1,17 +1,33 @@
 /*
  * sync.c — ddict_changes(): what a client cache needs, in one round trip.
  *
- *   ddict_changes(dict, since_version, since_epoch, since_cursor)
+ *   ddict_changes(dict, since_version, since_epoch, since_cursor, since_dict)
  *     RETURNS TABLE(kind "char", key text, value bytea,
- *                   version bigint, epoch bigint, cursor bigint)
+ *                   version bigint, epoch bigint, cursor bigint, dict oid)
  *
  * The first row is a header: kind 'u' (unchanged: nothing follows), 'd'
  * (delta: the changed keys follow) or 'f' (full: every key follows; the
  * client replaces its contents), with the version, epoch and cursor the
- * client stores for its next call.  Then one row per key: 's' with its value,
- * or 'x' when it no longer exists.  Values are bytes: a bytea value as is,
- * any other type as its text output, so the client needs no per-type code
- * and binary values survive.
+ * client stores for its next call, and the OID of the relation the name
+ * means now.  Then one row per key: 's' with its value, or 'x' when it no
+ * longer exists.  Values are bytes: a bytea value as is, any other type as
+ * its text output, so the client needs no per-type code and binary values
+ * survive.
+ *
+ * A client's (version, epoch, cursor) describe one relation.  A name can
+ * come to mean another one (a blue/green ALTER SCHEMA ... RENAME, another
+ * search_path): when since_dict is given and is not the relation the name
+ * means now, the answer is 'f' for the new relation, whatever the rest says.
+ * The 1.0 signature (four arguments, six columns) is still served by this
+ * function, for databases not yet updated: it then behaves as before.
+ *
+ * Row-level security: a delta re-reads its changed keys with the caller's
+ * privileges, and a key it does not get back would become an 'x' row.  When
+ * row security applies to the caller, "not returned" may mean "hidden", and
+ * an 'x' would name a row the caller may not see; so then a delta with any
+ * key missing is answered in full instead ('f' returns only visible rows and
+ * the client replaces its contents, which also drops rows that were deleted
+ * or became hidden).  Without row security deltas are exact, as always.
  *
  * Order is what makes it correct: the change ring's horizon (the next
  * cursor) is read first, then the version, and only then a fresh snapshot is
@@ -23,12 +39,14 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
@@ -37,13 +55,20 @@ PG_FUNCTION_INFO_V1(ddict_changes);
 typedef struct Emitter
 {
 	ReturnSetInfo *rsinfo;
+	Oid			relid;			/* the relation the name means now */
 } Emitter;
+
+/*
+ * Rows have six columns under the 1.0 SQL definition and seven (the header's
+ * relation) under 1.1: the same library serves both until ALTER EXTENSION.
+ */
+#define CHANGES_MAX_COLS 7
 
 static void
 emit(Emitter *em, char kind, Datum key, bool key_null, Datum value, bool value_null)
 {
-	Datum		values[6];
-	bool		nulls[6] = {false, key_null, value_null, true, true, true};
+	Datum		values[CHANGES_MAX_COLS];
+	bool		nulls[CHANGES_MAX_COLS] = {false, key_null, value_null, true, true, true, true};
 
 	values[0] = CharGetDatum(kind);
 	values[1] = key;
@@ -54,14 +79,15 @@ emit(Emitter *em, char kind, Datum key, bool key_null, Datum value, bool value_n
 static void
 emit_header(Emitter *em, char kind, uint64 version, uint64 epoch, uint64 cursor)
 {
-	Datum		values[6];
-	bool		nulls[6] = {false, true, true, false, false, false};
+	Datum		values[CHANGES_MAX_COLS];
+	bool		nulls[CHANGES_MAX_COLS] = {false, true, true, false, false, false, false};
 
 	values[0] = CharGetDatum(kind);
 	values[1] = values[2] = (Datum) 0;
 	values[3] = Int64GetDatum((int64) version);
 	values[4] = Int64GetDatum((int64) epoch);
 	values[5] = Int64GetDatum((int64) cursor);
+	values[6] = ObjectIdGetDatum(em->relid);
 	tuplestore_putvalues(em->rsinfo->setResult, em->rsinfo->setDesc, values, nulls);
 }
 
@@ -123,11 +149,30 @@ text_cmp(const void *a, const void *b)
 	return c != 0 ? c : (la > lb) - (la < lb);
 }
 
-static void
-delta_reload(Emitter *em, DictInfo *d, List *keys)
+/*
+ * Does row security filter what the caller reads from the dict?  noError:
+ * with row_security = off the SELECT itself raises the error, and until then
+ * we assume the worst.
+ */
+static bool
+rls_applies(Oid relid)
+{
+	return check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED;
+}
+
+/*
+ * The changed keys, re-read: 's' for those the SELECT returns, 'x' for the
+ * others, after a 'd' header.  Returns false, having emitted nothing, when
+ * row security applies and a key was not returned: it may exist unseen, and
+ * its 'x' would name it.  The caller then answers in full.
+ */
+static bool
+delta_reload(Emitter *em, DictInfo *d, List *keys, uint64 version, uint64 epoch,
+			 uint64 cursor)
 {
 	int			n = list_length(keys),
-				u = 0;
+				u = 0,
+				missing = 0;
 	text	  **arr;
 	bool	   *found;
 	Datum	   *elems;
@@ -137,7 +182,10 @@ delta_reload(Emitter *em, DictInfo *d, List *keys)
 	int			rc;
 
 	if (n == 0)
-		return;
+	{
+		emit_header(em, 'd', version, epoch, cursor);
+		return true;
+	}
 	arr = palloc(sizeof(text *) * n);
 	for (int i = 0; i < n; i++)
 		arr[i] = (text *) list_nth(keys, i);
@@ -157,7 +205,6 @@ delta_reload(Emitter *em, DictInfo *d, List *keys)
 	rc = SPI_execute_plan(plan, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "ddict: delta query failed: %s", SPI_result_code_string(rc));
-	emit_rows(em);
 
 	found = palloc0(sizeof(bool) * u);
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -171,8 +218,16 @@ delta_reload(Emitter *em, DictInfo *d, List *keys)
 			found[hit - arr] = true;
 	}
 	for (int i = 0; i < u; i++)
+		missing += !found[i];
+	if (missing > 0 && rls_applies(d->relid))
+		return false;
+
+	emit_header(em, 'd', version, epoch, cursor);
+	emit_rows(em);
+	for (int i = 0; i < u; i++)
 		if (!found[i])
 			emit(em, 'x', PointerGetDatum(arr[i]), false, (Datum) 0, true);
+	return true;
 }
 
 Datum
@@ -185,6 +240,7 @@ ddict_changes(PG_FUNCTION_ARGS)
 				epoch,
 				cursor = 0;
 	bool		have = !PG_ARGISNULL(1) && !PG_ARGISNULL(2);
+	bool		other_rel;
 	bool		recovery = RecoveryInProgress();
 	List	   *keys = NIL;
 
@@ -198,6 +254,18 @@ ddict_changes(PG_FUNCTION_ARGS)
 	relid = PG_GETARG_OID(0);
 	InitMaterializedSRF(fcinfo, 0);
 	em.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	em.relid = relid;
+	if (em.rsinfo->setDesc->natts != 6 && em.rsinfo->setDesc->natts != CHANGES_MAX_COLS)
+		elog(ERROR, "ddict_changes() is declared with %d columns: run ALTER EXTENSION ddict UPDATE",
+			 em.rsinfo->setDesc->natts);
+
+	/*
+	 * The client's state belongs to the relation it names (1.1 clients): if
+	 * the name means another relation now, none of it applies.
+	 */
+	other_rel = PG_NARGS() > 4 && !PG_ARGISNULL(4) && PG_GETARG_OID(4) != relid;
+	if (other_rel)
+		have = false;
 
 	/*
 	 * The horizon is read before the version.  A writer leaves the in-flight
@@ -244,10 +312,10 @@ ddict_changes(PG_FUNCTION_ARGS)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (have && !recovery && !PG_ARGISNULL(3) && PG_GETARG_INT64(3) > 0 &&
 		(uint64) PG_GETARG_INT64(2) == epoch &&
-		ddict_changelog_collect(MyDatabaseId, relid, (uint64) PG_GETARG_INT64(3), &keys))
+		ddict_changelog_collect(MyDatabaseId, relid, (uint64) PG_GETARG_INT64(3), &keys) &&
+		delta_reload(&em, d, keys, version, epoch, cursor))
 	{
-		emit_header(&em, 'd', version, epoch, cursor);
-		delta_reload(&em, d, keys);
+		/* answered */
 	}
 	else
 	{
