@@ -15,6 +15,7 @@
  * up in shmem_startup_hook under AddinShmemInitLock.
  */
 #include "ddict.h"
+#include "vpage.h"
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -82,6 +83,7 @@ ddict_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	ddict_shmem_init();
+	ddict_vpage_startup(ddict_epoch(), ddict_max_dicts);
 	ddict_changelog_init();
 	ddict_publisher_shmem_init();
 }
@@ -121,6 +123,7 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 	ddict_publisher_register();	/* its GUCs, and the background worker */
+	ddict_vpage_define_gucs();
 	MarkGUCPrefixReserved("ddict");
 
 	prev_shmem_request_hook = shmem_request_hook;
