@@ -21,3 +21,56 @@ CREATE FUNCTION @extschema@.ddict_changes(dict regclass, since_version bigint DE
 COMMENT ON FUNCTION @extschema@.ddict_changes(regclass, bigint, bigint, bigint, oid) IS
   'ddict: client sync in one round trip: a header row (u/d/f, with the relation the name means) then changed (s) or deleted (x) keys';
 -- end of the ddict_changes() section
+
+-- ---------------------------------------------------------------------------
+-- DDL guards in C (src/ddl.c): ddict's triggers are recognised by their
+-- function, not their name; ALTER TABLE of an inheritance parent or a
+-- partitioned table checks and moves every dict among its inheritors; DDL
+-- that changes the text of stored values (ALTER TYPE ... RENAME VALUE,
+-- composite attributes, row types) moves the dicts that use the type;
+-- renaming ddict's triggers, dropping a dict key's last unique index and
+-- DROP NOT NULL on its columns are refused.  Tables that are not dicts are
+-- told apart without reading the registry.
+DROP EVENT TRIGGER ddict_ddl;
+DROP FUNCTION @extschema@._ddict_on_ddl();
+DROP FUNCTION @extschema@._ddict_ddl_check(oid);
+CREATE FUNCTION @extschema@._ddict_on_ddl_end() RETURNS event_trigger
+  AS 'MODULE_PATHNAME', 'ddict_on_ddl_end' LANGUAGE C;
+REVOKE ALL ON FUNCTION @extschema@._ddict_on_ddl_end() FROM PUBLIC;
+CREATE EVENT TRIGGER ddict_ddl ON ddl_command_end
+  WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE', 'ALTER TRIGGER')
+  EXECUTE FUNCTION @extschema@._ddict_on_ddl_end();
+ALTER EVENT TRIGGER ddict_ddl ENABLE ALWAYS;
+
+CREATE FUNCTION @extschema@._ddict_on_ddl_start() RETURNS event_trigger
+  AS 'MODULE_PATHNAME', 'ddict_on_ddl_start' LANGUAGE C;
+REVOKE ALL ON FUNCTION @extschema@._ddict_on_ddl_start() FROM PUBLIC;
+CREATE EVENT TRIGGER ddict_drop_index ON ddl_command_start
+  WHEN TAG IN ('DROP INDEX')
+  EXECUTE FUNCTION @extschema@._ddict_on_ddl_start();
+ALTER EVENT TRIGGER ddict_drop_index ENABLE ALWAYS;
+
+DROP EVENT TRIGGER ddict_sql_drop;
+DROP FUNCTION @extschema@._ddict_on_sql_drop();
+DROP FUNCTION @extschema@._ddict_forget(oid);
+CREATE FUNCTION @extschema@._ddict_on_sql_drop() RETURNS event_trigger
+  AS 'MODULE_PATHNAME', 'ddict_on_sql_drop' LANGUAGE C;
+REVOKE ALL ON FUNCTION @extschema@._ddict_on_sql_drop() FROM PUBLIC;
+CREATE EVENT TRIGGER ddict_sql_drop ON sql_drop
+  EXECUTE FUNCTION @extschema@._ddict_on_sql_drop();
+ALTER EVENT TRIGGER ddict_sql_drop ENABLE ALWAYS;
+
+-- ddict_create() takes the value type as text, so that its modifier survives
+-- ('varchar(5)', 'numeric(4,2)'); the regtype form stays, without a default.
+DROP FUNCTION @extschema@.ddict_create(text, regtype);
+CREATE FUNCTION @extschema@.ddict_create(dict text, value_type regtype)
+  RETURNS regclass AS 'MODULE_PATHNAME', 'ddict_create'
+  LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION @extschema@.ddict_create(dict text, value_type text DEFAULT 'text')
+  RETURNS regclass AS 'MODULE_PATHNAME', 'ddict_create'
+  LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.ddict_create(text, text) IS
+  'ddict: create table dict(key text PRIMARY KEY, value value_type NOT NULL) and attach it; value_type may carry a modifier';
+COMMENT ON FUNCTION @extschema@.ddict_create(text, regtype) IS
+  'ddict: create table dict(key text PRIMARY KEY, value value_type NOT NULL) and attach it';
+-- end of the DDL guards section

@@ -9,6 +9,9 @@
  *   triggers.c   the C trigger attached to every dict table
  *   wal.c        a custom WAL resource manager so hot standbys move versions on replay
  *   registry.c   which tables are dicts; attach / detach / create; SPI plan cache
+ *   ddl.c        event triggers that keep a dict whole through DDL (ALTER
+ *                TABLE/TYPE/TRIGGER, DROP INDEX, DROP TABLE) and move its
+ *                version when DDL changes what clients read
  *   functions.c  the dict API (get, set, delete, pop, setdefault, items, keys, len)
  *   sync.c       ddict_changes(): the client's one-round-trip check + delta
  *   stats.c      ddict_last_updated() and the statistics SRF
@@ -21,6 +24,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
+#include "utils/relcache.h"
 #include "utils/timestamp.h"
 
 /* GUCs (ddict.c) */
@@ -97,7 +101,7 @@ extern bool ddict_changelog_collect(Oid dboid, Oid relid, uint64 since,
 /* xact.c */
 extern void ddict_xact_init(void);
 extern void ddict_note_change(Oid relid, const char *key, int len);
-extern void ddict_note_forget(Oid relid);
+extern void ddict_note_forget(Oid relid, const char *name);
 
 /* publisher.c */
 extern char *ddict_redis_url;
@@ -128,8 +132,18 @@ typedef struct DictInfo
 
 extern DictInfo *ddict_lookup(Oid relid);
 extern bool ddict_is_registered(Oid relid);
+extern bool ddict_registry_row(Oid relid, char **keycol, char **valcol);
+extern char *ddict_qualified_name(Oid relid);
+extern uint64 ddict_exec_as_registry_owner(const char *sql, int nargs, Oid *argtypes, Datum *args);
+extern bool ddict_key_is_unique(Relation rel, AttrNumber keyatt, List *except);
 extern SPIPlanPtr ddict_plan(const char *sql, int nargs, Oid *argtypes);
 extern char *ddict_ext_schema(void);
+extern Oid	ddict_ext_namespace(void);
+
+/* ddl.c */
+extern Oid	ddict_trigger_fn(void);
+extern List *ddict_trigger_names(Oid relid);
+extern void ddict_check_value_type(Oid valtype, const char *valcol);
 
 /* stats.c */
 extern uint64 ddict_current_version(Oid relid);
