@@ -323,6 +323,20 @@ dd_asprintf(const char *fmt, ...)
 }
 
 /*
+ * The extension's schema, and whether its ddict_changes() has the 1.1 shape
+ * (since_dict argument, the relation's OID in the header): a server still at
+ * 1.0 is served the 1.0 call, and the cache then follows the name only.
+ */
+#define DD_FIND_EXTENSION \
+	"SELECT pg_catalog.quote_ident(n.nspname)," \
+	" pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||)" \
+	"  '.ddict_changes(pg_catalog.regclass,pg_catalog.int8,pg_catalog.int8,pg_catalog.int8,pg_catalog.oid)')" \
+	"  IS NOT NULL" \
+	" FROM pg_catalog.pg_extension e" \
+	" JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace" \
+	" WHERE e.extname = 'ddict'"
+
+/*
  * Per connection: own sessions run READ COMMITTED (ddict_changes() needs its
  * rows from a snapshot taken after the version was read); find the
  * extension's schema so that statements do not depend on search_path; learn
@@ -338,14 +352,9 @@ setup_session(ddict *h)
 	char	   *sql;
 	int			rc;
 
-	rc = exec_one(h, c->borrowed ?
-				  "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
-				  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
-				  " WHERE e.extname = 'ddict'" :
+	rc = exec_one(h, c->borrowed ? DD_FIND_EXTENSION :
 				  "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED;"
-				  "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
-				  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
-				  " WHERE e.extname = 'ddict'",
+				  DD_FIND_EXTENSION,
 				  -1, NULL, &r, "looking up the ddict extension");
 	if (rc != DDICT_OK)
 		return rc;
@@ -358,6 +367,7 @@ setup_session(ddict *h)
 	}
 	free_sql(c);
 	c->schema = strdup(PQgetvalue(r, 0, 0));
+	c->changes_rel = PQgetvalue(r, 0, 1)[0] == 't';
 	PQclear(r);
 	if (c->schema == NULL)
 		return dd_fail(h, DDICT_ENOMEM, "out of memory");
@@ -390,9 +400,15 @@ setup_session(ddict *h)
 		dd_redis_set_name(h, PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
 	PQclear(r);
 
-	c->sql[DD_SQL_CHANGES] = dd_asprintf(
-		"SELECT kind, key, value, version, epoch, cursor FROM %s.ddict_changes("
-		"$1::pg_catalog.regclass, $2::pg_catalog.int8, $3::pg_catalog.int8, $4::pg_catalog.int8)", s);
+	/* 1.1: $5 is the relation the cache came from; the header names the
+	 * relation the dict's name means now (sync.c) */
+	c->sql[DD_SQL_CHANGES] = c->changes_rel ?
+		dd_asprintf("SELECT kind, key, value, version, epoch, cursor, dict FROM %s.ddict_changes("
+					"$1::pg_catalog.regclass, $2::pg_catalog.int8, $3::pg_catalog.int8,"
+					" $4::pg_catalog.int8, $5::pg_catalog.oid)", s) :
+		dd_asprintf("SELECT kind, key, value, version, epoch, cursor FROM %s.ddict_changes("
+					"$1::pg_catalog.regclass, $2::pg_catalog.int8, $3::pg_catalog.int8,"
+					" $4::pg_catalog.int8)", s);
 	c->sql[DD_SQL_SET] = dd_asprintf(
 		"SELECT %s.ddict_set($1::pg_catalog.regclass, $2::pg_catalog.text, $3::pg_catalog.text)", s);
 	c->sql[DD_SQL_DELETE] = dd_asprintf(
@@ -415,7 +431,8 @@ setup_session(ddict *h)
 	{
 		int			qrc;
 
-		if (!PQsendPrepare(c->pg, DD_PREPARED_CHANGES, c->sql[DD_SQL_CHANGES], 4, NULL))
+		if (!PQsendPrepare(c->pg, DD_PREPARED_CHANGES, c->sql[DD_SQL_CHANGES],
+						   dd_changes_nparams(c), NULL))
 			return dd_conn_failed(h, DDICT_ECONN, "preparing ddict_changes", NULL);
 		if ((rc = dd_conn_flush(h)) != DDICT_OK)
 			return dd_conn_failed(h, rc, "preparing ddict_changes", NULL);

@@ -147,6 +147,9 @@ struct ddict_snapshot
 	int64_t		version;
 	int64_t		epoch;
 	int64_t		cursor;
+	uint32_t	relid;			/* OID of the relation the contents came from
+								 * (ddict_changes()'s header); 0: unknown (a
+								 * 1.0 server, an old snapshot file) */
 	uint64_t	seed[2];		/* hash key, copied so the snapshot outlives the handle */
 };
 
@@ -230,9 +233,18 @@ typedef struct dd_conn
 	unsigned	backoff_ms;		/* delay after the next failed attempt */
 	char	   *sql[5];			/* statements, schema-qualified (DD_SQL_*) */
 	bool		prepared;		/* DD_PREPARED_CHANGES exists on this connection */
+	bool		changes_rel;	/* the server's ddict_changes() takes since_dict
+								 * and names the relation (extension 1.1+) */
 } dd_conn;
 
 #define DD_PREPARED_CHANGES "libddict_changes"
+
+/* Parameters of DD_SQL_CHANGES: dict, version, epoch, cursor [, since_dict]. */
+static inline int
+dd_changes_nparams(const dd_conn *c)
+{
+	return c->changes_rel ? 5 : 4;
+}
 
 enum
 {

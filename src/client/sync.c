@@ -16,6 +16,16 @@
  * (a failover to a server that is behind, a restored backup), we drop it and
  * ask again in full.
  *
+ * A cache holds one relation's contents.  The dict is opened by name, and a
+ * name can come to mean another relation (a blue/green ALTER SCHEMA ...
+ * RENAME, another search_path after a reconnect): we follow the name.  Each
+ * snapshot records the OID of the relation it came from and sends it as
+ * since_dict; the server answers 'f' for the relation the name means now
+ * when it differs, and we also refuse a 'u' or 'd' whose header names
+ * another relation than ours (or when ours is unknown) and ask in full.  A
+ * server still at extension 1.0 has no such column: we then behave as
+ * before, following the name without noticing a swap.
+ *
  * Only the thread holding sync_lock runs this.  Readers keep using the old
  * snapshot throughout and switch at the atomic store in dd_publish().
  */
@@ -31,6 +41,18 @@ bool
 dd_in_callback(const ddict *h)
 {
 	return tl_callback_handle == h;
+}
+
+/* The header's relation (a binary oid); 0 when absent or malformed. */
+static uint32_t
+get_oid(const PGresult *r, int row, int col)
+{
+	uint32_t	v;
+
+	if (col >= PQnfields(r) || PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 4)
+		return 0;
+	memcpy(&v, PQgetvalue(r, row, col), 4);
+	return be32toh(v);
 }
 
 static int64_t
@@ -52,8 +74,10 @@ dd_send_changes(ddict *h, bool full)
 	PGconn	   *pg = h->conn.pg;
 	char		v[24],
 				e[24],
-				c[24];
-	const char *vals[4] = {h->dict, NULL, NULL, NULL};
+				c[24],
+				d[16];
+	const char *vals[5] = {h->dict, NULL, NULL, NULL, NULL};
+	int			nparams = dd_changes_nparams(&h->conn);
 
 	if (!full && cur->epoch != 0)
 	{
@@ -63,11 +87,17 @@ dd_send_changes(ddict *h, bool full)
 		vals[1] = v;
 		vals[2] = e;
 		vals[3] = c;
+		/* since_dict: the relation our contents came from (1.1 servers) */
+		if (cur->relid != 0)
+		{
+			snprintf(d, sizeof(d), "%lu", (unsigned long) cur->relid);
+			vals[4] = d;
+		}
 	}
 	/* Binary results: keys and values arrive as raw bytes. */
 	if (!(h->conn.prepared ?
-		  PQsendQueryPrepared(pg, DD_PREPARED_CHANGES, 4, vals, NULL, NULL, 1) :
-		  PQsendQueryParams(pg, h->conn.sql[DD_SQL_CHANGES], 4, NULL, vals, NULL, NULL, 1)))
+		  PQsendQueryPrepared(pg, DD_PREPARED_CHANGES, nparams, vals, NULL, NULL, 1) :
+		  PQsendQueryParams(pg, h->conn.sql[DD_SQL_CHANGES], nparams, NULL, vals, NULL, NULL, 1)))
 		return DDICT_ECONN;
 	/* Outside a pipeline, single-row mode must be chosen right after the send. */
 	if (PQpipelineStatus(pg) == PQ_PIPELINE_OFF)
@@ -86,6 +116,7 @@ typedef struct recv_state
 	int64_t		version,
 				epoch,
 				cursor;
+	uint32_t	relid;			/* the header's relation; 0 from a 1.0 server */
 	uint64_t	rows;
 	char		errmsg[200];
 } recv_state;
@@ -109,10 +140,20 @@ take_row(recv_state *st, const PGresult *r, int i)
 		st->version = get_int8(r, i, 3);
 		st->epoch = get_int8(r, i, 4);
 		st->cursor = get_int8(r, i, 5);
+		st->relid = get_oid(r, i, 6);
 		if (kind != 'u' && kind != 'd' && kind != 'f')
 			return proto_error(st, "no header row");
 		if (st->version == INT64_MIN || st->epoch == INT64_MIN || st->cursor == INT64_MIN)
 			return proto_error(st, "header without version, epoch or cursor");
+		if (st->h->conn.changes_rel && st->relid == 0)
+			return proto_error(st, "header without the dict's relation");
+		/* our contents are of another (or an unknown) relation: reload */
+		if (kind != 'f' && st->h->conn.changes_rel && st->cur->epoch != 0 &&
+			st->relid != st->cur->relid)
+		{
+			st->refull = true;
+			return DDICT_OK;
+		}
 		if (kind == 'u')
 			return DDICT_OK;
 		if (kind == 'd' && (st->cur->epoch == 0 || st->epoch != st->cur->epoch ||
@@ -167,7 +208,7 @@ dd_recv_changes(ddict *h, ddict_snapshot **out, dd_build *b,
 
 		if (s == PGRES_SINGLE_TUPLE || s == PGRES_TUPLES_OK)
 		{
-			if (PQnfields(r) != 6 && rc == DDICT_OK)
+			if (PQnfields(r) != (h->conn.changes_rel ? 7 : 6) && rc == DDICT_OK)
 				rc = proto_error(&st, "wrong number of columns");
 			for (int i = 0; i < PQntuples(r) && rc == DDICT_OK; i++)
 				rc = take_row(&st, r, i);
@@ -199,14 +240,14 @@ dd_recv_changes(ddict *h, ddict_snapshot **out, dd_build *b,
 	}
 
 	atomic_fetch_add_explicit(&h->checks, 1, memory_order_relaxed);
-	if (st.kind == 'u')
-	{
-		atomic_fetch_add_explicit(&h->unchanged, 1, memory_order_relaxed);
-		return DDICT_OK;
-	}
 	if (st.refull)
 	{
 		*refull = true;
+		return DDICT_OK;
+	}
+	if (st.kind == 'u')
+	{
+		atomic_fetch_add_explicit(&h->unchanged, 1, memory_order_relaxed);
 		return DDICT_OK;
 	}
 	rc = dd_build_finish(b, st.version, st.epoch, st.cursor, out);
@@ -215,6 +256,7 @@ dd_recv_changes(ddict *h, ddict_snapshot **out, dd_build *b,
 		dd_build_free(b);
 		return dd_fail(h, rc, "out of memory while applying changes");
 	}
+	(*out)->relid = st.relid;	/* not yet published: ours to set */
 	return DDICT_OK;
 }
 
@@ -230,6 +272,10 @@ dd_publish(ddict *h, ddict_snapshot *snap, dd_build *b)
 {
 	ddict_snapshot *old = atomic_load(&h->current);
 
+	/* Another relation: versions of two relations do not compare (one
+	 * transaction can give both the same), so the file must be rewritten. */
+	if (old->relid != snap->relid)
+		h->snapfile_version = INT64_MIN;
 	atomic_store(&h->current, snap);
 	if (!b->from_file)
 		atomic_fetch_add_explicit(b->full ? &h->reloads : &h->deltas, 1, memory_order_relaxed);
