@@ -33,7 +33,8 @@
  * cursor) is read first, then the version, and only then a fresh snapshot is
  * taken for the rows.  Versions move only after the writer is visible, so the rows
  * are at least as new as the version in the header.  READ COMMITTED is
- * required: under REPEATABLE READ the snapshot could predate the version.
+ * required for answers with rows: under REPEATABLE READ the snapshot could
+ * predate the version.  "Unchanged" reads no rows and works at any level.
  */
 #include "ddict.h"
 
@@ -246,11 +247,6 @@ ddict_changes(PG_FUNCTION_ARGS)
 
 	ddict_require_preload();
 	ddict_require_arg(fcinfo, 0, "dict");
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("ddict_changes() must run in a READ COMMITTED transaction"),
-				 errdetail("Its rows must come from a snapshot taken after the version was read.")));
 	relid = PG_GETARG_OID(0);
 	InitMaterializedSRF(fcinfo, 0);
 	em.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
@@ -308,6 +304,20 @@ ddict_changes(PG_FUNCTION_ARGS)
 		SPI_finish();
 		return (Datum) 0;
 	}
+
+	/*
+	 * Rows must come from a snapshot taken after the version was read.  Only
+	 * answers with rows need one: "unchanged" is right in any isolation
+	 * level, so a client whose database defaults to REPEATABLE READ or
+	 * SERIALIZABLE pays for an explicit READ COMMITTED transaction only when
+	 * something changed (it retries on this error's SQLSTATE).
+	 */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ddict_changes() must run in a READ COMMITTED transaction"),
+				 errdetail("Its rows must come from a snapshot taken after the version was read."),
+				 errhint("Run it in BEGIN ISOLATION LEVEL READ COMMITTED.")));
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (have && !recovery && !PG_ARGISNULL(3) && PG_GETARG_INT64(3) > 0 &&
