@@ -3,9 +3,9 @@ SET client_min_messages = warning;
 CREATE FUNCTION v(r regclass) RETURNS bigint LANGUAGE sql AS 'SELECT ddict_last_updated(r)';
 CREATE TABLE moved (dict text PRIMARY KEY, before bigint);
 CREATE PROCEDURE mark(r regclass) LANGUAGE sql AS
-  $$INSERT INTO moved VALUES (r::text, ddict_last_updated(r)) ON CONFLICT (dict) DO UPDATE SET before = excluded.before$$;
+  $$INSERT INTO moved VALUES (r::oid::text, ddict_last_updated(r)) ON CONFLICT (dict) DO UPDATE SET before = excluded.before$$;
 CREATE FUNCTION has_moved(r regclass) RETURNS boolean LANGUAGE sql AS
-  $$SELECT ddict_last_updated(r) > before FROM moved WHERE dict = r::text$$;
+  $$SELECT ddict_last_updated(r) > before FROM moved WHERE dict = r::oid::text$$;
 
 -- 3. ALTER TABLE through an inheritance parent rewrites a dict child
 CREATE TABLE base (key text NOT NULL, value text NOT NULL);
@@ -135,3 +135,99 @@ SELECT count(*) AS registry_locks FROM pg_locks
 COMMIT;
 -- ... while ALTER TABLE of a dict still finds it (a rename is refused)
 ALTER TABLE nv RENAME COLUMN value TO v;
+
+-- A cascade may not take a dict's column, key index or triggers
+CREATE TYPE m2 AS ENUM ('a');
+CREATE TABLE f1 (key text PRIMARY KEY, value m2 NOT NULL);
+SELECT ddict_attach('f1');
+DROP TYPE m2 CASCADE;
+SELECT count(*) AS value_column_kept FROM pg_attribute WHERE attrelid = 'f1'::regclass AND attname = 'value';
+CREATE COLLATION c2 (locale = 'C');
+CREATE TABLE f2b (key text NOT NULL, value text NOT NULL);
+CREATE UNIQUE INDEX f2b_k ON f2b (key COLLATE c2);
+SELECT ddict_attach('f2b');
+DROP COLLATION c2 CASCADE;
+-- ... nor a partitioned parent's index drop its partitions' index
+CREATE TABLE f2 (key text NOT NULL, value text NOT NULL) PARTITION BY LIST (key);
+CREATE UNIQUE INDEX f2_k ON f2 (key);
+CREATE TABLE f2a PARTITION OF f2 FOR VALUES IN ('a');
+SELECT ddict_attach('f2a');
+DROP INDEX f2_k;
+
+-- other ALTER commands that reach a table by another name are guarded too
+SELECT ddict_create('f3');
+ALTER VIEW f3 RENAME COLUMN value TO v2;
+ALTER MATERIALIZED VIEW f3 RENAME COLUMN key TO k2;
+CALL mark('f3');
+ALTER INDEX f3 RENAME TO f3b;
+SELECT has_moved('f3b') AS renamed_by_alter_index_moved;
+
+-- a view's row type used as a value type follows CREATE OR REPLACE VIEW
+CREATE VIEW vv AS SELECT 1::int AS a;
+CREATE TABLE f4v (key text PRIMARY KEY, value vv NOT NULL);
+INSERT INTO f4v VALUES ('k', ROW(1));
+SELECT ddict_attach('f4v');
+CALL mark('f4v');
+CREATE OR REPLACE VIEW vv AS SELECT 1::int AS a, 2::int AS b;
+SELECT has_moved('f4v') AS view_row_type, ddict_get('f4v', 'k');
+CREATE OR REPLACE VIEW vv AS SELECT 1::int AS a, 2::int AS b, 'pg_class'::regclass AS r;
+-- ... and catalog names cannot creep in later, nor through aclitem
+ALTER TYPE comp ADD ATTRIBUTE r regclass;
+CREATE TABLE acl (key text PRIMARY KEY, value aclitem[] NOT NULL);
+SELECT ddict_attach('acl');
+-- deep domains are followed to the end
+DO $$
+BEGIN
+  EXECUTE 'CREATE DOMAIN dd0 AS mood';
+  FOR i IN 1..40 LOOP
+    EXECUTE format('CREATE DOMAIN dd%s AS dd%s', i, i - 1);
+  END LOOP;
+END $$;
+SELECT ddict_create('deep', 'dd40');
+SELECT ddict_set('deep', 'k', 'sad');
+CALL mark('deep');
+ALTER TYPE mood RENAME VALUE 'sad' TO 'blue';
+SELECT has_moved('deep') AS deep_domain, ddict_get('deep', 'k');
+
+-- keys compare as clients compare them: no non-deterministic collations
+CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE cik (key text COLLATE ci PRIMARY KEY, value text NOT NULL);
+SELECT ddict_attach('cik');
+SELECT ddict_create('cik2');
+ALTER TABLE cik2 ALTER COLUMN key TYPE text COLLATE ci;
+
+-- no rules on a dict: they could make writes vanish
+SELECT ddict_create('ruled');
+CREATE RULE r AS ON INSERT TO ruled DO INSTEAD NOTHING;
+
+-- re-enabling a trigger warns once
+ALTER TABLE ruled DISABLE TRIGGER ddict_change;
+ALTER TABLE ruled ENABLE REPLICA TRIGGER ddict_change;
+SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'ruled'::regclass ORDER BY tgname;
+
+-- DROP TRIGGER and DROP TABLE of tables that are not dicts do not read the
+-- registry, and work for roles that cannot read it
+BEGIN;
+CREATE TABLE plain2 (a int);
+CREATE TRIGGER t AFTER INSERT ON plain2 FOR EACH ROW EXECUTE FUNCTION noop();
+DROP TRIGGER t ON plain2;
+DROP TABLE plain2;
+SELECT count(*) AS registry_locks FROM pg_locks
+ WHERE locktype = 'relation' AND relation = 'ddict_registry'::regclass AND pid = pg_backend_pid();
+COMMIT;
+REVOKE SELECT ON ddict_registry FROM PUBLIC;
+CREATE ROLE regress_ddl_other;
+GRANT CREATE ON SCHEMA public TO regress_ddl_other;
+SET ROLE regress_ddl_other;
+CREATE TABLE other3 (a int);
+CREATE TRIGGER t AFTER INSERT ON other3 FOR EACH ROW EXECUTE FUNCTION noop();
+DROP TRIGGER t ON other3;
+DROP TABLE other3;
+RESET ROLE;
+GRANT SELECT ON ddict_registry TO PUBLIC;
+REVOKE CREATE ON SCHEMA public FROM regress_ddl_other;
+DROP ROLE regress_ddl_other;
+-- dropping a dict unregisters it
+SELECT ddict_create('bye');
+DROP TABLE bye;
+SELECT count(*) AS registered FROM ddict_registry WHERE dict::oid NOT IN (SELECT oid FROM pg_class);

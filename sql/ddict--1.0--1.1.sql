@@ -38,7 +38,9 @@ CREATE FUNCTION @extschema@._ddict_on_ddl_end() RETURNS event_trigger
   AS 'MODULE_PATHNAME', 'ddict_on_ddl_end' LANGUAGE C;
 REVOKE ALL ON FUNCTION @extschema@._ddict_on_ddl_end() FROM PUBLIC;
 CREATE EVENT TRIGGER ddict_ddl ON ddl_command_end
-  WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE', 'ALTER TRIGGER')
+  WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
+               'ALTER INDEX', 'ALTER SEQUENCE', 'ALTER TYPE', 'ALTER TRIGGER', 'ALTER SCHEMA',
+               'CREATE VIEW', 'CREATE RULE')
   EXECUTE FUNCTION @extschema@._ddict_on_ddl_end();
 ALTER EVENT TRIGGER ddict_ddl ENABLE ALWAYS;
 
@@ -73,4 +75,19 @@ COMMENT ON FUNCTION @extschema@.ddict_create(text, text) IS
   'ddict: create table dict(key text PRIMARY KEY, value value_type NOT NULL) and attach it; value_type may carry a modifier';
 COMMENT ON FUNCTION @extschema@.ddict_create(text, regtype) IS
   'ddict: create table dict(key text PRIMARY KEY, value value_type NOT NULL) and attach it';
+-- Dicts attached under 1.0 that 1.1 would not accept keep working; say so.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT g.dict, g.value_column
+               FROM @extschema@.ddict_registry g
+               JOIN pg_catalog.pg_attribute a
+                 ON a.attrelid = g.dict AND a.attname = g.value_column AND NOT a.attnotnull
+    LOOP
+        RAISE WARNING 'dict % has a nullable value column "%"', r.dict, r.value_column
+            USING HINT = 'ALTER TABLE ... ALTER COLUMN ... SET NOT NULL; ALTER TABLE of the dict is refused until then.';
+    END LOOP;
+END
+$$;
 -- end of the DDL guards section

@@ -144,6 +144,7 @@ extern Oid	ddict_ext_namespace(void);
 extern Oid	ddict_trigger_fn(void);
 extern List *ddict_trigger_names(Oid relid);
 extern void ddict_check_value_type(Oid valtype, const char *valcol);
+extern void ddict_check_key_collation(Oid relid, AttrNumber katt, const char *keycol);
 
 /* stats.c */
 extern uint64 ddict_current_version(Oid relid);

@@ -2,31 +2,39 @@
  * ddl.c — event triggers that keep a dict whole through DDL.
  *
  * A dict's version must move whenever what its clients read changes, and a
- * dict must stay something a client can hold: a NOT NULL unique text key, a
- * NOT NULL value, and ddict's two triggers.  Row triggers see DML only, so
- * DDL is watched by three event triggers (installed ENABLE ALWAYS):
+ * dict must stay something a client can hold: a NOT NULL unique text key
+ * with a deterministic collation, a NOT NULL value whose text names no
+ * catalog object, ddict's two triggers, and no rules.  Row triggers see DML
+ * only, so DDL is watched by three event triggers (installed ENABLE ALWAYS):
  *
- *   ddl_command_end  ALTER TABLE, ALTER TYPE, ALTER TRIGGER
+ *   ddl_command_end  ALTER TABLE / VIEW / MATERIALIZED VIEW / FOREIGN TABLE /
+ *       INDEX / TYPE / TRIGGER / SCHEMA, CREATE VIEW, CREATE RULE
  *       - every dict among the altered relation and its inheritors
  *         (ALTER TABLE on an inheritance parent or a partitioned table
  *         recurses into the children) is checked and its version moved;
  *       - every dict whose value type uses the altered type, or the altered
  *         relation's row type, through arrays, domains, ranges and
- *         composites, is moved: ALTER TYPE mood RENAME VALUE, ALTER TYPE
- *         comp ADD ATTRIBUTE and ALTER TABLE t ADD COLUMN (when t's row type
- *         is a value type) change the text clients read without touching
- *         the dict's table;
- *       - ALTER TRIGGER of ddict's own triggers is refused.
+ *         composites, is checked and moved: ALTER TYPE mood RENAME VALUE,
+ *         ALTER TYPE comp ADD ATTRIBUTE, ALTER TABLE t ADD COLUMN and
+ *         CREATE OR REPLACE VIEW v (when t's or v's row type is a value
+ *         type) change the text clients read without touching the dict;
+ *       - ALTER TRIGGER of ddict's own triggers and rules on dicts are
+ *         refused; ALTER SCHEMA ... RENAME renames the dicts it holds.
  *   ddl_command_start  DROP INDEX: the last unique index of a dict's key
- *       may not go (ALTER TABLE ... DROP CONSTRAINT is caught at its end).
+ *       may not go (also through a partitioned parent's index).  Checked
+ *       before the drop, because DROP INDEX CONCURRENTLY commits on the way.
  *   sql_drop  DROP TABLE of a dict unregisters it; dropping a dict's own
- *       triggers is refused.
+ *       triggers, its key or value column, or its last unique key index by
+ *       a cascade (DROP TYPE/COLLATION/SCHEMA ... CASCADE) is refused.
  *
  * ddict's triggers are recognised by their function (ddict_trigger), never by
- * name, and "is this a dict" is answered from the relation's trigger
- * descriptor in the relcache: DDL on tables that are not dicts reads neither
- * the registry nor takes a lock on it, and nothing about one dict can make
- * DDL on another table fail.  The registry is read only for dicts.
+ * name, and "is this a dict" is answered from pg_trigger through its index,
+ * without locking the table and without the registry: DDL on tables that are
+ * not dicts neither reads the registry nor waits for locks on other tables,
+ * and nothing about one dict can make DDL on another table fail.  What a
+ * command dropped is read from the catalogs as they were when it started:
+ * the active snapshot of a utility command is taken before it runs and its
+ * command ID is not advanced by the command's own catalog updates.
  *
  * Rejected: recording a pg_depend entry from ddict's triggers to the
  * extension (it would make DROP TABLE of a dict fail), and checking every
@@ -45,7 +53,11 @@
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_depend.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_rewrite.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
@@ -60,6 +72,7 @@
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -86,46 +99,68 @@ ddict_trigger_fn(void)
 		List	   *name = list_make2(makeString(get_namespace_name(ddict_ext_namespace())),
 									  makeString("ddict_trigger"));
 
-		cached_fn = LookupFuncName(name, 0, NULL, false);
+		cached_fn = LookupFuncName(name, 0, NULL, true);	/* renamed by a superuser: no guards */
 		cached_ext = ext;
 	}
 	return cached_fn;
 }
 
-/* Does an open relation carry a trigger that runs ddict_trigger()? */
-static bool
-rel_has_ddict_trigger(Relation rel, Oid fn)
+/*
+ * The catalogs as they were when the current command started, or NULL (the
+ * current catalogs) outside a command that has a snapshot.
+ */
+static Snapshot
+before_command(void)
 {
-	TriggerDesc *td = rel->trigdesc;
-
-	if (td == NULL || !OidIsValid(fn))
-		return false;
-	for (int i = 0; i < td->numtriggers; i++)
-		if (td->triggers[i].tgfoid == fn)
-			return true;
-	return false;
+	return ActiveSnapshotSet() ? GetActiveSnapshot() : NULL;
 }
 
 /*
- * Is relid a dict?  Answered from the relcache: dicts are exactly the tables
- * with ddict's triggers (attach installs them, detach removes them, and
- * dropping or renaming them is refused).  Takes AccessShareLock, as a
- * catalog lookup of a table would; a relation that is gone is no dict.
+ * How many triggers running ddict_trigger() relid has, in the catalogs as of
+ * snap (NULL: now).  Read from pg_trigger through its index: no lock on the
+ * table, so DDL on a type never waits behind a lock on a table using it.
+ */
+static int
+count_ddict_triggers(Oid relid, Snapshot snap)
+{
+	Oid			fn = ddict_trigger_fn();
+	Relation	tgrel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int			n = 0;
+
+	if (!OidIsValid(fn))
+		return 0;
+	tgrel = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_trigger_tgrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(tgrel, TriggerRelidNameIndexId, true, snap, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		if (((Form_pg_trigger) GETSTRUCT(tup))->tgfoid == fn)
+			n++;
+	systable_endscan(scan);
+	table_close(tgrel, AccessShareLock);
+	return n;
+}
+
+/*
+ * Is relid a dict (now)?  Dicts are exactly the tables with ddict's triggers:
+ * attach installs them, detach removes them, and dropping or renaming them is
+ * refused.  relhastriggers answers most tables from the syscache.
  */
 static bool
 is_dict(Oid relid)
 {
-	Relation	rel;
-	bool		yes;
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	bool		maybe;
 
-	if (get_rel_relkind(relid) != RELKIND_RELATION)
+	if (!HeapTupleIsValid(tup))
 		return false;
-	rel = try_relation_open(relid, AccessShareLock);
-	if (rel == NULL)
-		return false;
-	yes = rel_has_ddict_trigger(rel, ddict_trigger_fn());
-	relation_close(rel, NoLock);
-	return yes;
+	maybe = ((Form_pg_class) GETSTRUCT(tup))->relkind == RELKIND_RELATION &&
+		((Form_pg_class) GETSTRUCT(tup))->relhastriggers;
+	ReleaseSysCache(tup);
+	return maybe && count_ddict_triggers(relid, NULL) > 0;
 }
 
 /* The names of relid's triggers that run ddict_trigger(). */
@@ -167,10 +202,10 @@ type_prints_names(Oid typid, int depth)
 	Form_pg_type typ;
 	bool		yes = false;
 
-	if (depth > 32)
-		return false;
+	check_stack_depth();
 	switch (typid)
 	{
+		case ACLITEMOID:		/* role names */
 		case REGCLASSOID:
 		case REGTYPEOID:
 		case REGPROCOID:
@@ -221,6 +256,90 @@ ddict_check_value_type(Oid valtype, const char *valcol)
 				 errhint("Store the object's name, or its OID as type oid.")));
 }
 
+/* InvalidOid, or deterministic; a collation dropped by this command was. */
+static bool
+collation_is_deterministic(Oid coll)
+{
+	HeapTuple	tup;
+	bool		yes;
+
+	if (!OidIsValid(coll))
+		return true;
+	tup = SearchSysCache1(COLLOID, ObjectIdGetDatum(coll));
+	if (!HeapTupleIsValid(tup))
+		return true;
+	yes = ((Form_pg_collation) GETSTRUCT(tup))->collisdeterministic;
+	ReleaseSysCache(tup);
+	return yes;
+}
+
+/*
+ * Does relid's key column katt have a valid, immediate, non-partial unique
+ * index with a deterministic collation, other than those in except, in the
+ * catalogs as of snap (NULL: now)?  A non-deterministic collation would let
+ * 'Key' and 'KEY' be one key to the index and two to a client.
+ */
+static bool
+key_unique_in(Oid relid, AttrNumber katt, List *except, Snapshot snap)
+{
+	Relation	idxrel = table_open(IndexRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		ok = false;
+
+	ScanKeyInit(&key, Anum_pg_index_indrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(idxrel, IndexIndrelidIndexId, true, snap, 1, &key);
+	while (!ok && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_index idx = (Form_pg_index) GETSTRUCT(tup);
+		bool		isnull;
+		Datum		coll;
+
+		if (list_member_oid(except, idx->indexrelid) ||
+			!idx->indisunique || !idx->indimmediate || !idx->indisvalid ||
+			idx->indnkeyatts != 1 || idx->indkey.values[0] != katt ||
+			!heap_attisnull(tup, Anum_pg_index_indpred, RelationGetDescr(idxrel)) ||
+			!heap_attisnull(tup, Anum_pg_index_indexprs, RelationGetDescr(idxrel)))
+			continue;
+		coll = heap_getattr(tup, Anum_pg_index_indcollation, RelationGetDescr(idxrel), &isnull);
+		if (!isnull)
+		{
+			Oid			c = ((oidvector *) DatumGetPointer(coll))->values[0];
+
+			if (!collation_is_deterministic(c))
+				continue;
+		}
+		ok = true;
+	}
+	systable_endscan(scan);
+	table_close(idxrel, AccessShareLock);
+	return ok;
+}
+
+/* The key column's own collation must be deterministic (see above). */
+void
+ddict_check_key_collation(Oid relid, AttrNumber katt, const char *keycol)
+{
+	Oid			type,
+				coll;
+	int32		typmod;
+
+	get_atttypetypmodcoll(relid, katt, &type, &typmod, &coll);
+
+	if (!collation_is_deterministic(coll))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("key column \"%s\" of table \"%s\" has a non-deterministic collation",
+						keycol, get_rel_name(relid)),
+				 errdetail("Keys that the collation calls equal would be one key in the table and two in a client."),
+				 errhint("Use a deterministic collation such as \"C\" or \"default\" for the key.")));
+}
+
+/* Set while check_dict() re-enables triggers, whose ALTER TABLE comes back here. */
+static bool reenabling = false;
+
 /*
  * A dict after ALTER TABLE (of itself or of a parent): refuse what would
  * break it, keep its triggers ENABLE ALWAYS, and move its version (the
@@ -268,7 +387,14 @@ check_dict(Oid relid)
 						TupleDescAttr(RelationGetDescr(rel), katt - 1)->attnotnull ? valcol : keycol,
 						RelationGetRelationName(rel)),
 				 errhint("Detach the dict with ddict_detach() first.")));
-	if (!ddict_key_is_unique(rel, katt, NIL))
+	ddict_check_key_collation(relid, katt, keycol);
+	/*
+	 * The key must keep a unique index, if it had one when the command
+	 * started: pg_restore creates and enables a dict's triggers before a
+	 * partition gets its parent's index, and that is no reason to fail.
+	 */
+	if (!key_unique_in(relid, katt, NIL, NULL) &&
+		key_unique_in(relid, katt, NIL, before_command()))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("key column \"%s\" of dict \"%s\" must keep a unique index",
@@ -303,7 +429,16 @@ check_dict(Oid relid)
 			appendStringInfo(&sql, "%s ENABLE ALWAYS TRIGGER %s",
 							 foreach_current_index(lc) ? "," : "",
 							 quote_identifier((char *) lfirst(lc)));
-		ddict_exec_as_registry_owner(sql.data, 0, NULL, NULL);
+		reenabling = true;
+		PG_TRY();
+		{
+			ddict_exec_as_registry_owner(sql.data, 0, NULL, NULL);
+		}
+		PG_FINALLY();
+		{
+			reenabling = false;
+		}
+		PG_END_TRY();
 	}
 	ddict_note_change(relid, NULL, 0);
 	ddict_note_name(relid);		/* ALTER TABLE ... RENAME / SET SCHEMA */
@@ -317,16 +452,18 @@ check_dict(Oid relid)
  * missed one serves stale text.
  */
 static void
-bump_users_of_type(Oid typid, List **seen, int depth)
+bump_users_of_type(Oid typid, List **seen)
 {
 	Relation	deprel;
 	ScanKeyData key[2];
 	SysScanDesc scan;
 	HeapTuple	tup;
-	List	   *types = NIL;
+	List	   *types = NIL,
+			   *dicts = NIL;
 	ListCell   *lc;
 
-	if (depth > 32 || list_member_oid(*seen, typid))
+	check_stack_depth();
+	if (list_member_oid(*seen, typid))
 		return;
 	*seen = lappend_oid(*seen, typid);
 
@@ -347,10 +484,7 @@ bump_users_of_type(Oid typid, List **seen, int depth)
 			Oid			reltype = get_rel_type_id(dep->objid);
 
 			if (is_dict(dep->objid))
-			{
-				ddict_require_preload();
-				ddict_note_change(dep->objid, NULL, 0);
-			}
+				dicts = list_append_unique_oid(dicts, dep->objid);
 			if (OidIsValid(reltype))
 				types = lappend_oid(types, reltype);	/* a column of a row type */
 		}
@@ -358,8 +492,18 @@ bump_users_of_type(Oid typid, List **seen, int depth)
 	systable_endscan(scan);
 	table_close(deprel, AccessShareLock);
 
+	foreach(lc, dicts)
+	{
+		Oid			relid = lfirst_oid(lc);
+		char	   *valcol;
+
+		ddict_require_preload();
+		if (ddict_registry_row(relid, NULL, &valcol))
+			ddict_check_value_type(get_atttype(relid, get_attnum(relid, valcol)), valcol);
+		ddict_note_change(relid, NULL, 0);
+	}
 	foreach(lc, types)
-		bump_users_of_type(lfirst_oid(lc), seen, depth + 1);
+		bump_users_of_type(lfirst_oid(lc), seen);
 }
 
 /* An altered relation: itself and its inheritors, and users of its row type. */
@@ -376,7 +520,8 @@ altered_relation(Oid relid, List **seen_rels, List **seen_types)
 	if (relkind == RELKIND_RELATION || relkind == RELKIND_PARTITIONED_TABLE ||
 		relkind == RELKIND_FOREIGN_TABLE)
 	{
-		rels = find_all_inheritors(relid, AccessShareLock, NULL);
+		/* the command locked what it recursed into; NoLock for ONLY */
+		rels = find_all_inheritors(relid, NoLock, NULL);
 		foreach(lc, rels)
 		{
 			Oid			child = lfirst_oid(lc);
@@ -386,7 +531,7 @@ altered_relation(Oid relid, List **seen_rels, List **seen_types)
 		}
 	}
 	if (OidIsValid(get_rel_type_id(relid)))
-		bump_users_of_type(get_rel_type_id(relid), seen_types, 0);
+		bump_users_of_type(get_rel_type_id(relid), seen_types);
 }
 
 /* ALTER TRIGGER (RENAME, DEPENDS ON EXTENSION) of ddict's own triggers. */
@@ -413,6 +558,65 @@ altered_trigger(Oid trigoid)
 	table_close(tgrel, AccessShareLock);
 }
 
+/* CREATE RULE on a dict: a rule can make writes vanish or go elsewhere. */
+static void
+created_rule(Oid ruleoid)
+{
+	Relation	rwrel = table_open(RewriteRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			table = InvalidOid;
+
+	ScanKeyInit(&key, Anum_pg_rewrite_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ruleoid));
+	scan = systable_beginscan(rwrel, RewriteOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		table = ((Form_pg_rewrite) GETSTRUCT(tup))->ev_class;
+	systable_endscan(scan);
+	table_close(rwrel, AccessShareLock);
+	if (OidIsValid(table) && is_dict(table))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("dict \"%s\" cannot have rules", get_rel_name(table)),
+				 errdetail("A rule can make a write to a dict vanish or land elsewhere, and ddict_set() would not know."),
+				 errhint("Use a trigger, or detach the dict with ddict_detach() first.")));
+}
+
+/* ALTER SCHEMA ... RENAME / OWNER: dicts in it have a new qualified name. */
+static void
+altered_schema(Oid nsp)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(nsp)};
+	SPIPlanPtr	plan;
+	uint64		n;
+	Oid		   *dicts;
+
+	plan = ddict_plan(psprintf("SELECT r.dict::pg_catalog.oid FROM %s.ddict_registry r "
+							   "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.dict "
+							   "WHERE c.relnamespace OPERATOR(pg_catalog.=) $1",
+							   ddict_ext_schema()),
+					  1, argtypes);
+	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ddict: registry lookup failed");
+	n = SPI_processed;
+	dicts = palloc(sizeof(Oid) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		dicts[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	for (uint64 i = 0; i < n; i++)
+	{
+		ddict_require_preload();
+		ddict_note_name(dicts[i]);
+	}
+}
+
 Datum
 ddict_on_ddl_end(PG_FUNCTION_ARGS)
 {
@@ -425,6 +629,8 @@ ddict_on_ddl_end(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		elog(ERROR, "ddict: not fired by an event trigger");
+	if (reenabling)
+		PG_RETURN_VOID();		/* our own ENABLE ALWAYS TRIGGER */
 	SPI_connect();
 	plan = ddict_plan("SELECT classid, objid FROM pg_catalog.pg_event_trigger_ddl_commands()",
 					  0, NULL);
@@ -447,26 +653,73 @@ ddict_on_ddl_end(PG_FUNCTION_ARGS)
 		if (classids[i] == RelationRelationId)
 			altered_relation(objids[i], &seen_rels, &seen_types);
 		else if (classids[i] == TypeRelationId)
-			bump_users_of_type(objids[i], &seen_types, 0);
+			bump_users_of_type(objids[i], &seen_types);
 		else if (classids[i] == TriggerRelationId)
 			altered_trigger(objids[i]);
+		else if (classids[i] == RewriteRelationId)
+			created_rule(objids[i]);
+		else if (classids[i] == NamespaceRelationId)
+			altered_schema(objids[i]);
 	}
 	SPI_finish();
 	PG_RETURN_VOID();
 }
 
 /*
- * DROP INDEX, before it runs: the index (or one of the indexes) that keeps a
- * dict's key unique may go only if another one remains.
+ * Would dropping these indexes leave a dict's key without a unique index?
+ * Partitioned indexes take their partitions' indexes with them.  Refused
+ * before anything is dropped.
  */
+static void
+refuse_dropping_key_indexes(List *indexes)
+{
+	List	   *all = NIL,
+			   *tables = NIL;
+	ListCell   *lc;
+
+	foreach(lc, indexes)
+	{
+		Oid			index = lfirst_oid(lc);
+
+		if (get_rel_relkind(index) == RELKIND_PARTITIONED_INDEX)
+			all = list_concat_unique_oid(all, find_all_inheritors(index, NoLock, NULL));
+		else
+			all = list_append_unique_oid(all, index);
+	}
+	foreach(lc, all)
+	{
+		Oid			index = lfirst_oid(lc);
+		Oid			table = IndexGetRelation(index, true);
+		char	   *keycol;
+		AttrNumber	katt;
+
+		if (!OidIsValid(table) || list_member_oid(tables, table) || !is_dict(table))
+			continue;
+		tables = lappend_oid(tables, table);
+		SPI_connect();
+		if (ddict_registry_row(table, &keycol, NULL))
+		{
+			katt = get_attnum(table, keycol);
+			/* refuse only what makes a unique key non-unique */
+			if (!key_unique_in(table, katt, all, NULL) && key_unique_in(table, katt, NIL, NULL))
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_IN_USE),
+						 errmsg("cannot drop index \"%s\": it keeps the key of dict \"%s\" unique",
+								get_rel_name(index), get_rel_name(table)),
+						 errhint("Create another unique index on the key first, or detach the dict with ddict_detach().")));
+		}
+		SPI_finish();
+	}
+}
+
+/* DROP INDEX, before it runs. */
 Datum
 ddict_on_ddl_start(PG_FUNCTION_ARGS)
 {
 	EventTriggerData *trigdata;
 	DropStmt   *stmt;
 	ListCell   *lc;
-	List	   *indexes = NIL,
-			   *tables = NIL;
+	List	   *indexes = NIL;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		elog(ERROR, "ddict: not fired by an event trigger");
@@ -476,113 +729,184 @@ ddict_on_ddl_start(PG_FUNCTION_ARGS)
 	stmt = (DropStmt *) trigdata->parsetree;
 	if (stmt->removeType != OBJECT_INDEX)
 		PG_RETURN_VOID();
-
-	/* every index of the statement first: DROP INDEX a, b may drop both */
 	foreach(lc, stmt->objects)
 	{
 		RangeVar   *rv = makeRangeVarFromNameList((List *) lfirst(lc));
 		Oid			index = RangeVarGetRelid(rv, NoLock, true);
+		char		kind = OidIsValid(index) ? get_rel_relkind(index) : '\0';
 
-		if (OidIsValid(index) && get_rel_relkind(index) == RELKIND_INDEX)
+		if (kind == RELKIND_INDEX || kind == RELKIND_PARTITIONED_INDEX)
 			indexes = lappend_oid(indexes, index);
 	}
-	foreach(lc, indexes)
-	{
-		Oid			table = IndexGetRelation(lfirst_oid(lc), true);
-		char	   *keycol;
-		Relation	rel;
-		AttrNumber	katt;
-		bool		ok = true;
-
-		if (!OidIsValid(table) || list_member_oid(tables, table) || !is_dict(table))
-			continue;
-		tables = lappend_oid(tables, table);
-		SPI_connect();
-		if (ddict_registry_row(table, &keycol, NULL))
-		{
-			rel = table_open(table, AccessShareLock);
-			katt = get_attnum(table, keycol);
-			/* refuse only what makes a unique key non-unique */
-			ok = ddict_key_is_unique(rel, katt, indexes) ||
-				!ddict_key_is_unique(rel, katt, NIL);
-			table_close(rel, NoLock);
-		}
-		SPI_finish();
-		if (!ok)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_IN_USE),
-					 errmsg("cannot drop index \"%s\": it keeps the key of dict \"%s\" unique",
-							get_rel_name(lfirst_oid(lc)), get_rel_name(table)),
-					 errhint("Create another unique index on the key first, or detach the dict with ddict_detach().")));
-	}
+	refuse_dropping_key_indexes(indexes);
 	PG_RETURN_VOID();
+}
+
+/* A dropped trigger's table and function, from the catalogs before the command. */
+static bool
+dropped_trigger(Oid trigoid, Oid *table, Oid *fn)
+{
+	Relation	tgrel = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		found;
+
+	ScanKeyInit(&key, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(trigoid));
+	scan = systable_beginscan(tgrel, TriggerOidIndexId, true, before_command(), 1, &key);
+	tup = systable_getnext(scan);
+	found = HeapTupleIsValid(tup);
+	if (found)
+	{
+		*table = ((Form_pg_trigger) GETSTRUCT(tup))->tgrelid;
+		*fn = ((Form_pg_trigger) GETSTRUCT(tup))->tgfoid;
+	}
+	systable_endscan(scan);
+	table_close(tgrel, AccessShareLock);
+	return found;
+}
+
+/* A dropped index's table, from the catalogs before the command. */
+static Oid
+dropped_index_table(Oid index)
+{
+	Relation	idxrel = table_open(IndexRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			table = InvalidOid;
+
+	ScanKeyInit(&key, Anum_pg_index_indexrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(index));
+	scan = systable_beginscan(idxrel, IndexRelidIndexId, true, before_command(), 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		table = ((Form_pg_index) GETSTRUCT(tup))->indrelid;
+	systable_endscan(scan);
+	table_close(idxrel, AccessShareLock);
+	return table;
+}
+
+/*
+ * A dict that still exists after a DROP (of its column, index or trigger,
+ * perhaps by a cascade from a type, collation or schema): is it whole?
+ */
+static void
+check_dict_after_drop(Oid relid)
+{
+	char	   *keycol,
+			   *valcol;
+	AttrNumber	katt,
+				vatt;
+
+	if (!ddict_registry_row(relid, &keycol, &valcol))
+		return;
+	katt = get_attnum(relid, keycol);
+	vatt = get_attnum(relid, valcol);
+	if (katt <= 0 || vatt <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("cannot drop column \"%s\" of dict %s",
+						katt <= 0 ? keycol : valcol, ddict_qualified_name(relid)),
+				 errhint("Detach the dict with ddict_detach() first.")));
+	if (count_ddict_triggers(relid, NULL) < 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("cannot drop the ddict triggers of dict %s",
+						ddict_qualified_name(relid)),
+				 errhint("Use ddict_detach() to stop a table being a dict.")));
+	if (!key_unique_in(relid, katt, NIL, NULL) && key_unique_in(relid, katt, NIL, before_command()))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("cannot drop the last unique index on the key of dict %s",
+						ddict_qualified_name(relid)),
+				 errhint("Create another unique index on the key first, or detach the dict with ddict_detach().")));
 }
 
 /*
  * After DROP of anything: unregister dropped dicts, and refuse a command that
- * dropped a dict's own triggers while the dict stays.  Only dicts named by
- * the dropped objects are looked at.
+ * took from a dict that stays its triggers, key or value column, or key
+ * index.  Which dropped objects belonged to dicts is read from the catalogs
+ * as they were before the command: tables that are not dicts cost no
+ * registry access.
  */
 Datum
 ddict_on_sql_drop(PG_FUNCTION_ARGS)
 {
 	SPIPlanPtr	plan;
 	Oid			argtypes[1] = {OIDOID};
-	char	   *schema;
+	List	   *gone = NIL,
+			   *touched = NIL;
+	List	   *gone_names = NIL;
+	ListCell   *lc,
+			   *lc2;
 	int			n;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		elog(ERROR, "ddict: not fired by an event trigger");
 	SPI_connect();
-	schema = ddict_ext_schema();
-	plan = ddict_plan("SELECT objid, object_type, address_names[1], address_names[2], "
+	plan = ddict_plan("SELECT objid, objsubid, object_type, "
 					  "pg_catalog.quote_ident(address_names[1]) OPERATOR(pg_catalog.||) '.' "
 					  "OPERATOR(pg_catalog.||) pg_catalog.quote_ident(address_names[2]) "
 					  "FROM pg_catalog.pg_event_trigger_dropped_objects() "
-					  "WHERE (object_type OPERATOR(pg_catalog.=) 'table' AND objsubid OPERATOR(pg_catalog.=) 0) "
-					  "OR object_type OPERATOR(pg_catalog.=) 'trigger'",
+					  "WHERE object_type OPERATOR(pg_catalog.=) ANY "
+					  "('{table,trigger,index,\"table column\"}'::pg_catalog.text[])",
 					  0, NULL);
 	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ddict: pg_event_trigger_dropped_objects() failed");
 	n = (int) SPI_processed;
+	for (int i = 0; i < n; i++)
 	{
-		SPITupleTable *tt = SPI_tuptable;
+		HeapTuple	row = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Oid			objid = DatumGetObjectId(SPI_getbinval(row, desc, 1, &isnull));
+		int32		subid = DatumGetInt32(SPI_getbinval(row, desc, 2, &isnull));
+		char	   *type = SPI_getvalue(row, desc, 3);
+		Oid			table = InvalidOid,
+					fn;
 
-		for (int i = 0; i < n; i++)
+		if (strcmp(type, "table") == 0)
 		{
-			HeapTuple	row = tt->vals[i];
-			bool		isnull;
-			Oid			objid = DatumGetObjectId(SPI_getbinval(row, tt->tupdesc, 1, &isnull));
-			char	   *type = SPI_getvalue(row, tt->tupdesc, 2);
-
-			if (strcmp(type, "table") == 0)
+			if (count_ddict_triggers(objid, before_command()) > 0)
 			{
-				Datum		values[1] = {ObjectIdGetDatum(objid)};
-
-				ddict_require_preload();
-				if (ddict_exec_as_registry_owner(psprintf("DELETE FROM %s.ddict_registry "
-														  "WHERE dict::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
-														  schema),
-												 1, argtypes, values) > 0)
-					ddict_note_forget(objid, SPI_getvalue(row, tt->tupdesc, 5));
+				gone = lappend_oid(gone, objid);
+				gone_names = lappend(gone_names, SPI_getvalue(row, desc, 4));
 			}
-			else
-			{
-				/* a trigger: address_names = {schema, table, trigger} */
-				char	   *nspname = SPI_getvalue(row, tt->tupdesc, 3);
-				char	   *relname = SPI_getvalue(row, tt->tupdesc, 4);
-				Oid			nsp = nspname ? get_namespace_oid(nspname, true) : InvalidOid;
-				Oid			table = OidIsValid(nsp) && relname ? get_relname_relid(relname, nsp) : InvalidOid;
-
-				if (OidIsValid(table) && ddict_is_registered(table) &&
-					list_length(ddict_trigger_names(table)) < 2)
-					ereport(ERROR,
-							(errcode(ERRCODE_OBJECT_IN_USE),
-							 errmsg("cannot drop the ddict triggers of dict %s",
-									ddict_qualified_name(table)),
-							 errhint("Use ddict_detach() to stop a table being a dict.")));
-			}
+			continue;
 		}
+		if (strcmp(type, "trigger") == 0)
+		{
+			if (!dropped_trigger(objid, &table, &fn) || fn != ddict_trigger_fn())
+				continue;
+		}
+		else if (strcmp(type, "index") == 0)
+			table = dropped_index_table(objid);
+		else if (subid > 0)
+			table = objid;		/* a column */
+		if (OidIsValid(table) && is_dict(table))
+			touched = list_append_unique_oid(touched, table);
+		else if (OidIsValid(table) && strcmp(type, "trigger") == 0 &&
+				 get_rel_relkind(table) != '\0')
+			touched = list_append_unique_oid(touched, table);	/* lost both */
+	}
+
+	forboth(lc, gone, lc2, gone_names)
+	{
+		Datum		values[1] = {ObjectIdGetDatum(lfirst_oid(lc))};
+
+		ddict_require_preload();
+		if (ddict_exec_as_registry_owner(psprintf("DELETE FROM %s.ddict_registry "
+												  "WHERE dict::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+												  ddict_ext_schema()),
+										 1, argtypes, values) > 0)
+			ddict_note_forget(lfirst_oid(lc), (char *) lfirst(lc2));
+	}
+	foreach(lc, touched)
+	{
+		if (!list_member_oid(gone, lfirst_oid(lc)))
+			check_dict_after_drop(lfirst_oid(lc));
 	}
 	SPI_finish();
 	PG_RETURN_VOID();

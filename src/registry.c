@@ -316,7 +316,15 @@ ddict_key_is_unique(Relation rel, AttrNumber keyatt, List *except)
 			idx->indnkeyatts == 1 && idx->indkey.values[0] == keyatt &&
 			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
 			heap_attisnull(tup, Anum_pg_index_indexprs, NULL))
-			ok = true;
+		{
+			bool		isnull;
+			Datum		coll = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indcollation, &isnull);
+			Oid			c = isnull ? InvalidOid : ((oidvector *) DatumGetPointer(coll))->values[0];
+
+			/* 'Key' and 'KEY' equal to the index would be two keys to a client */
+			if (!OidIsValid(c) || get_collation_isdeterministic(c))
+				ok = true;
+		}
 		ReleaseSysCache(tup);
 	}
 	list_free(indexes);
@@ -372,6 +380,7 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 				 errmsg("key column \"%s\" of table \"%s\" must be NOT NULL",
 						keycol, RelationGetRelationName(rel)),
 				 errhint("ALTER TABLE ... ALTER COLUMN ... SET NOT NULL, or use a PRIMARY KEY.")));
+	ddict_check_key_collation(relid, katt, keycol);
 	if (!ddict_key_is_unique(rel, katt, NIL))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
