@@ -91,3 +91,58 @@ BEGIN
 END
 $$;
 -- end of the DDL guards section
+
+-- ---------------------------------------------------------------------------
+-- Published changes (Redis Streams), issue 10 (src/streamer.c; README,
+-- "Published changes (Redis Streams)").  A dict that opts in has each change
+-- computed once by its database's change streamer and appended to the Redis
+-- Stream <ddict.redis_prefix><database>:<schema>.<table>:changes.  Opt-in,
+-- because values in Redis escape the table's privileges; refused for tables
+-- with row-level security.
+ALTER TABLE @extschema@.ddict_registry
+  ADD COLUMN publish_changes boolean NOT NULL DEFAULT false;
+
+CREATE FUNCTION @extschema@.ddict_publish_changes(dict regclass, enabled boolean DEFAULT true)
+  RETURNS void AS 'MODULE_PATHNAME', 'ddict_publish_changes'
+  LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.ddict_publish_changes(regclass, boolean) IS
+  'ddict: publish (or stop publishing) each change of a dict to a Redis Stream; owner only; refused under row-level security';
+
+CREATE VIEW @extschema@.ddict_published AS
+  SELECT r.dict,
+         pg_catalog.concat(pg_catalog.current_setting('ddict.redis_prefix', true),
+                           pg_catalog.current_database(), ':', n.nspname, '.', c.relname,
+                           ':changes') AS stream_key
+    FROM @extschema@.ddict_registry r
+    JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.dict::pg_catalog.oid
+    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+   WHERE r.publish_changes;
+GRANT SELECT ON @extschema@.ddict_published TO PUBLIC;
+COMMENT ON VIEW @extschema@.ddict_published IS
+  'ddict: dicts whose changes are published to Redis, and the key of their stream';
+
+CREATE FUNCTION @extschema@.ddict_change_streams()
+  RETURNS TABLE(database oid, state text, pid integer, connected boolean, dicts integer,
+                entries bigint, markers bigint, statements bigint, batches bigint,
+                last_append timestamptz, last_error text, last_error_at timestamptz)
+  AS 'MODULE_PATHNAME', 'ddict_change_streams' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION @extschema@.ddict_change_streams() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.ddict_change_streams() TO pg_monitor;
+COMMENT ON FUNCTION @extschema@.ddict_change_streams() IS
+  'ddict: the change streamers, one per database that publishes changes: state, counters, last error';
+
+-- ddict_changes() gains "until": the change ring's head after the answer's
+-- snapshot was taken.  A client joining a dict's stream after an answer from
+-- PostgreSQL needs it (an entry applies when from <= cursor and its cursor
+-- >= until); clients that do not follow streams ignore it.
+DROP FUNCTION @extschema@.ddict_changes(regclass, bigint, bigint, bigint, oid);
+CREATE FUNCTION @extschema@.ddict_changes(dict regclass, since_version bigint DEFAULT NULL,
+                                          since_epoch bigint DEFAULT NULL,
+                                          since_cursor bigint DEFAULT NULL,
+                                          since_dict oid DEFAULT NULL)
+  RETURNS TABLE(kind "char", key text, value bytea, version bigint, epoch bigint, "cursor" bigint,
+                dict oid, "until" bigint)
+  AS 'MODULE_PATHNAME', 'ddict_changes' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.ddict_changes(regclass, bigint, bigint, bigint, oid) IS
+  'ddict: client sync in one round trip: a header row (u/d/f, with the relation the name means and the ring head after its snapshot) then changed (s) or deleted (x) keys';
+-- end of the published changes section

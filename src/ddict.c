@@ -71,10 +71,12 @@ ddict_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(add_size(ddict_shmem_size(),
-											 ddict_changelog_shmem_size()),
-									ddict_publisher_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(add_size(ddict_shmem_size(),
+													  ddict_changelog_shmem_size()),
+											 ddict_publisher_shmem_size()),
+									ddict_streamer_shmem_size()));
 	RequestNamedLWLockTranche("ddict", 2);
+	RequestNamedLWLockTranche("ddict streamers", 1);
 }
 
 static void
@@ -86,6 +88,7 @@ ddict_shmem_startup(void)
 	ddict_vpage_startup(ddict_epoch(), ddict_max_dicts);
 	ddict_changelog_init();
 	ddict_publisher_shmem_init();
+	ddict_streamer_shmem_init();
 }
 
 void
@@ -124,6 +127,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 	ddict_publisher_register();	/* its GUCs, and the background worker */
 	ddict_vpage_define_gucs();
+	ddict_streamer_define_gucs();	/* published changes (Redis Streams) */
 	MarkGUCPrefixReserved("ddict");
 
 	prev_shmem_request_hook = shmem_request_hook;

@@ -387,6 +387,16 @@ check_dict(Oid relid)
 						TupleDescAttr(RelationGetDescr(rel), katt - 1)->attnotnull ? valcol : keycol,
 						RelationGetRelationName(rel)),
 				 errhint("Detach the dict with ddict_detach() first.")));
+	/* values published to Redis escape row security (streamer.c) */
+	if ((rel->rd_rel->relrowsecurity || rel->rd_rel->relforcerowsecurity) &&
+		ddict_publishes_changes(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("cannot enable row-level security on dict \"%s\": its changes are published to Redis",
+						RelationGetRelationName(rel)),
+				 errdetail("Published keys and values are readable by every client of the Redis server, whatever the table's policies."),
+				 errhint("Stop publishing first: SELECT ddict_publish_changes('%s', false).",
+						 RelationGetRelationName(rel))));
 	ddict_check_key_collation(relid, katt, keycol);
 	/*
 	 * The key must keep a unique index, if it had one when the command

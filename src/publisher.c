@@ -38,7 +38,7 @@
  */
 #include "ddict.h"
 
-#include <hiredis/hiredis.h>
+#include "redisconn.h"
 
 #include "fmgr.h"
 #include "funcapi.h"
@@ -122,6 +122,22 @@ ddict_publisher_wake(void)
 		SetLatch(latch);
 }
 
+/*
+ * Has the publisher removed an earlier server run's keys?  The change
+ * streamers (streamer.c) append only after that, or their first entries
+ * would go with the stale keys.
+ */
+bool
+ddict_publisher_ready(void)
+{
+	bool		ready;
+
+	SpinLockAcquire(&pub->mutex);
+	ready = pub->cleared;
+	SpinLockRelease(&pub->mutex);
+	return ready;
+}
+
 void
 ddict_publisher_register(void)
 {
@@ -158,85 +174,6 @@ ddict_publisher_register(void)
 	snprintf(w.bgw_name, BGW_MAXLEN, "ddict publisher");
 	snprintf(w.bgw_type, BGW_MAXLEN, "ddict publisher");
 	RegisterBackgroundWorker(&w);
-}
-
-/* ---- the URL ---- */
-
-typedef struct RedisTarget
-{
-	char	   *host;			/* NULL for a unix socket */
-	int			port;
-	char	   *path;
-	char	   *user;
-	char	   *password;
-	int			db;
-} RedisTarget;
-
-/* Parse url into t (palloc'd); on failure return false and say why in err. */
-static bool
-parse_url(const char *url, RedisTarget *t, char *err)
-{
-	char	   *s = pstrdup(url);
-	char	   *q;
-
-	memset(t, 0, sizeof(*t));
-	t->port = 6379;
-	if (strncmp(s, "unix://", 7) == 0)
-	{
-		t->path = s + 7;
-		if ((q = strchr(t->path, '?')) != NULL)
-		{
-			*q++ = '\0';
-			if (strncmp(q, "db=", 3) == 0)
-				t->db = atoi(q + 3);
-		}
-		if (t->path[0] != '/')
-		{
-			snprintf(err, ERRLEN, "unix socket path must be absolute");
-			return false;
-		}
-		return true;
-	}
-	if (strncmp(s, "redis://", 8) != 0)
-	{
-		snprintf(err, ERRLEN, "ddict.redis_url must start with redis:// or unix://");
-		return false;
-	}
-	s += 8;
-	if ((q = strrchr(s, '@')) != NULL)
-	{
-		char	   *colon;
-
-		*q = '\0';
-		colon = strchr(s, ':');
-		if (colon)
-		{
-			*colon = '\0';
-			t->user = s[0] ? s : NULL;
-			t->password = colon + 1;
-		}
-		else
-			t->password = s;
-		s = q + 1;
-	}
-	if ((q = strchr(s, '/')) != NULL)
-	{
-		*q++ = '\0';
-		if (*q)
-			t->db = atoi(q);
-	}
-	if ((q = strrchr(s, ':')) != NULL)
-	{
-		*q++ = '\0';
-		t->port = atoi(q);
-		if (t->port <= 0 || t->port > 65535)
-		{
-			snprintf(err, ERRLEN, "invalid port in ddict.redis_url");
-			return false;
-		}
-	}
-	t->host = s[0] ? s : "127.0.0.1";
-	return true;
 }
 
 /* ---- status ---- */
@@ -368,7 +305,7 @@ try_connect(char *err)
 	RedisTarget t;
 	struct timeval tv;
 
-	if (!parse_url(ddict_redis_url, &t, err))
+	if (!ddict_redis_parse_url(ddict_redis_url, &t, err))
 		return false;
 	tv.tv_sec = ddict_redis_timeout_ms / 1000;
 	tv.tv_usec = (ddict_redis_timeout_ms % 1000) * 1000;

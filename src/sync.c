@@ -31,10 +31,18 @@
  *
  * Order is what makes it correct: the change ring's horizon (the next
  * cursor) is read first, then the version, and only then a fresh snapshot is
- * taken for the rows.  Versions move only after the writer is visible, so the rows
+ * taken for the rows; the ring's head is read after that snapshot and
+ * returned as "until" (1.1, header of 'd' and 'f'): every transaction the
+ * snapshot saw wrote its keys below it, and the delta holds every key from
+ * the client's cursor up to it.  A client following published changes
+ * (streamer.c) needs it to join the Redis stream exactly.  Versions move only after the writer is visible, so the rows
  * are at least as new as the version in the header.  READ COMMITTED is
  * required for answers with rows: under REPEATABLE READ the snapshot could
  * predate the version.  "Unchanged" reads no rows and works at any level.
+ *
+ * The computation (ddict_changes_compute) is shared with the change streamer
+ * (streamer.c), which publishes each change once to Redis: both emit through
+ * a ChangeSink, this file's into the SRF's tuplestore.
  */
 #include "ddict.h"
 
@@ -53,23 +61,27 @@
 
 PG_FUNCTION_INFO_V1(ddict_changes);
 
+/* ddict_changes()'s sink: rows of the SRF's tuplestore. */
 typedef struct Emitter
 {
+	ChangeSink	sink;
 	ReturnSetInfo *rsinfo;
 	Oid			relid;			/* the relation the name means now */
 } Emitter;
 
 /*
- * Rows have six columns under the 1.0 SQL definition and seven (the header's
- * relation) under 1.1: the same library serves both until ALTER EXTENSION.
+ * Rows have six columns under the 1.0 SQL definition, seven (the header's
+ * relation) and eight ("until") under 1.1: the same library serves every
+ * shape until ALTER EXTENSION.
  */
-#define CHANGES_MAX_COLS 7
+#define CHANGES_MAX_COLS 8
 
 static void
-emit(Emitter *em, char kind, Datum key, bool key_null, Datum value, bool value_null)
+emit(ChangeSink *sink, char kind, Datum key, bool key_null, Datum value, bool value_null)
 {
+	Emitter    *em = (Emitter *) sink;
 	Datum		values[CHANGES_MAX_COLS];
-	bool		nulls[CHANGES_MAX_COLS] = {false, key_null, value_null, true, true, true, true};
+	bool		nulls[CHANGES_MAX_COLS] = {false, key_null, value_null, true, true, true, true, true};
 
 	values[0] = CharGetDatum(kind);
 	values[1] = key;
@@ -78,18 +90,30 @@ emit(Emitter *em, char kind, Datum key, bool key_null, Datum value, bool value_n
 }
 
 static void
-emit_header(Emitter *em, char kind, uint64 version, uint64 epoch, uint64 cursor)
+emit_header(ChangeSink *sink, char kind, const ChangeHeader *h)
 {
+	Emitter    *em = (Emitter *) sink;
 	Datum		values[CHANGES_MAX_COLS];
-	bool		nulls[CHANGES_MAX_COLS] = {false, true, true, false, false, false, false};
+	bool		nulls[CHANGES_MAX_COLS] = {false, true, true, false, false, false, false, false};
 
 	values[0] = CharGetDatum(kind);
 	values[1] = values[2] = (Datum) 0;
-	values[3] = Int64GetDatum((int64) version);
-	values[4] = Int64GetDatum((int64) epoch);
-	values[5] = Int64GetDatum((int64) cursor);
+	values[3] = Int64GetDatum((int64) h->version);
+	values[4] = Int64GetDatum((int64) h->epoch);
+	values[5] = Int64GetDatum((int64) h->cursor);
 	values[6] = ObjectIdGetDatum(em->relid);
+	values[7] = Int64GetDatum((int64) h->until);
+	nulls[7] = (kind == 'u' || h->until == 0);
 	tuplestore_putvalues(em->rsinfo->setResult, em->rsinfo->setDesc, values, nulls);
+}
+
+static void
+sink_header(ChangeSink *sink, char kind, uint64 version, uint64 epoch, uint64 cursor,
+			uint64 until)
+{
+	ChangeHeader h = {version, epoch, cursor, until};
+
+	sink->header(sink, kind, &h);
 }
 
 /* The value expression: bytea as is, anything else through its text form. */
@@ -103,7 +127,7 @@ value_expr(DictInfo *d)
 
 /* Emit the rows of the current SPI tuptable as 's' rows. */
 static void
-emit_rows(Emitter *em)
+emit_rows(ChangeSink *sink)
 {
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -113,13 +137,13 @@ emit_rows(Emitter *em)
 		Datum		v = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &vn);
 
 		/* text and bytea share the varlena layout; detoast before storing */
-		emit(em, 's', kn ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_PACKED(k)), kn,
+		sink->row(sink, 's', kn ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_PACKED(k)), kn,
 			 vn ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_PACKED(v)), vn);
 	}
 }
 
 static void
-full_reload(Emitter *em, DictInfo *d)
+full_reload(ChangeSink *sink, DictInfo *d)
 {
 	SPIPlanPtr	plan;
 	Portal		portal;
@@ -132,7 +156,7 @@ full_reload(Emitter *em, DictInfo *d)
 		SPI_cursor_fetch(portal, true, 10000);
 		if (SPI_processed == 0)
 			break;
-		emit_rows(em);
+		emit_rows(sink);
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
@@ -168,8 +192,7 @@ rls_applies(Oid relid)
  * its 'x' would name it.  The caller then answers in full.
  */
 static bool
-delta_reload(Emitter *em, DictInfo *d, List *keys, uint64 version, uint64 epoch,
-			 uint64 cursor)
+delta_reload(ChangeSink *sink, DictInfo *d, List *keys, const ChangeHeader *h)
 {
 	int			n = list_length(keys),
 				u = 0,
@@ -184,7 +207,7 @@ delta_reload(Emitter *em, DictInfo *d, List *keys, uint64 version, uint64 epoch,
 
 	if (n == 0)
 	{
-		emit_header(em, 'd', version, epoch, cursor);
+		sink->header(sink, 'd', h);
 		return true;
 	}
 	arr = palloc(sizeof(text *) * n);
@@ -223,86 +246,40 @@ delta_reload(Emitter *em, DictInfo *d, List *keys, uint64 version, uint64 epoch,
 	if (missing > 0 && rls_applies(d->relid))
 		return false;
 
-	emit_header(em, 'd', version, epoch, cursor);
-	emit_rows(em);
+	sink->header(sink, 'd', h);
+	emit_rows(sink);
 	for (int i = 0; i < u; i++)
 		if (!found[i])
-			emit(em, 'x', PointerGetDatum(arr[i]), false, (Datum) 0, true);
+			sink->row(sink, 'x', PointerGetDatum(arr[i]), false, (Datum) 0, true);
 	return true;
 }
 
-Datum
-ddict_changes(PG_FUNCTION_ARGS)
+/*
+ * What a client in state "since" needs of dict d, emitted through sink: the
+ * body of ddict_changes() after its fast path, shared with the change
+ * streamer.  horizon is the change ring's horizon, read by the caller before
+ * anything else (0 on a standby).  SPI connected, in a transaction.  With
+ * full_rows false a full answer is only its header (the streamer's marker).
+ * Returns the kind of the answer: 'u', 'd' or 'f'.
+ */
+char
+ddict_changes_compute(DictInfo *d, uint64 horizon, const ChangesSince *since,
+					  ChangeSink *sink)
 {
-	Emitter		em;
-	Oid			relid;
-	DictInfo   *d;
-	uint64		version,
-				epoch,
-				cursor = 0;
-	bool		have = !PG_ARGISNULL(1) && !PG_ARGISNULL(2);
-	bool		other_rel;
 	bool		recovery = RecoveryInProgress();
+	ChangeHeader h;
 	List	   *keys = NIL;
+	char		kind;
 
-	ddict_require_preload();
-	ddict_require_arg(fcinfo, 0, "dict");
-	relid = PG_GETARG_OID(0);
-	InitMaterializedSRF(fcinfo, 0);
-	em.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	em.relid = relid;
-	if (em.rsinfo->setDesc->natts != 6 && em.rsinfo->setDesc->natts != CHANGES_MAX_COLS)
-		elog(ERROR, "ddict_changes() is declared with %d columns: run ALTER EXTENSION ddict UPDATE",
-			 em.rsinfo->setDesc->natts);
+	h.version = ddict_current_version(d->relid);
+	h.epoch = ddict_epoch();
+	h.cursor = recovery ? 0 : horizon;
+	h.until = 0;
 
-	/*
-	 * The client's state belongs to the relation it names (1.1 clients): if
-	 * the name means another relation now, none of it applies.
-	 */
-	other_rel = PG_NARGS() > 4 && !PG_ARGISNULL(4) && PG_GETARG_OID(4) != relid;
-	if (other_rel)
-		have = false;
-
-	/*
-	 * The horizon is read before the version.  A writer leaves the in-flight
-	 * set only after its bump, so when the version is still the client's,
-	 * every entry of this dict below the horizon is already in the client's
-	 * copy: an unchanged answer can move the client's cursor forward, and a
-	 * rarely written dict's cursor does not fall out of the ring.  Standbys
-	 * have no change ring: they answer in full whenever the version moved.
-	 */
-	if (!recovery)
-		cursor = ddict_changelog_horizon();
-
-	/*
-	 * The common answer, "unchanged", needs neither SPI nor the catalogs: a
-	 * version slot exists only for dicts, and the version is public anyway
-	 * (ddict_last_updated).
-	 */
-	if (have)
+	if (since->have && since->epoch == h.epoch && since->version == h.version)
 	{
-		bool		pending;
-
-		if (ddict_version_get(MyDatabaseId, relid, &version, &pending) && !pending &&
-			(uint64) PG_GETARG_INT64(2) == ddict_epoch() &&
-			(uint64) PG_GETARG_INT64(1) == version)
-		{
-			emit_header(&em, 'u', version, ddict_epoch(), recovery ? 0 : cursor);
-			return (Datum) 0;
-		}
-	}
-
-	SPI_connect();
-	d = ddict_lookup(relid);
-	version = ddict_current_version(relid);
-	epoch = ddict_epoch();
-
-	if (have && (uint64) PG_GETARG_INT64(2) == epoch &&
-		(uint64) PG_GETARG_INT64(1) == version)
-	{
-		emit_header(&em, 'u', version, epoch, recovery ? 0 : cursor);
-		SPI_finish();
-		return (Datum) 0;
+		sink->header(sink, 'u', &h);
+		return 'u';
 	}
 
 	/*
@@ -320,19 +297,89 @@ ddict_changes(PG_FUNCTION_ARGS)
 				 errhint("Run it in BEGIN ISOLATION LEVEL READ COMMITTED.")));
 
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (have && !recovery && !PG_ARGISNULL(3) && PG_GETARG_INT64(3) > 0 &&
-		(uint64) PG_GETARG_INT64(2) == epoch &&
-		ddict_changelog_collect(MyDatabaseId, relid, (uint64) PG_GETARG_INT64(3), &keys) &&
-		delta_reload(&em, d, keys, version, epoch, cursor))
-	{
-		/* answered */
-	}
+	/* every transaction this snapshot sees wrote its keys below the head */
+	if (!recovery)
+		h.until = ddict_changelog_head();
+	if (since->have && !recovery && since->cursor > 0 && since->epoch == h.epoch &&
+		ddict_changelog_collect(MyDatabaseId, d->relid, since->cursor, &keys) &&
+		delta_reload(sink, d, keys, &h))
+		kind = 'd';
 	else
 	{
-		emit_header(&em, 'f', version, epoch, cursor);
-		full_reload(&em, d);
+		kind = 'f';
+		sink->header(sink, 'f', &h);
+		if (sink->full_rows)
+			full_reload(sink, d);
 	}
 	PopActiveSnapshot();
+	return kind;
+}
+
+Datum
+ddict_changes(PG_FUNCTION_ARGS)
+{
+	Emitter		em;
+	Oid			relid;
+	uint64		version,
+				cursor = 0;
+	ChangesSince since;
+	bool		recovery = RecoveryInProgress();
+
+	ddict_require_preload();
+	ddict_require_arg(fcinfo, 0, "dict");
+	relid = PG_GETARG_OID(0);
+	InitMaterializedSRF(fcinfo, 0);
+	em.sink.header = emit_header;
+	em.sink.row = emit;
+	em.sink.full_rows = true;
+	em.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	em.relid = relid;
+	if (em.rsinfo->setDesc->natts < 6 || em.rsinfo->setDesc->natts > CHANGES_MAX_COLS)
+		elog(ERROR, "ddict_changes() is declared with %d columns: run ALTER EXTENSION ddict UPDATE",
+			 em.rsinfo->setDesc->natts);
+
+	since.have = !PG_ARGISNULL(1) && !PG_ARGISNULL(2);
+	since.version = since.have ? (uint64) PG_GETARG_INT64(1) : 0;
+	since.epoch = since.have ? (uint64) PG_GETARG_INT64(2) : 0;
+	since.cursor = (!PG_ARGISNULL(3) && PG_GETARG_INT64(3) > 0) ? (uint64) PG_GETARG_INT64(3) : 0;
+
+	/*
+	 * The client's state belongs to the relation it names (1.1 clients): if
+	 * the name means another relation now, none of it applies.
+	 */
+	if (PG_NARGS() > 4 && !PG_ARGISNULL(4) && PG_GETARG_OID(4) != relid)
+		since.have = false;
+
+	/*
+	 * The horizon is read before the version.  A writer leaves the in-flight
+	 * set only after its bump, so when the version is still the client's,
+	 * every entry of this dict below the horizon is already in the client's
+	 * copy: an unchanged answer can move the client's cursor forward, and a
+	 * rarely written dict's cursor does not fall out of the ring.  Standbys
+	 * have no change ring: they answer in full whenever the version moved.
+	 */
+	if (!recovery)
+		cursor = ddict_changelog_horizon();
+
+	/*
+	 * The common answer, "unchanged", needs neither SPI nor the catalogs: a
+	 * version slot exists only for dicts, and the version is public anyway
+	 * (ddict_last_updated).
+	 */
+	if (since.have)
+	{
+		bool		pending;
+
+		if (ddict_version_get(MyDatabaseId, relid, &version, &pending) && !pending &&
+			since.epoch == ddict_epoch() && since.version == version)
+		{
+			sink_header(&em.sink, 'u', version, ddict_epoch(), cursor, 0);
+			return (Datum) 0;
+		}
+	}
+
+	SPI_connect();
+	(void) ddict_changes_compute(ddict_lookup(relid), cursor, &since, &em.sink);
 	SPI_finish();
 	return (Datum) 0;
 }

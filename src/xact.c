@@ -55,6 +55,18 @@ static int	ncounts = 0,
 static bool counts_valid = true;
 
 
+/*
+ * This transaction changed which dicts publish their changes (streamer.c); a
+ * subtransaction that rolls back leaves it set: one spurious wake-up.
+ */
+static bool streamer_config = false;
+
+void
+ddict_streamer_note_config(void)
+{
+	streamer_config = true;
+}
+
 static void
 reset_state(void)
 {
@@ -65,6 +77,7 @@ reset_state(void)
 	counts = NULL;
 	ncounts = maxcounts = 0;
 	counts_valid = true;
+	streamer_config = false;
 }
 
 static void
@@ -257,6 +270,9 @@ at_commit(void)
 	ddict_changelog_finish();
 	if (n > 0)
 		ddict_publisher_wake();
+	/* published changes: wake (or start) this database's change streamer */
+	if (n > 0 || nforgets > 0 || streamer_config)
+		ddict_streamer_wake(MyDatabaseId, streamer_config || nforgets > 0);
 }
 
 /*
