@@ -314,6 +314,29 @@ my $sv = $standby->safe_psql('postgres', "SELECT ddict_last_updated('s')");
 is(cmd($sp, "read a $se"), "ok $sv", 'standby page = standby version');
 $standby->stop;
 
+# The reader under valgrind too (plain build): open errors, reads, a spin.
+SKIP:
+{
+	skip 'valgrind not installed', 2
+	  unless system('sh', '-c', 'command -v valgrind >/dev/null') == 0;
+	my $plain = "$PostgreSQL::Test::Utils::tmp_check/vpage_probe_plain";
+	system('cc', '-std=c11', '-D_GNU_SOURCE', '-O1', '-g', '-Wall', '-Wextra',
+		'-Werror', "-I$root/src/client", "$root/src/client/vpage.c",
+		"$root/test/t/vpage_probe.c", '-o', $plain) == 0
+	  or die 'cannot compile the plain probe';
+	my $e = epoch();
+	my $script = join("\n",
+		'open /nonexistent', "open $copy", 'header', "read a $e",
+		"opensock $sockdir $port", 'header', "find a $e $dboid $rel_s",
+		"read a $e", "spin a $e 200", 'owner', "find b $e 0 0", 'quit') . "\n";
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'valgrind', '-q', '--error-exitcode=9', '--leak-check=full',
+		$plain ], '<', \$script, '>', \$out, '2>', \$err);
+	is($? >> 8, 0, "reader under valgrind: no errors $err");
+	like($out, qr/^unavailable .*\nok \nok \d+ 1 \d+\nslot_reused 0\nok \nok $e 1 \d+\nok \d+ \d+\nok \d+\nok \d+ \d+ 0 \d+\nok\nbad_argument 0 0\n$/,
+		'reader under valgrind: expected answers');
+}
+
 for my $p (@probes)
 {
 	$p->{in} .= "quit\n";
