@@ -231,3 +231,15 @@ DROP ROLE regress_ddl_other;
 SELECT ddict_create('bye');
 DROP TABLE bye;
 SELECT count(*) AS registered FROM ddict_registry WHERE dict::oid NOT IN (SELECT oid FROM pg_class);
+
+-- clients read a value's text from its type's output function: a cast the
+-- type's owner creates later changes nothing they read
+CREATE TYPE fe AS ENUM ('on');
+SELECT ddict_create('casted', 'fe');
+SELECT ddict_set('casted', 'a', 'on');
+CREATE FUNCTION fe2t(fe) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT 'HIJACKED' $$;
+CREATE CAST (fe AS text) WITH FUNCTION fe2t(fe);
+SELECT 'on'::fe::text AS the_cast, ddict_get('casted', 'a'), ddict_pop('casted', 'a');
+SELECT ddict_setdefault('casted', 'b', 'on');
+SELECT * FROM ddict_items('casted');
+SELECT kind, key, convert_from(value, 'UTF8') FROM ddict_changes('casted') WHERE kind = 's';

@@ -90,6 +90,12 @@ BEGIN
     END LOOP;
 END
 $$;
+-- A value's text through its type's output function, never through a cast
+-- that the type's owner may create at any time (CREATE CAST moves no version).
+CREATE FUNCTION @extschema@._ddict_text(value anyelement) RETURNS text
+  AS 'MODULE_PATHNAME', 'ddict_value_text' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._ddict_text(anyelement) IS
+  'ddict internal: a value as its type''s output function writes it';
 -- end of the DDL guards section
 
 -- ---------------------------------------------------------------------------

@@ -128,12 +128,14 @@ typedef struct DictInfo
 	char	   *qualname;		/* quoted, schema-qualified table name */
 	char	   *keycol;			/* quoted key column */
 	char	   *valcol;			/* quoted value column */
+	char	   *valtext;		/* SQL for the value's text (output function) */
 	Oid			keytype;
 	Oid			valtype;
 	int32		valtypmod;
 } DictInfo;
 
 extern DictInfo *ddict_lookup(Oid relid);
+extern char *ddict_value_text_sql(const char *valcol, Oid valtype);
 extern bool ddict_is_registered(Oid relid);
 extern bool ddict_registry_row(Oid relid, char **keycol, char **valcol);
 extern char *ddict_qualified_name(Oid relid);

@@ -20,6 +20,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/transam.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
@@ -190,6 +191,19 @@ ddict_qualified_name(Oid relid)
 	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel);
 }
 
+/*
+ * SQL for the text of a value column (quoted name valcol, type valtype):
+ * through the type's output function for types a user may own (see
+ * ddict_value_text() in functions.c), ::text for built-in types.
+ */
+char *
+ddict_value_text_sql(const char *valcol, Oid valtype)
+{
+	if (getBaseType(valtype) < FirstNormalObjectId)
+		return psprintf("%s::pg_catalog.text", valcol);
+	return psprintf("%s._ddict_text(%s)", ddict_ext_schema(), valcol);
+}
+
 DictInfo *
 ddict_lookup(Oid relid)
 {
@@ -221,6 +235,7 @@ ddict_lookup(Oid relid)
 	d->valcol = pstrdup(quote_identifier(valcol));
 	get_atttypetypmodcoll(relid, katt, &d->keytype, &ktypmod, &coll);
 	get_atttypetypmodcoll(relid, vatt, &d->valtype, &d->valtypmod, &coll);
+	d->valtext = ddict_value_text_sql(d->valcol, d->valtype);
 	return d;
 }
 

@@ -805,6 +805,7 @@ dict_info(StreamDict *sd)
 	d->valcol = pstrdup(quote_identifier(sd->valcol));
 	get_atttypetypmodcoll(sd->relid, katt, &d->keytype, &typmod, &coll);
 	get_atttypetypmodcoll(sd->relid, vatt, &d->valtype, &d->valtypmod, &coll);
+	d->valtext = ddict_value_text_sql(d->valcol, d->valtype);
 	return d;
 }
 

@@ -122,7 +122,7 @@ value_expr(DictInfo *d)
 {
 	if (getBaseType(d->valtype) == BYTEAOID)
 		return d->valcol;
-	return psprintf("%s::pg_catalog.text", d->valcol);
+	return d->valtext;
 }
 
 /* Emit the rows of the current SPI tuptable as 's' rows. */
