@@ -30,9 +30,9 @@
 #   truncate  the first half of the right reply, then closes
 #   hang      the first half of the right reply, then never another byte
 #   close     closes without answering
-#   extra     the right reply and then another one (GET: nil, then the
-#             value), so that a client that does not notice reads the
-#             extra one as the answer to its next command
+#   extra     the right reply twice, so that a client that does not notice
+#             takes the second for the answer to its next command
+#   badmsg    (SUBSCRIBE) a good confirmation, then a malformed message
 #
 # SUBSCRIBE in mode wrong: variants with a bad confirmation, then variants
 # with a good confirmation followed by a malformed message.  STATS_FILE, if
@@ -102,7 +102,7 @@ sub right
 # Replies of the wrong type or shape, per command.
 sub wrong_variants
 {
-	my ($st, $cmd, @args) = @_;
+	my ($st, $badmsg, $cmd, @args) = @_;
 	my $ch = $args[0] // '';
 	my $good_sub = arr(bulk('subscribe'), bulk($ch), ":1\r\n");
 	my %w = (
@@ -151,6 +151,7 @@ sub wrong_variants
 	);
 	my $list = $w{$cmd} // [ arr(":1\r\n", ":2\r\n") ];
 	$st->{subscribed} = 1 if $cmd eq 'SUBSCRIBE';
+	$list = [ grep { index($_, $good_sub) == 0 } @$list ] if $badmsg;
 	return $list->[ ($st->{n} - 1) % @$list ];
 }
 
@@ -178,7 +179,8 @@ sub answer
 	my ($sock, $st, $cmd, @args) = @_;
 	my ($mode, $value) = control($cmd);
 	$st->{value} = $value;
-	if ($mode eq 'wrong') { send_all($sock, wrong_variants($st, $cmd, @args)); }
+	if ($mode eq 'wrong') { send_all($sock, wrong_variants($st, 0, $cmd, @args)); }
+	elsif ($mode eq 'badmsg' && $cmd eq 'SUBSCRIBE') { send_all($sock, wrong_variants($st, 1, $cmd, @args)); }
 	elsif ($mode eq 'nil') { send_all($sock, "\$-1\r\n"); }
 	elsif ($mode eq 'error') { send_all($sock, "-ERR fake-redis: told to fail $cmd\r\n"); }
 	elsif ($mode eq 'random') { send_all($sock, random_bytes($st)); }
@@ -192,7 +194,7 @@ sub answer
 	}
 	elsif ($mode eq 'extra')
 	{
-		send_all($sock, $cmd eq 'GET' ? "\$-1\r\n" . bulk($value) : right($st, $cmd, @args) x 2);
+		send_all($sock, right($st, $cmd, @args) x 2);
 	}
 	else { send_all($sock, right($st, $cmd, @args)); }
 }

@@ -290,6 +290,8 @@ typedef struct dd_redis
 	dd_rconn   *ready;			/* lock: made by the thread, not taken yet */
 	bool		taken;			/* lock: the sync side holds a connection */
 	dd_rconn   *get;			/* sync_lock: the connection checks use */
+	atomic_int	bad_replies;	/* checks' GETs that met a misbehaving server in
+								 * a row: the thread reconnects with backoff */
 
 	atomic_bool used;			/* stats.redis */
 } dd_redis;

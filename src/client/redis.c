@@ -21,6 +21,15 @@
  * after an established connection broke, then doubling from backoff_min_ms
  * to backoff_max_ms, +-25% jitter).
  *
+ * Every reply is type-checked before use (reply_is_*() below), and a
+ * connection carries exactly the replies asked for: a reply of the wrong
+ * type or shape, an error, garbage, half a reply or one too many — a proxy,
+ * a "Redis-compatible" store, a broken server — counts in redis_errors, is
+ * noted, and is treated as an outage: the connection is dropped, the reads'
+ * checks go to PostgreSQL, and the thread reconnects with backoff (growing
+ * while the server keeps misbehaving).  A version is only believed from a
+ * well-formed reply.
+ *
  * hiredis is used for the protocol only (redisFormatCommandArgv, the reply
  * reader); the sockets are ours: non-blocking, every wait bounded by
  * connect_timeout_ms / timeout_ms and ended at once by ddict_close(), and
@@ -181,6 +190,38 @@ parse_url(const char *url, dd_redis_target *t, char *err, size_t errsize)
 	return DDICT_OK;
 }
 
+/* ---- replies: every one is checked before use ---- */
+
+static bool
+reply_is_bulk(const redisReply *rep)
+{
+	return rep != NULL && rep->type == REDIS_REPLY_STRING && rep->str != NULL;
+}
+
+static bool
+reply_is_status(const redisReply *rep, const char *text)
+{
+	return rep != NULL && rep->type == REDIS_REPLY_STATUS && rep->str != NULL &&
+		strcmp(rep->str, text) == 0;
+}
+
+/* A bulk string equal to text (binary-safe). */
+static bool
+reply_is_text(const redisReply *rep, const char *text)
+{
+	return reply_is_bulk(rep) && rep->len == strlen(text) &&
+		memcmp(rep->str, text, rep->len) == 0;
+}
+
+/* A pub/sub array: exactly n elements, the first kind, the second channel. */
+static bool
+reply_is_pubsub(const redisReply *rep, size_t n, const char *kind, const char *channel)
+{
+	return rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == n &&
+		reply_is_text(rep->element[0], kind) &&
+		(channel == NULL || reply_is_text(rep->element[1], channel));
+}
+
 int
 dd_redis_init(ddict *h, const char *url, const char *prefix)
 {
@@ -191,6 +232,7 @@ dd_redis_init(ddict *h, const char *url, const char *prefix)
 	pthread_mutex_init(&r->lock, NULL);
 	r->kick_fd = -1;
 	atomic_init(&r->key, NULL);
+	atomic_init(&r->bad_replies, 0);
 	if (url == NULL || url[0] == '\0')
 		return DDICT_OK;
 	rc = parse_url(url, &r->target, err, sizeof(err));
@@ -367,6 +409,43 @@ rconn_parsed(dd_rconn *c, redisReply **out, char *err, size_t errsize)
 	return DDICT_OK;
 }
 
+/* Bytes buffered beyond the replies parsed (part of one, or another one). */
+static bool
+rconn_buffered(const dd_rconn *c)
+{
+	return c->reader != NULL && (c->reader->pos < c->reader->len || c->reader->ridx >= 0);
+}
+
+/*
+ * Before a command that expects one reply: nothing may be waiting, or it
+ * would be taken for the answer.  DDICT_OK; DDICT_ERR unsolicited data;
+ * DDICT_ECONN closed.
+ */
+static int
+rconn_idle(dd_rconn *c, char *err, size_t errsize)
+{
+	char		b;
+	ssize_t		n;
+
+	if (rconn_buffered(c))
+	{
+		snprintf(err, errsize, "malformed reply (unexpected extra data)");
+		return DDICT_ERR;
+	}
+	n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n > 0)
+	{
+		snprintf(err, errsize, "malformed reply (unexpected extra data)");
+		return DDICT_ERR;
+	}
+	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+	{
+		snprintf(err, errsize, "%s", n == 0 ? "connection closed by Redis" : strerror(errno));
+		return DDICT_ECONN;
+	}
+	return DDICT_OK;
+}
+
 /* The next reply, waiting until deadline. */
 static int
 rconn_reply(ddict *h, dd_rconn *c, redisReply **out, int64_t deadline,
@@ -530,14 +609,19 @@ rconn_open(ddict *h, dd_rconn **out, char *err, size_t errsize)
 			redisReply *r = NULL;
 
 			rc = rconn_reply(h, c, &r, deadline, why, sizeof(why));
-			if (rc == DDICT_OK && r->type == REDIS_REPLY_ERROR)
+			if (rc == DDICT_OK && !reply_is_status(r, "OK"))
 			{
 				snprintf(why, sizeof(why), "%s: %.150s", t->password && i == 0 ? "AUTH" : "SELECT",
-						 r->str);
+						 r->type == REDIS_REPLY_ERROR && r->str ? r->str : "malformed reply");
 				rc = DDICT_ECONN;
 			}
 			if (r)
 				freeReplyObject(r);
+		}
+		if (rc == DDICT_OK && rconn_buffered(c))
+		{
+			snprintf(why, sizeof(why), "malformed reply (unexpected extra data)");
+			rc = DDICT_ECONN;
 		}
 	}
 	if (rc != DDICT_OK)
@@ -552,16 +636,15 @@ rconn_open(ddict *h, dd_rconn **out, char *err, size_t errsize)
 
 /* ---- reconnect schedule (the thread's, or open's before the thread) ---- */
 
+/* The next attempt after a failure: the backoff doubles. */
 static void
-redis_failed(ddict *h, const char *msg)
+redis_backoff(ddict *h)
 {
 	dd_redis   *r = &h->redis;
 	unsigned	lo = h->opts.backoff_min_ms ? h->opts.backoff_min_ms : 1;
 	int64_t		now = dd_now_us();
 	uint64_t	jitter;
 
-	atomic_fetch_add_explicit(&h->redis_errors, 1, memory_order_relaxed);
-	dd_note(h, "%s", msg);
 	if (r->backoff_ms == 0)
 		r->backoff_ms = lo;
 	else if (r->backoff_ms < h->opts.backoff_max_ms)
@@ -569,6 +652,14 @@ redis_failed(ddict *h, const char *msg)
 			h->opts.backoff_max_ms : r->backoff_ms * 2;
 	jitter = dd_hash(h->seed, &now, sizeof(now)) % 501;
 	r->next_attempt_us = now + (int64_t) r->backoff_ms * (750 + (int64_t) jitter);
+}
+
+static void
+redis_failed(ddict *h, const char *msg)
+{
+	atomic_fetch_add_explicit(&h->redis_errors, 1, memory_order_relaxed);
+	dd_note(h, "%s", msg);
+	redis_backoff(h);
 }
 
 static void
@@ -603,7 +694,7 @@ parse_version(const redisReply *rep, int64_t *v)
 			   *end;
 	long long	n;
 
-	if (rep->type != REDIS_REPLY_STRING || rep->len == 0 || rep->len >= sizeof(buf))
+	if (!reply_is_bulk(rep) || rep->len == 0 || rep->len >= sizeof(buf))
 		return false;
 	memcpy(buf, rep->str, rep->len);
 	buf[rep->len] = '\0';
@@ -615,6 +706,40 @@ parse_version(const redisReply *rep, int64_t *v)
 		return false;
 	*v = n;
 	return true;
+}
+
+/* A GET reply: 1 a version (in *v), 0 nil; DDICT_ERR anything else. */
+static int
+get_result(const redisReply *rep, int64_t *v, char *err, size_t errsize)
+{
+	if (rep->type == REDIS_REPLY_NIL)
+		return 0;
+	if (parse_version(rep, v))
+		return 1;
+	/* An error reply (LOADING, WRONGTYPE, ...), another type, or garbage */
+	if ((rep->type == REDIS_REPLY_ERROR || rep->type == REDIS_REPLY_STRING) && rep->str)
+		snprintf(err, errsize, "%s%.*s", rep->type == REDIS_REPLY_ERROR ? "" : "not a version: ",
+				 rep->len > 100 ? 100 : (int) rep->len, rep->str);
+	else
+		snprintf(err, errsize, "malformed reply (type %d)", rep->type);
+	return DDICT_ERR;
+}
+
+/*
+ * A GET failed: give the connection up.  The thread reconnects at once
+ * after a plain loss (Redis restarted), with a growing backoff while the
+ * server misbehaves (malformed replies, half replies, no answer).
+ */
+static void
+get_failed(ddict *h, int rc, const char *err)
+{
+	dd_redis   *r = &h->redis;
+
+	if (rc != DDICT_ECONN || rconn_buffered(r->get))
+		atomic_fetch_add(&r->bad_replies, 1);
+	atomic_fetch_add_explicit(&h->redis_errors, 1, memory_order_relaxed);
+	dd_note(h, "Redis %s: GET %s: %s", r->target.desc, atomic_load(&r->key), err);
+	drop_get(h);
 }
 
 int
@@ -644,37 +769,32 @@ dd_redis_get(ddict *h, int64_t *version)
 			return DDICT_ECONN;	/* the thread is (re)connecting */
 	}
 	deadline = deadline_after(h->opts.timeout_ms);
-	rc = rconn_command(r->get, 2, argv);
+	rc = rconn_idle(r->get, err, sizeof(err));
 	if (rc == DDICT_OK)
-		rc = rconn_flush(h, r->get, deadline, err, sizeof(err));
-	else
+		rc = rconn_command(r->get, 2, argv);
+	if (rc == DDICT_ENOMEM)
 		snprintf(err, sizeof(err), "out of memory");
 	if (rc == DDICT_OK)
+		rc = rconn_flush(h, r->get, deadline, err, sizeof(err));
+	if (rc == DDICT_OK)
 		rc = rconn_reply(h, r->get, &rep, deadline, err, sizeof(err));
-	if (rc != DDICT_OK)
+	if (rc == DDICT_OK)
 	{
-		atomic_fetch_add_explicit(&h->redis_errors, 1, memory_order_relaxed);
-		dd_note(h, "Redis %s: GET: %s", r->target.desc, err);
-		drop_get(h);
+		rc = get_result(rep, version, err, sizeof(err));
+		if (rc >= 0 && rconn_buffered(r->get))
+		{
+			snprintf(err, sizeof(err), "malformed reply (unexpected extra data)");
+			rc = DDICT_ERR;
+		}
+		freeReplyObject(rep);
+	}
+	if (rc < 0)
+	{
+		get_failed(h, rc, err);
 		return rc;
 	}
-	if (rep->type == REDIS_REPLY_NIL)
-		rc = 0;
-	else if (parse_version(rep, version))
-		rc = 1;
-	else
-	{
-		/* An error reply (LOADING, WRONGTYPE, ...) or garbage: not a version. */
-		atomic_fetch_add_explicit(&h->redis_errors, 1, memory_order_relaxed);
-		dd_note(h, "Redis %s: GET %s: %.*s", r->target.desc, key,
-				rep->type == REDIS_REPLY_ERROR || rep->type == REDIS_REPLY_STRING ? (int) rep->len : 20,
-				rep->type == REDIS_REPLY_ERROR || rep->type == REDIS_REPLY_STRING ? rep->str :
-				"unexpected reply");
-		rc = DDICT_ERR;
-	}
-	freeReplyObject(rep);
-	if (rc >= 0)
-		atomic_fetch_add_explicit(&h->redis_checks, 1, memory_order_relaxed);
+	atomic_store(&r->bad_replies, 0);
+	atomic_fetch_add_explicit(&h->redis_checks, 1, memory_order_relaxed);
 	return rc;
 }
 
@@ -714,18 +834,23 @@ subscribe(ddict *h, dd_rconn **out, char *err, size_t errsize)
 		rc = rconn_reply(h, c, &rep, deadline, why, sizeof(why));
 	if (rc == DDICT_OK)
 	{
-		missing = rep->type == REDIS_REPLY_NIL;
+		int64_t		v;
+
+		rc = get_result(rep, &v, why, sizeof(why));
+		missing = rc == 0;
+		rc = rc < 0 ? DDICT_ECONN : DDICT_OK;
 		freeReplyObject(rep);
 		rep = NULL;
-		rc = rconn_reply(h, c, &rep, deadline, why, sizeof(why));
 	}
+	if (rc == DDICT_OK)
+		rc = rconn_reply(h, c, &rep, deadline, why, sizeof(why));
+	/* ["subscribe", channel, count]; messages may follow at once */
 	if (rc == DDICT_OK &&
-		!(rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
-		  rep->element[0]->type == REDIS_REPLY_STRING &&
-		  strcmp(rep->element[0]->str, "subscribe") == 0))
+		!(reply_is_pubsub(rep, 3, "subscribe", key) &&
+		  rep->element[2]->type == REDIS_REPLY_INTEGER))
 	{
-		snprintf(why, sizeof(why), "%.200s", rep->type == REDIS_REPLY_ERROR ? rep->str :
-				 "unexpected reply");
+		snprintf(why, sizeof(why), "%.200s", rep->type == REDIS_REPLY_ERROR && rep->str ? rep->str :
+				 "malformed reply");
 		rc = DDICT_ECONN;
 	}
 	if (rep)
@@ -793,17 +918,23 @@ static void
 keeper_main(ddict *h)
 {
 	dd_redis   *r = &h->redis;
+	int			seen_bad = 0;
 
 	while (!atomic_load(&h->closing))
 	{
 		bool		want;
 		int64_t		wake = INT64_MAX;
+		int			bad = atomic_load(&r->bad_replies);
 
 		pthread_mutex_lock(&r->lock);
 		want = r->ready == NULL && !r->taken;
 		pthread_mutex_unlock(&r->lock);
 		if (want && atomic_load(&r->key) != NULL)
 		{
+			/* the checks met a misbehaving server: back off (noted there) */
+			if (bad != seen_bad && bad > 0)
+				redis_backoff(h);
+			seen_bad = bad;
 			if (dd_now_us() >= r->next_attempt_us)
 			{
 				dd_rconn   *c;
@@ -817,7 +948,9 @@ keeper_main(ddict *h)
 				}
 				if (rc == DDICT_OK)
 				{
-					redis_ok(h);
+					/* the backoff resets once a GET went well */
+					if (bad == 0)
+						redis_ok(h);
 					pthread_mutex_lock(&r->lock);
 					r->ready = c;
 					atomic_store(&r->used, true);
@@ -841,16 +974,54 @@ poll_interval_us(const ddict *h)
 	return (int64_t) (h->opts.interval_ms ? h->opts.interval_ms : 1000) * 1000;
 }
 
+/*
+ * The subscription is gone.  A healthy one (it delivered a well-formed
+ * message or PONG, and broke cleanly) is retried at once; one that
+ * misbehaved (malformed or half a reply, no answer), or broke before it
+ * proved healthy, with a growing backoff.
+ */
 static void
-sub_lost(ddict *h, const char *what, const char *why)
+sub_lost(ddict *h, const char *what, const char *why, bool healthy)
 {
+	char		msg[600];
+
+	healthy = healthy && !rconn_buffered(h->redis.sub);
 	rconn_free(h->redis.sub);
 	h->redis.sub = NULL;
 	atomic_store(&h->redis.used, false);
-	atomic_fetch_add_explicit(&h->redis_errors, 1, memory_order_relaxed);
-	redis_ok(h);				/* an established subscription: retry at once */
-	dd_note(h, "Redis %s: %s: %s (polling the server every %lld ms meanwhile)",
-			h->redis.target.desc, what, why, (long long) poll_interval_us(h) / 1000);
+	snprintf(msg, sizeof(msg), "Redis %s: %s: %s (polling the server every %lld ms meanwhile)",
+			 h->redis.target.desc, what, why, (long long) poll_interval_us(h) / 1000);
+	if (healthy)
+	{
+		atomic_fetch_add_explicit(&h->redis_errors, 1, memory_order_relaxed);
+		redis_ok(h);
+		dd_note(h, "%s", msg);
+	}
+	else
+		redis_failed(h, msg);
+}
+
+/*
+ * One reply on the subscription: 1 a message (its version in *v), 2 a
+ * PONG, DDICT_ERR anything else (with why).
+ */
+static int
+sub_reply(const char *key, const redisReply *rep, int64_t *v, char *why, size_t whysize)
+{
+	if (reply_is_pubsub(rep, 3, "message", key))
+	{
+		if (parse_version(rep->element[2], v))
+			return 1;
+		snprintf(why, whysize, "malformed message (not a version)");
+	}
+	else if (reply_is_pubsub(rep, 2, "pong", NULL) && reply_is_bulk(rep->element[1]))
+		return 2;
+	else if (rep->type == REDIS_REPLY_ERROR && rep->str)
+		snprintf(why, whysize, "%.200s", rep->str);
+	else
+		snprintf(why, whysize, "malformed reply (type %d, %zu elements)", rep->type,
+				 rep->type == REDIS_REPLY_ARRAY ? rep->elements : (size_t) 0);
+	return DDICT_ERR;
 }
 
 /*
@@ -873,6 +1044,8 @@ push_main(ddict *h)
 				ping_sent = 0;
 	/* subscribed by ddict_open(): catch up with commits made since the load */
 	bool		pending = r->sub != NULL;
+	/* the subscription delivered a well-formed message or PONG */
+	bool		healthy = false;
 
 	while (!atomic_load(&h->closing))
 	{
@@ -890,7 +1063,8 @@ push_main(ddict *h)
 				break;
 			if (rc == DDICT_OK)
 			{
-				redis_ok(h);
+				/* the backoff resets once the subscription proves healthy */
+				healthy = false;
 				atomic_store(&r->used, true);
 				pending = true;	/* catch up: messages of the outage are lost */
 				sync_at = now;
@@ -932,7 +1106,7 @@ push_main(ddict *h)
 			if (ping_sent != 0 && h->opts.timeout_ms &&
 				now - ping_sent >= (int64_t) h->opts.timeout_ms * 1000)
 			{
-				sub_lost(h, "subscription", "no answer to PING");
+				sub_lost(h, "subscription", "no answer to PING", false);
 				next_poll = now;
 				continue;
 			}
@@ -948,7 +1122,7 @@ push_main(ddict *h)
 					break;
 				if (rc != DDICT_OK)
 				{
-					sub_lost(h, "PING", err);
+					sub_lost(h, "PING", err, healthy);
 					next_poll = now;
 					continue;
 				}
@@ -973,7 +1147,8 @@ push_main(ddict *h)
 			char		err[300];
 			int64_t		latest = 0;
 			bool		got = false,
-						lost = false;
+						lost = false,
+						bad = false;
 			int			rc = 0;
 
 			/* everything that is there; the last version counts */
@@ -984,37 +1159,34 @@ push_main(ddict *h)
 			for (;;)
 			{
 				redisReply *rep;
+				int64_t		v;
+				int			kind;
 
 				if (rconn_parsed(r->sub, &rep, err, sizeof(err)) != DDICT_OK)
 				{
-					lost = true;
+					bad = lost = true;
 					break;
 				}
 				if (rep == NULL)
 					break;
-				if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
-					rep->element[0]->type == REDIS_REPLY_STRING &&
-					strcmp(rep->element[0]->str, "message") == 0)
-				{
-					int64_t		v;
-
-					atomic_fetch_add_explicit(&h->pushes, 1, memory_order_relaxed);
-					if (parse_version(rep->element[2], &v))
-					{
-						latest = v;
-						got = true;
-					}
-				}
-				else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
-						 rep->element[0]->type == REDIS_REPLY_STRING &&
-						 strcmp(rep->element[0]->str, "pong") == 0)
-					ping_sent = 0;
-				else if (rep->type == REDIS_REPLY_ERROR)
-				{
-					snprintf(err, sizeof(err), "%.200s", rep->str);
-					lost = true;
-				}
+				kind = sub_reply(atomic_load(&r->key), rep, &v, err, sizeof(err));
 				freeReplyObject(rep);
+				if (kind < 0)
+				{
+					bad = lost = true;
+					break;
+				}
+				if (!healthy)
+					redis_ok(h);
+				healthy = true;
+				if (kind == 2)
+					ping_sent = 0;
+				else
+				{
+					atomic_fetch_add_explicit(&h->pushes, 1, memory_order_relaxed);
+					latest = v;
+					got = true;
+				}
 			}
 			if (got && latest != ddict_version(h))
 			{
@@ -1023,7 +1195,7 @@ push_main(ddict *h)
 			}
 			if (lost)
 			{
-				sub_lost(h, "subscription", err);
+				sub_lost(h, "subscription", err, healthy && !bad);
 				/* messages may be lost from here on: poll now */
 				next_poll = dd_now_us();
 			}
