@@ -12,11 +12,12 @@
 #     process returns that commit's version (three probes, many commits); a
 #     reader spinning during concurrent commits never sees a version go back
 #     or a torn slot;
-#   * restart: a fast stop marks the page dead, an immediate stop and a
-#     killed postmaster leave it saying "unchanged" (true: nothing commits
-#     while no server runs), and the next start reuses the file in place (same
-#     inode, so existing mappings see it) with a new epoch: a reader with the
-#     old epoch gets "epoch changed", never its old version, after writes;
+#   * restart: a fast or immediate stop marks the page dead, a killed
+#     postmaster leaves it saying "unchanged" (true: nothing commits while no
+#     server runs), and the next start — or the postmaster's reinitialisation
+#     after a child crashed — reuses the file in place (same inode, so
+#     existing mappings see it) with a new epoch: a reader with the old epoch
+#     gets "epoch changed", never its old version, after writes;
 #   * slot reuse after DROP TABLE of a dict and creation of another is seen;
 #   * permissions: mode and group follow ddict.versions_page_mode/_group,
 #     never writable by group or others; a group-writable page is refused by
@@ -69,7 +70,7 @@ sub cmd
 my $conf = "shared_preload_libraries = 'ddict'";
 my $node = PostgreSQL::Test::Cluster->new('vpage');
 $node->init(allows_streaming => 1);
-$node->append_conf('postgresql.conf', $conf);
+$node->append_conf('postgresql.conf', "$conf\nrestart_after_crash = on");
 $node->start;
 
 my $sockdir = $node->host;
@@ -182,7 +183,40 @@ like(cmd($readers[0], "find a $e2 $dboid $rel_s"), qr/^ok /, 'found again for th
 is(cmd($readers[0], "read a $e2"), 'ok ' . version('s'), '... with the current version');
 
 # (b) immediate stop, writes, start
-for my $mode ('immediate', 'kill9')
+# A killed postmaster must be reaped, and its children must leave, before a
+# new one can start (its pid file and shared memory).
+sub start_after_kill
+{
+	my ($pm) = @_;
+	for (1 .. 60)
+	{
+		if (kill(0, $pm))
+		{
+			Time::HiRes::usleep(500_000);
+			next;
+		}
+		return 1 if $node->start(fail_ok => 1);
+		$node->{_pid} = undef;
+		Time::HiRes::usleep(500_000);
+	}
+	return 0;
+}
+
+# After a backend crash the postmaster reinitialises shared memory by itself.
+sub wait_reinit
+{
+	my ($e_old) = @_;
+	for (1 .. 120)
+	{
+		my ($rc, $e) = $node->psql('postgres', 'SELECT ddict_epoch()');
+		return 1 if $rc == 0 && $e ne $e_old;
+		Time::HiRes::usleep(250_000);
+	}
+	return 0;
+}
+
+# immediate stop, killed postmaster, crashed child (crash restart in place)
+for my $mode ('immediate', 'kill9', 'crash')
 {
 	my $e_old = epoch();
 	q1("SELECT ddict_set('s', 'k', 'before $mode')");
@@ -194,33 +228,29 @@ for my $mode ('immediate', 'kill9')
 	}
 	is(cmd($readers[1], "read a $e_old"), "ok $v_old", "$mode: slot found, version read");
 	my $pm = $node->{_pid};
-	if ($mode eq 'kill9')
+	my $started;
+	if ($mode eq 'crash')
 	{
-		$node->kill9;
+		my $ckpt = q1("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'");
+		kill(9, $ckpt);
+		$started = wait_reinit($e_old);
 	}
 	else
 	{
-		$node->stop('immediate');
-	}
-	my $down = cmd($readers[1], "read a $e_old");
-	ok($down eq 'dead 0' || $down eq "ok $v_old",
-		"$mode: while down the page says dead or its last version ($down)");
-
-	# A killed postmaster must be reaped, and its children must leave,
-	# before a new one can start (its pid file and shared memory).
-	my $started = 0;
-	for (1 .. 60)
-	{
-		if (kill(0, $pm))
+		if ($mode eq 'kill9')
 		{
-			Time::HiRes::usleep(500_000);
-			next;
+			$node->kill9;
 		}
-		last if ($started = $node->start(fail_ok => 1));
-		$node->{_pid} = undef;
-		Time::HiRes::usleep(500_000);
+		else
+		{
+			$node->stop('immediate');
+		}
+		my $down = cmd($readers[1], "read a $e_old");
+		ok($down eq 'dead 0' || $down eq "ok $v_old",
+			"$mode: while down the page says dead or its last version ($down)");
+		$started = start_after_kill($pm);
 	}
-	ok($started, "$mode: server started again");
+	ok($started, "$mode: server running again");
 	q1("SELECT ddict_set('s', 'k', 'after $mode')") for 1 .. 3;
 	my $e_new = epoch();
 	isnt($e_new, $e_old, "$mode: new epoch");
@@ -247,16 +277,20 @@ chmod 0600, $copy;
 is(cmd($readers[0], "open $copy"), 'ok ', '... and maps a private copy read-only');
 ok(!-w $page || $> == (stat($page))[4], 'only the owner may write the page');
 
+# a group the server user belongs to, preferably not its primary one
+my ($egid, @groups) = split ' ', $);
+my ($gid) = grep { $_ != $egid } @groups;
+my $group = getgrgid($gid // $egid);
 my $other = PostgreSQL::Test::Cluster->new('vpage_conf');
 my $explicit = "$PostgreSQL::Test::Utils::tmp_check/explicit.ddict";
 $other->init;
 $other->append_conf('postgresql.conf',
 	"$conf\nddict.versions_page = '$explicit'\nddict.versions_page_mode = 0600\n"
-	  . "ddict.versions_page_group = 'ssl-cert'");
+	  . "ddict.versions_page_group = '$group'");
 $other->start;
 @st = stat($explicit);
 is(sprintf('%04o', $st[2] & 07777), '0600', 'ddict.versions_page_mode applied');
-is(scalar(getgrgid($st[5])), 'ssl-cert', 'ddict.versions_page_group applied');
+is(scalar(getgrgid($st[5])), $group, "ddict.versions_page_group applied ($group)");
 ok(!-e $other->host . '/.s.PGSQL.' . $other->port . '.ddict', 'explicit path: nothing beside the socket');
 is($other->safe_psql('postgres', 'SHOW ddict.versions_page_mode'), '0600', 'mode shown in octal');
 
