@@ -28,6 +28,11 @@
  * first reader after a restart, and by WAL replay on a standby.  An existing
  * entry is proof that the table is a dict: ddict_last_updated() needs nothing
  * but a shared LWLock, a hash probe and an atomic read.
+ *
+ * Each entry has a slot on the versions page (vpage.c), the file same-host
+ * clients map read-only: attached when the entry is created, detached when
+ * it is forgotten, and moved together with the version, under the same lock.
+ * Whatever moves a version must go through advance() or move the page too.
  */
 #include "ddict.h"
 #include "vpage.h"
