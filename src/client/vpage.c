@@ -71,6 +71,9 @@ struct ddict_vpage
 	const struct vp_slot *slots;
 	size_t		len;
 	uint32_t	mapped_slots;
+	dev_t		dev;			/* the mapped file, for ddict_vpage_verify() */
+	ino_t		ino;
+	char		path[];
 };
 
 #define LOAD(p, o) atomic_load_explicit((p), memory_order_##o)
@@ -154,7 +157,7 @@ open_mapped(const char *path, uid_t want_uid, ddict_vpage **out,
 	if (p == MAP_FAILED)
 		return fail(DDICT_VPAGE_UNAVAILABLE, err, errlen, "%s: mmap: %s", path, strerror(errno));
 	rc = check_header(p, (size_t) st.st_size, err, errlen, path);
-	pg = rc == DDICT_VPAGE_OK ? malloc(sizeof(*pg)) : NULL;
+	pg = rc == DDICT_VPAGE_OK ? malloc(sizeof(*pg) + strlen(path) + 1) : NULL;
 	if (pg == NULL)
 	{
 		munmap(p, (size_t) st.st_size);
@@ -165,6 +168,9 @@ open_mapped(const char *path, uid_t want_uid, ddict_vpage **out,
 	pg->slots = (const struct vp_slot *) ((const char *) p + VP_HEADER_SIZE);
 	pg->len = (size_t) st.st_size;
 	pg->mapped_slots = (uint32_t) ((pg->len - VP_HEADER_SIZE) / VP_SLOT_SIZE);
+	pg->dev = st.st_dev;
+	pg->ino = st.st_ino;
+	strcpy(pg->path, path);
 	*out = pg;
 	return DDICT_VPAGE_OK;
 }
@@ -335,12 +341,15 @@ ddict_vpage_read(const ddict_vpage *pg, uint64_t epoch,
 }
 
 ddict_vpage_status
-ddict_vpage_owner_alive(const ddict_vpage *pg)
+ddict_vpage_verify(const ddict_vpage *pg)
 {
+	struct stat st;
 	pid_t		pid;
 
 	if (pg == NULL)
 		return DDICT_VPAGE_ARG;
+	if (stat(pg->path, &st) != 0 || st.st_dev != pg->dev || st.st_ino != pg->ino)
+		return DDICT_VPAGE_DEAD;
 	pid = (pid_t) LOAD(&pg->h->pid, relaxed);
 	if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH))
 		return DDICT_VPAGE_DEAD;

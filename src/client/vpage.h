@@ -98,13 +98,16 @@ ddict_vpage_status ddict_vpage_read(const ddict_vpage *pg, uint64_t epoch,
 									uint64_t *version);
 
 /*
- * Is the server process that last started the page still there?  A page
- * whose postmaster was killed outright still says alive (truthfully nothing
- * commits while no server runs); a caller that may outlive a server whose
- * successor uses another page path can call this now and then (it is a
- * system call, not for every read).
+ * Is this mapping still the page of a running server: does the path still
+ * name the mapped file, and does the postmaster that last started it still
+ * exist?  DDICT_VPAGE_DEAD if not.  A page whose postmaster was killed
+ * outright still says alive (truthfully: nothing commits while no server
+ * runs) until the next start on the same path rewrites it; a successor that
+ * cannot (the file was removed, or the page moved to another path) never
+ * does, so a long-lived caller should call this now and then (two system
+ * calls: not for every read) and reopen when it fails.
  */
-ddict_vpage_status ddict_vpage_owner_alive(const ddict_vpage *pg);
+ddict_vpage_status ddict_vpage_verify(const ddict_vpage *pg);
 
 const char *ddict_vpage_strstatus(ddict_vpage_status st);
 

@@ -11,7 +11,7 @@
  *   spin NAME EPOCH MS                 -> ok READS OKREADS BACKWARDS LAST
  *                                         (reads for MS ms; BACKWARDS counts
  *                                         OK reads below an earlier OK read)
- *   owner                              -> STATUS
+ *   verify                             -> STATUS
  *   quit
  *
  * NAME is one letter (a-z): the slot found under that name is kept.
@@ -113,8 +113,8 @@ command(char *line)
 	}
 	else if (strcmp(cmd, "spin") == 0 && nargs == 4 && n >= 0)
 		spin(n, strtoull(b, NULL, 10), atof(c));
-	else if (strcmp(cmd, "owner") == 0)
-		printf("%s\n", ddict_vpage_strstatus(ddict_vpage_owner_alive(pg)));
+	else if (strcmp(cmd, "verify") == 0)
+		printf("%s\n", ddict_vpage_strstatus(ddict_vpage_verify(pg)));
 	else
 		printf("usage error: %s", line);
 	fflush(stdout);
