@@ -340,6 +340,19 @@ sql(q{SELECT ddict_set('settings', 'republished', '1')});
 ok(wait_for(sub { my $l = last_entry(); $l && $l->[1]{version} eq version('settings') }),
 	'publishing again starts a streamer');
 
+# --- a renamed dict: a new stream key, which begins with a marker
+sql(q{ALTER TABLE settings RENAME TO settings2; SELECT ddict_set('settings2', 'renamed', '1')});
+$key = 'ddict:postgres:public.settings2:changes';
+is(sql(q{SELECT stream_key FROM ddict_published}), $key, 'ddict_published follows the rename');
+ok(wait_for(sub { my $l = last_entry(); $l && $l->[1]{version} eq version('settings2') }),
+	'a renamed dict is appended to under its new name');
+is(entries()->[0][1]{kind}, 'f', '... whose stream begins with a marker');
+
+# --- detaching the last published dict ends the streamer
+sql(q{SELECT ddict_detach('settings2')});
+ok(wait_for(sub { sql(q{SELECT count(*) FROM ddict_change_streams() WHERE state = 'running'}) eq '0' }),
+	'detaching the last published dict ends the streamer');
+
 $node->stop;
 $redis->stop;
 done_testing();
