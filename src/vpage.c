@@ -41,7 +41,7 @@
  * that no reader believes a crashed server's page.
  *
  * Permissions: created by the server (O_NOFOLLOW, refused unless it is a
- * regular file the server owns), mode ddict.versions_page_mode (never
+ * regular file the server owns and empty or a page), mode ddict.versions_page_mode (never
  * writable by group or others) and group ddict.versions_page_group, both
  * applied at every start.
  */
@@ -175,6 +175,25 @@ default_path(char *buf)
 	return found;
 }
 
+/*
+ * Is this file ours to (re)write: empty, a versions page, or a page whose
+ * first creation stopped before its magic was written (zeros, page-sized)?
+ * A mistyped path never overwrites someone's file.
+ */
+static bool
+looks_like_page(int fd, const struct stat *st)
+{
+	uint32		magic = 0;
+
+	if (st->st_size == 0)
+		return true;
+	if (st->st_size < VPAGE_HEADER_SIZE ||
+		pread(fd, &magic, sizeof(magic), 0) != sizeof(magic))
+		return false;
+	return magic == VPAGE_MAGIC ||
+		(magic == 0 && (st->st_size - VPAGE_HEADER_SIZE) % VPAGE_SLOT_SIZE == 0);
+}
+
 /* Open an existing or new page file the server owns; -1 with a WARNING. */
 static int
 open_page(const char *path, bool create, struct stat *st)
@@ -196,6 +215,14 @@ open_page(const char *path, bool create, struct stat *st)
 	{
 		ereport(WARNING,
 				(errmsg("ddict: versions page \"%s\" is not a regular file of the server's user; not using it", path)));
+		close(fd);
+		return -1;
+	}
+	if (!looks_like_page(fd, st))
+	{
+		ereport(WARNING,
+				(errmsg("ddict: \"%s\" exists and is not a ddict versions page; not using it", path),
+				 errhint("Remove the file or set ddict.versions_page to another path.")));
 		close(fd);
 		return -1;
 	}
@@ -315,7 +342,7 @@ retire(const char *path, uint64 epoch, bool remove)
 
 	if (fd < 0)
 		return;
-	if (st.st_size >= VPAGE_HEADER_SIZE)
+	if (st.st_size >= VPAGE_HEADER_SIZE)	/* (open_page() checked its magic) */
 	{
 		int			nfile = (st.st_size - VPAGE_HEADER_SIZE) / VPAGE_SLOT_SIZE;
 

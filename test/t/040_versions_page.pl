@@ -326,6 +326,18 @@ like(cmd($op, 'opensock ' . $other->host . ' ' . $other->port), qr/^unavailable 
 	'... and a client reports the page unavailable');
 $other->stop;
 
+# A path that names someone's file: never overwritten, no page, a warning.
+my $precious = "$PostgreSQL::Test::Utils::tmp_check/precious.txt";
+PostgreSQL::Test::Utils::append_to_file($precious, "not a page\n" x 100);
+$other->append_conf('postgresql.conf', "ddict.versions_page = '$precious'");
+my $log_pos = -s $other->logfile;
+$other->start;
+is(PostgreSQL::Test::Utils::slurp_file($precious), "not a page\n" x 100,
+	'a file that is not a page is left alone');
+like(substr(PostgreSQL::Test::Utils::slurp_file($other->logfile), $log_pos),
+	qr/is not a ddict versions page; not using it/, '... with a warning');
+$other->stop;
+
 #
 # Standby: replay moves the standby's own page.
 #
