@@ -931,9 +931,12 @@ keeper_main(ddict *h)
 		pthread_mutex_unlock(&r->lock);
 		if (want && atomic_load(&r->key) != NULL)
 		{
-			/* the checks met a misbehaving server: back off (noted there) */
+			/* the checks met a misbehaving server: back off (noted there);
+			 * once a GET went well again, the backoff starts afresh */
 			if (bad != seen_bad && bad > 0)
 				redis_backoff(h);
+			else if (bad == 0 && seen_bad > 0)
+				redis_ok(h);
 			seen_bad = bad;
 			if (dd_now_us() >= r->next_attempt_us)
 			{
