@@ -18,8 +18,8 @@
  * Connections are made by the handle's thread, never by a read: a read uses
  * a connection the thread has made, or — while there is none — checks the
  * server instead.  The thread reconnects with the handle's backoff (at once
- * after an established connection broke, then doubling from backoff_min_ms
- * to backoff_max_ms, +-25% jitter).
+ * after a healthy connection broke cleanly, then doubling from
+ * backoff_min_ms to backoff_max_ms, +-25% jitter).
  *
  * Every reply is type-checked before use (reply_is_*() below), and a
  * connection carries exactly the replies asked for: a reply of the wrong
