@@ -28,7 +28,7 @@ my $redis = RedisServer->new;
 my $port = $redis->port;
 
 my $node = PostgreSQL::Test::Cluster->new('streams');
-$node->init;
+$node->init(allows_streaming => 1);	# synchronous replication holds committers below
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'ddict, pg_stat_statements'
 ddict.redis_url = 'redis://127.0.0.1:$port'
@@ -339,6 +339,46 @@ sql(q{SELECT ddict_publish_changes('settings')});
 sql(q{SELECT ddict_set('settings', 'republished', '1')});
 ok(wait_for(sub { my $l = last_entry(); $l && $l->[1]{version} eq version('settings') }),
 	'publishing again starts a streamer');
+
+# --- a cache that loaded from PostgreSQL later than an entry's snapshot
+# never steps back: W and T wait for a synchronous standby that does not
+# exist (committed, in the ring, not visible); U commits locally and its entry
+# (snapshot without T, cursor held at W's position) reaches the stream after
+# the cache recorded the stream's tip; then T becomes visible and the cache
+# loads from PostgreSQL.  The entry's from <= the cache's cursor (W holds
+# both), but its cursor is below the cache's "until": applying it would take
+# back T's value.  The rule skips it.
+$node->append_conf('postgresql.conf', "synchronous_standby_names = 'nobody'");
+$node->reload;
+usleep(500_000);		# the checkpointer notes that a standby is wanted
+sql(q{SET synchronous_commit = local; SELECT ddict_set('settings', 'k', 'old')});
+my $cw = StreamConsumer->new(node => $node, db => 'postgres', table => 'settings', port => $port, key => $key);
+my @hold;
+for my $who ('W', 'T')
+{
+	my $val = $who eq 'W' ? 'w' : 'k';
+	push @hold, IPC::Run::start([ 'psql', '-X', '-q', '-d', $node->connstr('postgres') . " application_name=$who",
+		  '-c', "SELECT ddict_set('settings', '$val', 'new')" ], '>', \my $ho, '2>', \my $he);
+	ok(wait_for(sub { sql(qq{SELECT count(*) FROM pg_stat_activity WHERE application_name = '$who' AND wait_event = 'SyncRep'}) eq '1' }),
+		"$who waits for the synchronous standby, committed but not visible");
+}
+sql(q{SET synchronous_commit = local; SELECT ddict_set('settings', 'u', 'new')});
+my $vu = version('settings');
+ok(entry_for($vu), 'U\'s entry reached the stream');
+sql(q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'T'});
+ok(wait_for(sub { sql(q{SELECT value FROM settings WHERE key = 'k'}) eq 'new' }), 'T became visible');
+$cw->{version} = undef;		# a full load now, with the tip recorded before U
+$cw->resync;
+is($cw->{data}{k}, 'new', 'the cache loaded T\'s value from PostgreSQL');
+$cw->poll;
+is($cw->{data}{k}, 'new', 'the older entries of the stream did not take it back');
+is($cw->{went_back}, 0, 'the cache never stepped back to an older version');
+sql(q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'W'});
+$_->finish for @hold;
+$node->append_conf('postgresql.conf', "synchronous_standby_names = ''");
+$node->reload;
+replay_equals($cw, 'committers held between commit and visibility');
+is($cw->{went_back}, 0, 'and it never stepped back');
 
 # --- a renamed dict: a new stream key, which begins with a marker
 sql(q{ALTER TABLE settings RENAME TO settings2; SELECT ddict_set('settings2', 'renamed', '1')});

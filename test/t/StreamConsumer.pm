@@ -89,13 +89,19 @@ sub parse_entry
 sub new
 {
 	my ($class, %a) = @_;
-	my $self = bless { %a, data => {}, last_id => '0-0', pg => 0, applied => 0 }, $class;
-	# the stream's last id before the load: entries after it are newer
+	my $self = bless { %a, data => {}, last_id => '0-0', pg => 0, applied => 0, went_back => 0 }, $class;
+	$self->record_tip;
+	$self->resync;
+	return $self;
+}
+
+# The stream's last id, recorded before a load: entries after it are newer.
+sub record_tip
+{
+	my ($self) = @_;
 	my $r = redis_connect($self->{port});
 	my $tip = $r ? command($r, 'XREVRANGE', $self->{key}, '+', '-', 'COUNT', '1') : [];
 	$self->{last_id} = $tip->[0][0] if $tip && @$tip;
-	$self->resync;
-	return $self;
 }
 
 # ddict_changes() from the cache's state (in full the first time).
@@ -156,6 +162,8 @@ sub poll
 				if ($kind eq 's') { $self->{data}{$key} = $c->[1]; }
 				else { delete $self->{data}{$key}; }
 			}
+			# a cache must never step back to an older version
+			$self->{went_back}++ if $h->{version} < $self->{version};
 			$self->{version} = $h->{version};
 			$self->{cursor} = $self->{floor} = $h->{cursor};
 			$self->{applied}++;
