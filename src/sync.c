@@ -55,6 +55,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
@@ -315,6 +316,90 @@ ddict_changes_compute(DictInfo *d, uint64 horizon, const ChangesSince *since,
 	return kind;
 }
 
+/*
+ * The result's row type, cached per backend.  InitMaterializedSRF() asks
+ * get_call_result_type(), which rebuilds it from pg_proc on every call (a
+ * syscache lookup, three arrays decoded, a type lookup per column): on the
+ * "unchanged" answer of an autosync check that was most of this function's
+ * own time.  In FROM, the executor hands us the row type it expects
+ * (expectedDesc), and a cached copy with the same columns is used instead;
+ * every SQL declaration of this function (1.0's six columns, 1.1's, a new
+ * one after ALTER EXTENSION UPDATE) gets its own.  Their refcount marks them
+ * as not the executor's to free (ExecMakeTableFunctionResult frees only
+ * uncounted descriptors); nothing pins or releases them.  Without an
+ * expected row type (a call in a select list), or past a few shapes, the
+ * row type is built per call as before.
+ */
+#define CACHED_SHAPES 4
+static TupleDesc cached_desc[CACHED_SHAPES];
+static int	ncached_desc = 0;
+
+static bool
+same_columns(TupleDesc a, TupleDesc b)
+{
+	if (a->natts != b->natts)
+		return false;
+	for (int i = 0; i < a->natts; i++)
+		if (TupleDescAttr(a, i)->atttypid != TupleDescAttr(b, i)->atttypid ||
+			TupleDescAttr(a, i)->atttypmod != TupleDescAttr(b, i)->atttypmod ||
+			TupleDescAttr(a, i)->attisdropped != TupleDescAttr(b, i)->attisdropped)
+			return false;
+	return true;
+}
+
+/* In the per-query context. */
+static TupleDesc
+result_desc(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
+{
+	TupleDesc	desc;
+	MemoryContext old;
+
+	if (rsinfo->expectedDesc != NULL)
+	{
+		for (int i = 0; i < ncached_desc; i++)
+			if (same_columns(cached_desc[i], rsinfo->expectedDesc))
+				return cached_desc[i];
+		if (ncached_desc < CACHED_SHAPES)
+		{
+			old = MemoryContextSwitchTo(TopMemoryContext);
+			desc = CreateTupleDescCopy(rsinfo->expectedDesc);
+			MemoryContextSwitchTo(old);
+			desc->tdrefcount = 1;	/* never freed by the executor */
+			cached_desc[ncached_desc++] = desc;
+			return desc;
+		}
+	}
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	return desc;
+}
+
+/*
+ * InitMaterializedSRF() without its per-call row type: the tuplestore in
+ * the per-query context, the cached row type.
+ */
+static void
+init_result(FunctionCallInfo fcinfo)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext old;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	if (!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("materialize mode required, but it is not allowed in this context")));
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	rsinfo->setDesc = result_desc(fcinfo, rsinfo);
+	rsinfo->setResult = tuplestore_begin_heap((rsinfo->allowedModes & SFRM_Materialize_Random) != 0,
+											  false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	MemoryContextSwitchTo(old);
+}
+
 Datum
 ddict_changes(PG_FUNCTION_ARGS)
 {
@@ -328,7 +413,7 @@ ddict_changes(PG_FUNCTION_ARGS)
 	ddict_require_preload();
 	ddict_require_arg(fcinfo, 0, "dict");
 	relid = PG_GETARG_OID(0);
-	InitMaterializedSRF(fcinfo, 0);
+	init_result(fcinfo);
 	em.sink.header = emit_header;
 	em.sink.row = emit;
 	em.sink.full_rows = true;
