@@ -60,3 +60,12 @@ SELECT key, convert_from(value, 'UTF8') FROM ddict_changes('docs') WHERE kind = 
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT * FROM ddict_changes('syncd');
 ROLLBACK;
+-- ... but "unchanged" reads no rows and is answered at any isolation level
+SELECT version AS rr_v, epoch AS rr_e FROM ddict_changes('syncd') WHERE kind = 'f' \gset
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT kind FROM ddict_changes('syncd', :rr_v, :rr_e) WHERE kind IN ('u', 'd', 'f');
+ROLLBACK;
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT kind FROM ddict_changes('syncd', :rr_v, :rr_e) WHERE kind IN ('u', 'd', 'f');
+SELECT kind FROM ddict_changes('syncd', :rr_v - 1, :rr_e) WHERE kind IN ('u', 'd', 'f');
+ROLLBACK;

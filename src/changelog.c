@@ -253,6 +253,22 @@ ddict_changelog_horizon(void)
 }
 
 /*
+ * The next position to write.  Read after a snapshot was taken, it bounds the
+ * entries of every transaction that snapshot sees (they append before they
+ * commit): the "until" of a delta (sync.c, streamer.c).
+ */
+uint64
+ddict_changelog_head(void)
+{
+	uint64		h;
+
+	LWLockAcquire(logsh->lock, LW_SHARED);
+	h = logsh->head;
+	LWLockRelease(logsh->lock);
+	return h;
+}
+
+/*
  * Keys of (dboid, relid) logged at or after "since".  Returns false when a
  * delta cannot be exact and the caller must reload everything.
  */

@@ -15,6 +15,7 @@
  * up in shmem_startup_hook under AddinShmemInitLock.
  */
 #include "ddict.h"
+#include "vpage.h"
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -70,10 +71,12 @@ ddict_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(add_size(ddict_shmem_size(),
-											 ddict_changelog_shmem_size()),
-									ddict_publisher_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(add_size(ddict_shmem_size(),
+													  ddict_changelog_shmem_size()),
+											 ddict_publisher_shmem_size()),
+									ddict_streamer_shmem_size()));
 	RequestNamedLWLockTranche("ddict", 2);
+	RequestNamedLWLockTranche("ddict streamers", 1);
 }
 
 static void
@@ -82,8 +85,10 @@ ddict_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	ddict_shmem_init();
+	ddict_vpage_startup(ddict_epoch(), ddict_max_dicts);
 	ddict_changelog_init();
 	ddict_publisher_shmem_init();
+	ddict_streamer_shmem_init();
 }
 
 void
@@ -121,6 +126,8 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 	ddict_publisher_register();	/* its GUCs, and the background worker */
+	ddict_vpage_define_gucs();
+	ddict_streamer_define_gucs();	/* published changes (Redis Streams) */
 	MarkGUCPrefixReserved("ddict");
 
 	prev_shmem_request_hook = shmem_request_hook;

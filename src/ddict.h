@@ -9,8 +9,12 @@
  *   triggers.c   the C trigger attached to every dict table
  *   wal.c        a custom WAL resource manager so hot standbys move versions on replay
  *   registry.c   which tables are dicts; attach / detach / create; SPI plan cache
+ *   ddl.c        event triggers that keep a dict whole through DDL (ALTER
+ *                TABLE/TYPE/TRIGGER, DROP INDEX, DROP TABLE) and move its
+ *                version when DDL changes what clients read
  *   functions.c  the dict API (get, set, delete, pop, setdefault, items, keys, len)
  *   sync.c       ddict_changes(): the client's one-round-trip check + delta
+ *   streamer.c   per-database workers that publish each change to a Redis Stream
  *   stats.c      ddict_last_updated() and the statistics SRF
  */
 #ifndef DDICT_H
@@ -21,6 +25,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
+#include "utils/relcache.h"
 #include "utils/timestamp.h"
 
 /* GUCs (ddict.c) */
@@ -93,11 +98,12 @@ extern void ddict_changelog_finish(void);
 extern uint64 ddict_changelog_horizon(void);
 extern bool ddict_changelog_collect(Oid dboid, Oid relid, uint64 since,
 									List **keys);
+extern uint64 ddict_changelog_head(void);
 
 /* xact.c */
 extern void ddict_xact_init(void);
 extern void ddict_note_change(Oid relid, const char *key, int len);
-extern void ddict_note_forget(Oid relid);
+extern void ddict_note_forget(Oid relid, const char *name);
 
 /* publisher.c */
 extern char *ddict_redis_url;
@@ -107,6 +113,7 @@ extern Size ddict_publisher_shmem_size(void);
 extern void ddict_publisher_shmem_init(void);
 extern void ddict_publisher_register(void);
 extern void ddict_publisher_wake(void);
+extern bool ddict_publisher_ready(void);
 
 /* wal.c */
 extern void ddict_wal_register(void);
@@ -121,15 +128,65 @@ typedef struct DictInfo
 	char	   *qualname;		/* quoted, schema-qualified table name */
 	char	   *keycol;			/* quoted key column */
 	char	   *valcol;			/* quoted value column */
+	char	   *valtext;		/* SQL for the value's text (output function) */
 	Oid			keytype;
 	Oid			valtype;
 	int32		valtypmod;
 } DictInfo;
 
 extern DictInfo *ddict_lookup(Oid relid);
+extern char *ddict_value_text_sql(const char *valcol, Oid valtype);
 extern bool ddict_is_registered(Oid relid);
+extern bool ddict_registry_row(Oid relid, char **keycol, char **valcol);
+extern char *ddict_qualified_name(Oid relid);
+extern uint64 ddict_exec_as_registry_owner(const char *sql, int nargs, Oid *argtypes, Datum *args);
+extern bool ddict_key_is_unique(Relation rel, AttrNumber keyatt, List *except);
 extern SPIPlanPtr ddict_plan(const char *sql, int nargs, Oid *argtypes);
 extern char *ddict_ext_schema(void);
+extern Oid	ddict_ext_namespace(void);
+
+/* ddl.c */
+extern Oid	ddict_trigger_fn(void);
+extern List *ddict_trigger_names(Oid relid);
+extern void ddict_check_value_type(Oid valtype, const char *valcol);
+extern void ddict_check_key_collation(Oid relid, AttrNumber katt, const char *keycol);
+
+/* sync.c: the delta computation, shared by ddict_changes() and streamer.c */
+typedef struct ChangeHeader
+{
+	uint64		version;
+	uint64		epoch;
+	uint64		cursor;			/* the horizon read first: the next cursor */
+	uint64		until;			/* ring head after the snapshot; 0: none */
+} ChangeHeader;
+
+typedef struct ChangeSink ChangeSink;
+struct ChangeSink
+{
+	void		(*header) (ChangeSink *sink, char kind, const ChangeHeader *h);
+	void		(*row) (ChangeSink *sink, char kind, Datum key, bool key_null,
+						Datum value, bool value_null);
+	bool		full_rows;		/* a full answer carries every row */
+};
+
+typedef struct ChangesSince
+{
+	bool		have;			/* the caller holds a state of this relation */
+	uint64		version;
+	uint64		epoch;
+	uint64		cursor;			/* 0: none */
+} ChangesSince;
+
+extern char ddict_changes_compute(DictInfo *d, uint64 horizon, const ChangesSince *since,
+								  ChangeSink *sink);
+
+/* streamer.c */
+extern Size ddict_streamer_shmem_size(void);
+extern void ddict_streamer_shmem_init(void);
+extern void ddict_streamer_define_gucs(void);
+extern void ddict_streamer_wake(Oid dboid, bool config_changed);
+extern void ddict_streamer_note_config(void);
+extern bool ddict_publishes_changes(Oid relid);
 
 /* stats.c */
 extern uint64 ddict_current_version(Oid relid);

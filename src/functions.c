@@ -78,8 +78,8 @@ plan_select_value(DictInfo *d)
 {
 	Oid			argtypes[1] = {TEXTOID};
 
-	return ddict_plan(psprintf("SELECT %s::pg_catalog.text FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1",
-							   d->valcol, d->qualname, d->keycol),
+	return ddict_plan(psprintf("SELECT %s FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1",
+							   d->valtext, d->qualname, d->keycol),
 					  1, argtypes);
 }
 
@@ -128,8 +128,8 @@ plan_delete(DictInfo *d)
 	Oid			argtypes[1] = {TEXTOID};
 
 	return ddict_plan(psprintf("DELETE FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1 "
-							   "RETURNING %s::pg_catalog.text",
-							   d->qualname, d->keycol, d->valcol),
+							   "RETURNING %s",
+							   d->qualname, d->keycol, d->valtext),
 					  1, argtypes);
 }
 
@@ -193,8 +193,8 @@ ddict_setdefault(PG_FUNCTION_ARGS)
 	args[0] = PG_GETARG_DATUM(1);
 	args[1] = value_input(d, PG_GETARG_TEXT_PP(2));
 	ins = ddict_plan(psprintf("INSERT INTO %s (%s, %s) VALUES ($1, $2) "
-							  "ON CONFLICT (%s) DO NOTHING RETURNING %s::pg_catalog.text",
-							  d->qualname, d->keycol, d->valcol, d->keycol, d->valcol),
+							  "ON CONFLICT (%s) DO NOTHING RETURNING %s",
+							  d->qualname, d->keycol, d->valcol, d->keycol, d->valtext),
 					 2, argtypes);
 	for (int attempt = 0; attempt < 100 && result == NULL; attempt++)
 	{
@@ -257,8 +257,8 @@ ddict_items(PG_FUNCTION_ARGS)
 {
 	DictInfo   *d = open_whole_dict(fcinfo);
 
-	materialize(fcinfo, psprintf("SELECT %s::pg_catalog.text, %s::pg_catalog.text FROM ONLY %s ORDER BY 1",
-								 d->keycol, d->valcol, d->qualname));
+	materialize(fcinfo, psprintf("SELECT %s::pg_catalog.text, %s FROM ONLY %s ORDER BY 1",
+								 d->keycol, d->valtext, d->qualname));
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -289,4 +289,40 @@ ddict_len(PG_FUNCTION_ARGS)
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 	PG_RETURN_INT64(n);
+}
+
+/*
+ * _ddict_text(value anyelement) → text: a value's text through its type's
+ * output function.  value::text would go through a cast from the value type
+ * to text if its owner created one, and CREATE CAST changes no row and moves
+ * no version: clients would read text the dict never had.  Built-in types
+ * keep ::text (nobody but a superuser can cast from them), so char(n) keeps
+ * its trimmed text.  Caches the output function per call site.
+ */
+PG_FUNCTION_INFO_V1(ddict_value_text);
+Datum
+ddict_value_text(PG_FUNCTION_ARGS)
+{
+	typedef struct
+	{
+		Oid			type;
+		FmgrInfo	out;
+	} OutCache;
+	OutCache   *c = (OutCache *) fcinfo->flinfo->fn_extra;
+	Oid			type = get_fn_expr_argtype(fcinfo->flinfo, 0);
+
+	if (c == NULL || c->type != type)
+	{
+		Oid			outfn;
+		bool		varlena;
+
+		if (!OidIsValid(type))
+			elog(ERROR, "ddict: _ddict_text() could not determine its argument's type");
+		if (c == NULL)
+			c = fcinfo->flinfo->fn_extra = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(OutCache));
+		getTypeOutputInfo(type, &outfn, &varlena);
+		fmgr_info_cxt(outfn, &c->out, fcinfo->flinfo->fn_mcxt);
+		c->type = type;
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(OutputFunctionCall(&c->out, PG_GETARG_DATUM(0))));
 }

@@ -16,6 +16,13 @@
  * Redis has lost its keys.  A slow Redis is bounded by ddict.redis_timeout
  * per operation and delays only this worker.
  *
+ * Every reply is type-checked before it is used (reply_is_*() below): a
+ * server that answers with the wrong type, nil, an error, garbage or half a
+ * reply — a proxy, a "Redis-compatible" store, a broken server — is an
+ * outage like any other (logged once, in ddict_redis_status().last_error,
+ * retried with backoff), never a crash of this worker, which would make the
+ * postmaster restart every backend.
+ *
  * The worker needs no database connection: dict names are copied into
  * shared memory by the backends that commit changes (shmem.c).  Its state —
  * connected or not, the last error, versions published, the publish lag — is
@@ -24,11 +31,14 @@
  *
  * The loop follows worker_spi/pg_cron: SIGHUP reloads the configuration
  * (and reconnects when the URL changed), SIGTERM ends the worker, and the
- * postmaster restarts it 5 s after an unexpected exit.
+ * postmaster restarts it 5 s after an unexpected exit.  Each turn of the
+ * loop allocates in a memory context that is reset at the start of the next
+ * turn (as pg_cron does), so no path — an error path included — can leak
+ * memory turn after turn.
  */
 #include "ddict.h"
 
-#include <hiredis/hiredis.h>
+#include "redisconn.h"
 
 #include "fmgr.h"
 #include "funcapi.h"
@@ -44,6 +54,7 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
@@ -111,6 +122,22 @@ ddict_publisher_wake(void)
 		SetLatch(latch);
 }
 
+/*
+ * Has the publisher removed an earlier server run's keys?  The change
+ * streamers (streamer.c) append only after that, or their first entries
+ * would go with the stale keys.
+ */
+bool
+ddict_publisher_ready(void)
+{
+	bool		ready;
+
+	SpinLockAcquire(&pub->mutex);
+	ready = pub->cleared;
+	SpinLockRelease(&pub->mutex);
+	return ready;
+}
+
 void
 ddict_publisher_register(void)
 {
@@ -149,85 +176,6 @@ ddict_publisher_register(void)
 	RegisterBackgroundWorker(&w);
 }
 
-/* ---- the URL ---- */
-
-typedef struct RedisTarget
-{
-	char	   *host;			/* NULL for a unix socket */
-	int			port;
-	char	   *path;
-	char	   *user;
-	char	   *password;
-	int			db;
-} RedisTarget;
-
-/* Parse url into t (palloc'd); on failure return false and say why in err. */
-static bool
-parse_url(const char *url, RedisTarget *t, char *err)
-{
-	char	   *s = pstrdup(url);
-	char	   *q;
-
-	memset(t, 0, sizeof(*t));
-	t->port = 6379;
-	if (strncmp(s, "unix://", 7) == 0)
-	{
-		t->path = s + 7;
-		if ((q = strchr(t->path, '?')) != NULL)
-		{
-			*q++ = '\0';
-			if (strncmp(q, "db=", 3) == 0)
-				t->db = atoi(q + 3);
-		}
-		if (t->path[0] != '/')
-		{
-			snprintf(err, ERRLEN, "unix socket path must be absolute");
-			return false;
-		}
-		return true;
-	}
-	if (strncmp(s, "redis://", 8) != 0)
-	{
-		snprintf(err, ERRLEN, "ddict.redis_url must start with redis:// or unix://");
-		return false;
-	}
-	s += 8;
-	if ((q = strrchr(s, '@')) != NULL)
-	{
-		char	   *colon;
-
-		*q = '\0';
-		colon = strchr(s, ':');
-		if (colon)
-		{
-			*colon = '\0';
-			t->user = s[0] ? s : NULL;
-			t->password = colon + 1;
-		}
-		else
-			t->password = s;
-		s = q + 1;
-	}
-	if ((q = strchr(s, '/')) != NULL)
-	{
-		*q++ = '\0';
-		if (*q)
-			t->db = atoi(q);
-	}
-	if ((q = strrchr(s, ':')) != NULL)
-	{
-		*q++ = '\0';
-		t->port = atoi(q);
-		if (t->port <= 0 || t->port > 65535)
-		{
-			snprintf(err, ERRLEN, "invalid port in ddict.redis_url");
-			return false;
-		}
-	}
-	t->host = s[0] ? s : "127.0.0.1";
-	return true;
-}
-
 /* ---- status ---- */
 
 static void
@@ -260,9 +208,81 @@ disconnect(void)
 	set_status(false, NULL);
 }
 
-/* Send one command and check its reply; false (with err) on any failure. */
+/* ---- replies: every one is checked before use ---- */
+
 static bool
-command_ok(const char *what, char *err, const char *fmt, ...)
+reply_is_bulk(const redisReply *r)
+{
+	return r != NULL && r->type == REDIS_REPLY_STRING && r->str != NULL;
+}
+
+static bool
+reply_is_status(const redisReply *r, const char *text)
+{
+	return r != NULL && r->type == REDIS_REPLY_STATUS && r->str != NULL &&
+		strcmp(r->str, text) == 0;
+}
+
+static bool
+reply_is_integer(const redisReply *r)
+{
+	return r != NULL && r->type == REDIS_REPLY_INTEGER;
+}
+
+/* A SCAN reply: [cursor (decimal bulk), [key (bulk), ...]]. */
+static bool
+reply_is_scan(const redisReply *r)
+{
+	const redisReply *keys;
+
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		!reply_is_bulk(r->element[0]) || r->element[0]->len == 0 ||
+		r->element[0]->len >= 32 ||
+		strspn(r->element[0]->str, "0123456789") != r->element[0]->len)
+		return false;
+	keys = r->element[1];
+	if (keys == NULL || keys->type != REDIS_REPLY_ARRAY)
+		return false;
+	for (size_t i = 0; i < keys->elements; i++)
+		if (!reply_is_bulk(keys->element[i]))
+			return false;
+	return true;
+}
+
+/* Say in err why a reply (NULL: none) is not the one expected. */
+static void
+reply_error(const char *what, const redisReply *r, char *err)
+{
+	if (r == NULL)
+		snprintf(err, ERRLEN, "%s: %s", what,
+				 rc->errstr[0] ? rc->errstr : "connection lost");
+	else if (r->type == REDIS_REPLY_ERROR && r->str != NULL)
+		snprintf(err, ERRLEN, "%s: %s", what, r->str);
+	else
+		snprintf(err, ERRLEN, "%s: malformed reply (type %d)", what, r->type);
+}
+
+/*
+ * After the replies we expected, nothing else may be buffered: an extra
+ * reply would be taken for the answer to our next command.
+ */
+static bool
+no_extra_reply(const char *what, char *err)
+{
+	if (rc->reader != NULL && rc->reader->pos < rc->reader->len)
+	{
+		snprintf(err, ERRLEN, "%s: malformed reply (unexpected extra data)", what);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Send one command and check that its reply is the status expect ("OK",
+ * "PONG"); false (with err) on any failure.
+ */
+static bool
+command_ok(const char *what, const char *expect, char *err, const char *fmt,...)
 {
 	va_list		ap;
 	redisReply *r;
@@ -271,16 +291,12 @@ command_ok(const char *what, char *err, const char *fmt, ...)
 	va_start(ap, fmt);
 	r = redisvCommand(rc, fmt, ap);
 	va_end(ap);
-	if (r == NULL)
-	{
-		snprintf(err, ERRLEN, "%s: %s", what, rc->errstr[0] ? rc->errstr : "connection lost");
-		return false;
-	}
-	ok = (r->type != REDIS_REPLY_ERROR);
+	ok = reply_is_status(r, expect);
 	if (!ok)
-		snprintf(err, ERRLEN, "%s: %s", what, r->str);
-	freeReplyObject(r);
-	return ok;
+		reply_error(what, r, err);
+	if (r)
+		freeReplyObject(r);
+	return ok && no_extra_reply(what, err);
 }
 
 static bool
@@ -289,7 +305,7 @@ try_connect(char *err)
 	RedisTarget t;
 	struct timeval tv;
 
-	if (!parse_url(ddict_redis_url, &t, err))
+	if (!ddict_redis_parse_url(ddict_redis_url, &t, err))
 		return false;
 	tv.tv_sec = ddict_redis_timeout_ms / 1000;
 	tv.tv_usec = (ddict_redis_timeout_ms % 1000) * 1000;
@@ -311,13 +327,13 @@ try_connect(char *err)
 	}
 	redisSetTimeout(rc, tv);
 	if (t.password &&
-		!(t.user ? command_ok("AUTH", err, "AUTH %s %s", t.user, t.password)
-		  : command_ok("AUTH", err, "AUTH %s", t.password)))
+		!(t.user ? command_ok("AUTH", "OK", err, "AUTH %s %s", t.user, t.password)
+		  : command_ok("AUTH", "OK", err, "AUTH %s", t.password)))
 	{
 		disconnect();
 		return false;
 	}
-	if (t.db != 0 && !command_ok("SELECT", err, "SELECT %d", t.db))
+	if (t.db != 0 && !command_ok("SELECT", "OK", err, "SELECT %d", t.db))
 	{
 		disconnect();
 		return false;
@@ -333,49 +349,78 @@ try_connect(char *err)
  * to PostgreSQL, which answers with the new epoch.  Hence one prefix per
  * cluster.
  */
+static void
+scan_pattern(StringInfo pattern)
+{
+	initStringInfo(pattern);
+	for (const char *c = ddict_redis_prefix; *c; c++)
+	{
+		if (strchr("*?[]\\", *c))
+			appendStringInfoChar(pattern, '\\');
+		appendStringInfoChar(pattern, *c);
+	}
+	appendStringInfoChar(pattern, '*');
+}
+
+/* DEL the keys of one SCAN reply (checked by reply_is_scan), pipelined. */
+static bool
+delete_keys(const redisReply *keys, char *err)
+{
+	for (size_t i = 0; i < keys->elements; i++)
+		redisAppendCommand(rc, "DEL %b", keys->element[i]->str,
+						   (size_t) keys->element[i]->len);
+	for (size_t i = 0; i < keys->elements; i++)
+	{
+		redisReply *d = NULL;
+		bool		ok;
+
+		if (redisGetReply(rc, (void **) &d) != REDIS_OK)
+			d = NULL;
+		ok = reply_is_integer(d);
+		if (!ok)
+			reply_error("DEL", d, err);
+		if (d)
+			freeReplyObject(d);
+		if (!ok)
+			return false;
+	}
+	return no_extra_reply("DEL", err);
+}
+
 static bool
 clear_stale_keys(char *err)
 {
 	StringInfoData pattern;
 	char		cursor[32] = "0";
 
-	initStringInfo(&pattern);
-	for (const char *c = ddict_redis_prefix; *c; c++)
-	{
-		if (strchr("*?[]\\", *c))
-			appendStringInfoChar(&pattern, '\\');
-		appendStringInfoChar(&pattern, *c);
-	}
-	appendStringInfoChar(&pattern, '*');
+	scan_pattern(&pattern);
 	do
 	{
 		redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern.data);
+		bool		ok = reply_is_scan(r);
 
-		if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+		if (!ok)
+			reply_error("SCAN", r, err);
+		else
+			ok = no_extra_reply("SCAN", err);
+		if (ok)
 		{
-			snprintf(err, ERRLEN, "SCAN: %s", r == NULL ? rc->errstr :
-					 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-			if (r)
-				freeReplyObject(r);
+			strlcpy(cursor, r->element[0]->str, sizeof(cursor));
+			ok = delete_keys(r->element[1], err);
+		}
+		if (r)
+			freeReplyObject(r);
+		/* a server that never ends the scan must not hold the worker */
+		if (ok && (ShutdownRequestPending || ConfigReloadPending))
+		{
+			snprintf(err, ERRLEN, "SCAN: interrupted");
+			ok = false;
+		}
+		if (!ok)
+		{
+			pfree(pattern.data);
 			return false;
 		}
-		strlcpy(cursor, r->element[0]->str, sizeof(cursor));
-		for (size_t i = 0; i < r->element[1]->elements; i++)
-			redisAppendCommand(rc, "DEL %b", r->element[1]->element[i]->str,
-							   (size_t) r->element[1]->element[i]->len);
-		for (size_t i = 0; i < r->element[1]->elements; i++)
-		{
-			redisReply *d;
-
-			if (redisGetReply(rc, (void **) &d) != REDIS_OK || d == NULL)
-			{
-				snprintf(err, ERRLEN, "DEL: %s", rc->errstr);
-				freeReplyObject(r);
-				return false;
-			}
-			freeReplyObject(d);
-		}
-		freeReplyObject(r);
 	} while (strcmp(cursor, "0") != 0);
 	pfree(pattern.data);
 	SpinLockAcquire(&pub->mutex);
@@ -406,22 +451,27 @@ publish(bool all, char *err)
 	}
 	for (int i = 0; i < 2 * n; i++)
 	{
-		redisReply *r;
+		redisReply *r = NULL;
+		bool		ok;
 
-		if (redisGetReply(rc, (void **) &r) != REDIS_OK || r == NULL)
-		{
-			snprintf(err, ERRLEN, "publish: %s", rc->errstr[0] ? rc->errstr : "connection lost");
-			pfree(items);
-			return false;
-		}
-		if (r->type == REDIS_REPLY_ERROR)
-		{
-			snprintf(err, ERRLEN, "publish: %s", r->str);
+		if (redisGetReply(rc, (void **) &r) != REDIS_OK)
+			r = NULL;
+		/* SET answers +OK, PUBLISH the number of receivers */
+		ok = i % 2 == 0 ? reply_is_status(r, "OK") : reply_is_integer(r);
+		if (!ok)
+			reply_error(i % 2 == 0 ? "publish: SET" : "publish: PUBLISH", r, err);
+		if (r)
 			freeReplyObject(r);
+		if (!ok)
+		{
 			pfree(items);
 			return false;
 		}
-		freeReplyObject(r);
+	}
+	if (n > 0 && !no_extra_reply("publish", err))
+	{
+		pfree(items);
+		return false;
 	}
 	now = GetCurrentTimestamp();
 	for (int i = 0; i < n; i++)
@@ -460,6 +510,7 @@ ddict_publisher_main(Datum arg)
 	TimestampTz next_attempt = 0;
 	TimestampTz last_activity = 0;
 	char		err[ERRLEN];
+	MemoryContext loop_cxt;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -468,11 +519,17 @@ ddict_publisher_main(Datum arg)
 	pub->latch = MyLatch;
 	before_shmem_exit(publisher_exit, (Datum) 0);
 	current_url = MemoryContextStrdup(TopMemoryContext, ddict_redis_url);
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "ddict publisher loop",
+									 ALLOCSET_DEFAULT_SIZES);
 
 	while (!ShutdownRequestPending)
 	{
 		long		timeout = 60000;
 		bool		enabled;
+
+		/* whatever the last turn allocated (an error path included) goes */
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
 
 		if (ConfigReloadPending)
 		{
@@ -510,7 +567,7 @@ ddict_publisher_main(Datum arg)
 			/* idle: make sure the connection is alive, so the status is true */
 			if (rc != NULL && !failed && !fresh &&
 				TimestampDifferenceExceeds(last_activity, GetCurrentTimestamp(), 5000))
-				failed = !command_ok("PING", err, "PING");
+				failed = !command_ok("PING", "PONG", err, "PING");
 			if (!failed)
 				last_activity = GetCurrentTimestamp();
 

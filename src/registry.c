@@ -20,6 +20,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/transam.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
@@ -34,6 +35,7 @@
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "parser/parse_type.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -42,7 +44,6 @@
 PG_FUNCTION_INFO_V1(ddict_create);
 PG_FUNCTION_INFO_V1(ddict_attach);
 PG_FUNCTION_INFO_V1(ddict_detach);
-PG_FUNCTION_INFO_V1(ddict_forget);
 
 #define PLAN_KEY_LEN 1024
 
@@ -95,8 +96,8 @@ ddict_plan(const char *sql, int nargs, Oid *argtypes)
 }
 
 /* Namespace of the installed extension, looked up in pg_extension. */
-static Oid
-ext_namespace(void)
+Oid
+ddict_ext_namespace(void)
 {
 	static Oid	cached_ext = InvalidOid;
 	static Oid	cached_nsp = InvalidOid;
@@ -131,7 +132,7 @@ ext_namespace(void)
 char *
 ddict_ext_schema(void)
 {
-	return pstrdup(quote_identifier(get_namespace_name(ext_namespace())));
+	return pstrdup(quote_identifier(get_namespace_name(ddict_ext_namespace())));
 }
 
 static char *
@@ -141,8 +142,8 @@ registry_sql(const char *fmt)
 }
 
 /* Reads the registry row of relid into key/value column names; SPI connected. */
-static bool
-registry_row(Oid relid, char **keycol, char **valcol)
+bool
+ddict_registry_row(Oid relid, char **keycol, char **valcol)
 {
 	Oid			argtypes[1] = {REGCLASSOID};
 	Datum		args[1] = {ObjectIdGetDatum(relid)};
@@ -167,7 +168,7 @@ registry_row(Oid relid, char **keycol, char **valcol)
 bool
 ddict_is_registered(Oid relid)
 {
-	return registry_row(relid, NULL, NULL);
+	return ddict_registry_row(relid, NULL, NULL);
 }
 
 static char *
@@ -182,12 +183,25 @@ rel_name_or_error(Oid relid)
 	return name;
 }
 
-static char *
-qualified_name(Oid relid)
+char *
+ddict_qualified_name(Oid relid)
 {
 	char	   *rel = rel_name_or_error(relid);
 
 	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel);
+}
+
+/*
+ * SQL for the text of a value column (quoted name valcol, type valtype):
+ * through the type's output function for types a user may own (see
+ * ddict_value_text() in functions.c), ::text for built-in types.
+ */
+char *
+ddict_value_text_sql(const char *valcol, Oid valtype)
+{
+	if (getBaseType(valtype) < FirstNormalObjectId)
+		return psprintf("%s::pg_catalog.text", valcol);
+	return psprintf("%s._ddict_text(%s)", ddict_ext_schema(), valcol);
 }
 
 DictInfo *
@@ -202,7 +216,7 @@ ddict_lookup(Oid relid)
 	int32		ktypmod;
 
 	(void) rel_name_or_error(relid);
-	if (!registry_row(relid, &keycol, &valcol))
+	if (!ddict_registry_row(relid, &keycol, &valcol))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("table \"%s\" is not a dict", get_rel_name(relid)),
@@ -216,19 +230,23 @@ ddict_lookup(Oid relid)
 						katt <= 0 ? keycol : valcol),
 				 errhint("Columns of a dict must not be renamed; detach and attach it again.")));
 	d->relid = relid;
-	d->qualname = qualified_name(relid);
+	d->qualname = ddict_qualified_name(relid);
 	d->keycol = pstrdup(quote_identifier(keycol));
 	d->valcol = pstrdup(quote_identifier(valcol));
 	get_atttypetypmodcoll(relid, katt, &d->keytype, &ktypmod, &coll);
 	get_atttypetypmodcoll(relid, vatt, &d->valtype, &d->valtypmod, &coll);
+	d->valtext = ddict_value_text_sql(d->valcol, d->valtype);
 	return d;
 }
 
-/* Run a utility or DML statement through SPI as the registry's owner. */
-static void
-exec_as_registry_owner(const char *sql, int nargs, Oid *argtypes, Datum *args)
+/*
+ * Run a utility or DML statement through SPI as the registry's owner;
+ * returns the number of rows it processed.
+ */
+uint64
+ddict_exec_as_registry_owner(const char *sql, int nargs, Oid *argtypes, Datum *args)
 {
-	Oid			nsp = ext_namespace();
+	Oid			nsp = ddict_ext_namespace();
 	Oid			regrel = get_relname_relid("ddict_registry", nsp);
 	HeapTuple	tup;
 	Oid			owner;
@@ -249,6 +267,7 @@ exec_as_registry_owner(const char *sql, int nargs, Oid *argtypes, Datum *args)
 	SetUserIdAndSecContext(save_userid, save_sec);
 	if (rc < 0)
 		elog(ERROR, "ddict: registry update failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
 }
 
 static void
@@ -284,9 +303,12 @@ user_column(Oid relid, const char *name, const char *what)
 	return att;
 }
 
-/* A valid, immediate, non-partial unique index on exactly the key column? */
-static bool
-key_is_unique(Relation rel, AttrNumber keyatt)
+/*
+ * A valid, immediate, non-partial unique index on exactly the key column,
+ * other than the indexes in "except" (a list of OIDs, NIL for none)?
+ */
+bool
+ddict_key_is_unique(Relation rel, AttrNumber keyatt, List *except)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
@@ -300,11 +322,24 @@ key_is_unique(Relation rel, AttrNumber keyatt)
 		if (!HeapTupleIsValid(tup))
 			continue;
 		idx = (Form_pg_index) GETSTRUCT(tup);
+		if (list_member_oid(except, idx->indexrelid))
+		{
+			ReleaseSysCache(tup);
+			continue;
+		}
 		if (idx->indisunique && idx->indimmediate && idx->indisvalid &&
 			idx->indnkeyatts == 1 && idx->indkey.values[0] == keyatt &&
 			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
 			heap_attisnull(tup, Anum_pg_index_indexprs, NULL))
-			ok = true;
+		{
+			bool		isnull;
+			Datum		coll = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indcollation, &isnull);
+			Oid			c = isnull ? InvalidOid : ((oidvector *) DatumGetPointer(coll))->values[0];
+
+			/* 'Key' and 'KEY' equal to the index would be two keys to a client */
+			if (!OidIsValid(c) || get_collation_isdeterministic(c))
+				ok = true;
+		}
 		ReleaseSysCache(tup);
 	}
 	list_free(indexes);
@@ -360,19 +395,28 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 				 errmsg("key column \"%s\" of table \"%s\" must be NOT NULL",
 						keycol, RelationGetRelationName(rel)),
 				 errhint("ALTER TABLE ... ALTER COLUMN ... SET NOT NULL, or use a PRIMARY KEY.")));
-	if (!key_is_unique(rel, katt))
+	ddict_check_key_collation(relid, katt, keycol);
+	if (!ddict_key_is_unique(rel, katt, NIL))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
 				 errmsg("key column \"%s\" of table \"%s\" has no unique index",
 						keycol, RelationGetRelationName(rel)),
 				 errhint("Add a PRIMARY KEY or a UNIQUE constraint on the key column.")));
+	if (!TupleDescAttr(RelationGetDescr(rel), vatt - 1)->attnotnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("value column \"%s\" of table \"%s\" must be NOT NULL",
+						valcol, RelationGetRelationName(rel)),
+				 errdetail("A dict has no NULL values: a key is present with a value, or absent."),
+				 errhint("ALTER TABLE ... ALTER COLUMN ... SET NOT NULL, or delete the rows whose value is NULL first.")));
+	ddict_check_value_type(get_atttype(relid, vatt), valcol);
 	table_close(rel, NoLock);
 	if (ddict_is_registered(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("table \"%s\" is already a dict", get_rel_name(relid))));
 
-	qual = qualified_name(relid);
+	qual = ddict_qualified_name(relid);
 	args = psprintf("%s, %s", quote_literal_cstr(keycol), quote_literal_cstr(valcol));
 	/*
 	 * No "UPDATE OF key, value": PostgreSQL skips column triggers when only a
@@ -383,13 +427,13 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 	 * ddict_trigger() is not executable by PUBLIC, so that nobody can attach
 	 * it to other tables; the owner has been checked above.
 	 */
-	exec_as_registry_owner(psprintf("CREATE TRIGGER ddict_change AFTER INSERT OR UPDATE OR DELETE ON %s "
+	ddict_exec_as_registry_owner(psprintf("CREATE TRIGGER ddict_change AFTER INSERT OR UPDATE OR DELETE ON %s "
 									"FOR EACH ROW EXECUTE FUNCTION %s.ddict_trigger(%s)",
 									qual, schema, args), 0, NULL, NULL);
-	exec_as_registry_owner(psprintf("CREATE TRIGGER ddict_truncate AFTER TRUNCATE ON %s "
+	ddict_exec_as_registry_owner(psprintf("CREATE TRIGGER ddict_truncate AFTER TRUNCATE ON %s "
 									"FOR EACH STATEMENT EXECUTE FUNCTION %s.ddict_trigger(%s)",
 									qual, schema, args), 0, NULL, NULL);
-	exec_as_registry_owner(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER ddict_change, "
+	ddict_exec_as_registry_owner(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER ddict_change, "
 									"ENABLE ALWAYS TRIGGER ddict_truncate", qual), 0, NULL, NULL);
 
 	namestrcpy(&kname, keycol);
@@ -397,7 +441,7 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = NameGetDatum(&kname);
 	values[2] = NameGetDatum(&vname);
-	exec_as_registry_owner(psprintf("INSERT INTO %s.ddict_registry (dict, key_column, value_column) "
+	ddict_exec_as_registry_owner(psprintf("INSERT INTO %s.ddict_registry (dict, key_column, value_column) "
 									"VALUES ($1, $2, $3)", schema),
 						   3, argtypes, values);
 
@@ -422,11 +466,18 @@ ddict_attach(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * ddict_create(dict text, value_type text DEFAULT 'text'), and the 1.0
+ * signature ddict_create(dict text, value_type regtype).  The type is given
+ * as text so that its modifier survives: regtype input drops it, and
+ * 'varchar(5)' or 'numeric(4,2)' would silently become unlimited.
+ */
 Datum
 ddict_create(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 	Oid			valtype;
+	int32		valtypmod = -1;
 	RangeVar   *rv;
 	Oid			nsp;
 	Oid			relid;
@@ -436,12 +487,16 @@ ddict_create(PG_FUNCTION_ARGS)
 	ddict_require_arg(fcinfo, 0, "dict");
 	ddict_require_arg(fcinfo, 1, "value_type");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	valtype = PG_GETARG_OID(1);
+	if (get_fn_expr_argtype(fcinfo->flinfo, 1) == REGTYPEOID)
+		valtype = PG_GETARG_OID(1);
+	else
+		parseTypeString(text_to_cstring(PG_GETARG_TEXT_PP(1)), &valtype, &valtypmod, false);
 	typtype = get_typtype(valtype);
 	if (typtype == TYPTYPE_PSEUDO || typtype == '\0' || !get_typisdefined(valtype))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("type %s cannot be the value type of a dict", format_type_be(valtype))));
+	ddict_check_value_type(valtype, "value");
 
 	rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
 	nsp = RangeVarGetCreationNamespace(rv);
@@ -449,7 +504,8 @@ ddict_create(PG_FUNCTION_ARGS)
 	SPI_connect();
 	exec_sql(psprintf("CREATE TABLE %s (key pg_catalog.text PRIMARY KEY, value %s NOT NULL)",
 					  quote_qualified_identifier(get_namespace_name(nsp), rv->relname),
-					  format_type_be_qualified(valtype)));
+					  format_type_extended(valtype, valtypmod,
+										   FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY)));
 	relid = get_relname_relid(rv->relname, nsp);
 	if (!OidIsValid(relid))
 		elog(ERROR, "ddict: created table \"%s\" not found", rv->relname);
@@ -473,99 +529,21 @@ ddict_detach(PG_FUNCTION_ARGS)
 	(void) ddict_lookup(relid);
 	check_owner(relid);
 	LockRelationOid(relid, ShareRowExclusiveLock);
-	qual = qualified_name(relid);
+	qual = ddict_qualified_name(relid);
 	values[0] = ObjectIdGetDatum(relid);
-	exec_as_registry_owner(psprintf("DELETE FROM %s.ddict_registry WHERE dict OPERATOR(pg_catalog.=) $1",
+	ddict_exec_as_registry_owner(psprintf("DELETE FROM %s.ddict_registry WHERE dict OPERATOR(pg_catalog.=) $1",
 									ddict_ext_schema()),
 						   1, argtypes, values);
-	exec_sql(psprintf("DROP TRIGGER IF EXISTS ddict_change ON %s", qual));
-	exec_sql(psprintf("DROP TRIGGER IF EXISTS ddict_truncate ON %s", qual));
-	ddict_note_forget(relid);
-	SPI_finish();
-	PG_RETURN_VOID();
-}
-
-/*
- * Called by the ddl_command_end event trigger after ALTER TABLE of a dict.
- * Contents may have been rewritten (ALTER COLUMN ... TYPE ... USING), and
- * the triggers disabled or re-enabled as ORIGIN: note a full change, keep
- * the triggers ENABLE ALWAYS, and refuse what would break the dict.
- */
-PG_FUNCTION_INFO_V1(ddict_ddl_check);
-Datum
-ddict_ddl_check(PG_FUNCTION_ARGS)
-{
-	Oid			relid;
-	char	   *keycol,
-			   *valcol;
-	AttrNumber	katt,
-				vatt;
-	Oid			keytype;
-	Oid			argtypes[1] = {OIDOID};
-	Datum		values[1];
-	bool		reenable = false;
-	int			rc;
-
-	ddict_require_preload();
-	if (PG_ARGISNULL(0))
-		PG_RETURN_VOID();
-	relid = PG_GETARG_OID(0);
-	SPI_connect();
-	if (!registry_row(relid, &keycol, &valcol))
+	/* by function, not by name: whatever they are called, they go */
 	{
-		SPI_finish();
-		PG_RETURN_VOID();
-	}
-	katt = get_attnum(relid, keycol);
-	vatt = get_attnum(relid, valcol);
-	if (katt <= 0 || vatt <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("column \"%s\" of dict \"%s\" cannot be renamed or dropped",
-						katt <= 0 ? keycol : valcol, get_rel_name(relid)),
-				 errhint("Detach the dict with ddict_detach() first, and attach it again after.")));
-	keytype = getBaseType(get_atttype(relid, katt));
-	if (keytype != TEXTOID && keytype != VARCHAROID)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("key column \"%s\" of dict \"%s\" must stay of type text or varchar",
-						keycol, get_rel_name(relid))));
-	values[0] = ObjectIdGetDatum(relid);
-	rc = SPI_execute_with_args("SELECT tgname::pg_catalog.text, tgenabled::pg_catalog.text "
-							   "FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1 "
-							   "AND tgname OPERATOR(pg_catalog.=) ANY ('{ddict_change,ddict_truncate}')",
-							   1, argtypes, values, NULL, true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "ddict: trigger lookup failed");
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		char	   *state = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		List	   *names = ddict_trigger_names(relid);
+		ListCell   *lc;
 
-		if (strcmp(state, "D") == 0)
-			ereport(WARNING,
-					(errmsg("trigger %s of dict \"%s\" is disabled",
-							SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
-							get_rel_name(relid)),
-					 errdetail("Changes made while it is disabled do not move the dict's version; enabling it again moves it.")));
-		else if (strcmp(state, "A") != 0)
-			reenable = true;
+		foreach(lc, names)
+			exec_sql(psprintf("DROP TRIGGER %s ON %s",
+							  quote_identifier((char *) lfirst(lc)), qual));
 	}
-	if (reenable)
-		exec_as_registry_owner(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER ddict_change, "
-										"ENABLE ALWAYS TRIGGER ddict_truncate", qualified_name(relid)),
-							   0, NULL, NULL);
-	ddict_note_change(relid, NULL, 0);
-	ddict_note_name(relid);		/* ALTER TABLE ... RENAME / SET SCHEMA */
+	ddict_note_forget(relid, qual);
 	SPI_finish();
-	PG_RETURN_VOID();
-}
-
-/* Called by the sql_drop event trigger for a dropped dict table. */
-Datum
-ddict_forget(PG_FUNCTION_ARGS)
-{
-	ddict_require_preload();
-	if (!PG_ARGISNULL(0))
-		ddict_note_forget(PG_GETARG_OID(0));
 	PG_RETURN_VOID();
 }

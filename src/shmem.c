@@ -28,8 +28,14 @@
  * first reader after a restart, and by WAL replay on a standby.  An existing
  * entry is proof that the table is a dict: ddict_last_updated() needs nothing
  * but a shared LWLock, a hash probe and an atomic read.
+ *
+ * Each entry has a slot on the versions page (vpage.c), the file same-host
+ * clients map read-only: attached when the entry is created, detached when
+ * it is forgotten, and moved together with the version, under the same lock.
+ * Whatever moves a version must go through advance() or move the page too.
  */
 #include "ddict.h"
+#include "vpage.h"
 
 #include "access/transam.h"
 #include "miscadmin.h"
@@ -56,6 +62,7 @@ typedef struct DictEntry
 	pg_atomic_uint64 last_changed;	/* TimestampTz */
 	pg_atomic_uint64 published;		/* last version the publisher sent */
 	char		name[DDICT_NAME_LEN];	/* "database:schema.table", or "" */
+	int			vslot;			/* slot on the versions page (vpage.c), or -1 */
 } DictEntry;
 
 typedef struct DdictShared
@@ -221,6 +228,8 @@ entry_create(DictKey *key, uint64 version, bool *full)
 		pg_atomic_init_u64(&e->last_changed, 0);
 		pg_atomic_init_u64(&e->published, 0);
 		e->name[0] = '\0';
+		e->vslot = ddict_vpage_attach(key->dboid, key->relid,
+									  pg_atomic_read_u64(&e->version));
 	}
 	return e;
 }
@@ -329,6 +338,7 @@ advance(DictEntry *e, uint64 floor)
 	} while (!pg_atomic_compare_exchange_u64(&e->version, &old, new));
 	pg_atomic_fetch_add_u64(&e->commits, 1);
 	pg_atomic_write_u64(&e->last_changed, (uint64) GetCurrentTimestamp());
+	ddict_vpage_set(e->vslot, new);
 	return new;
 }
 
@@ -440,6 +450,7 @@ ddict_version_redo(Oid dboid, Oid relid, TransactionId xid, uint64 version)
 		while (old < version && !pg_atomic_compare_exchange_u64(&e->version, &old, version))
 			;
 		new = Max(old, version);
+		ddict_vpage_set(e->vslot, new);
 	}
 	hlc_observe(new);
 	LWLockRelease(shared->lock);
@@ -502,9 +513,12 @@ ddict_version_forget(Oid dboid, Oid relid)
 	DictKey		key = {dboid, relid};
 	HASH_SEQ_STATUS seq;
 	PendingBump *p;
+	DictEntry  *e;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	hash_search(dict_table, &key, HASH_REMOVE, NULL);
+	e = hash_search(dict_table, &key, HASH_REMOVE, NULL);
+	if (e)
+		ddict_vpage_detach(e->vslot);
 	hash_seq_init(&seq, pending_table);
 	while ((p = hash_seq_search(&seq)) != NULL)
 		if (p->key.dboid == dboid && p->key.relid == relid)

@@ -1,49 +1,88 @@
 /*
  * sync.c — ddict_changes(): what a client cache needs, in one round trip.
  *
- *   ddict_changes(dict, since_version, since_epoch, since_cursor)
+ *   ddict_changes(dict, since_version, since_epoch, since_cursor, since_dict)
  *     RETURNS TABLE(kind "char", key text, value bytea,
- *                   version bigint, epoch bigint, cursor bigint)
+ *                   version bigint, epoch bigint, cursor bigint, dict oid)
  *
  * The first row is a header: kind 'u' (unchanged: nothing follows), 'd'
  * (delta: the changed keys follow) or 'f' (full: every key follows; the
  * client replaces its contents), with the version, epoch and cursor the
- * client stores for its next call.  Then one row per key: 's' with its value,
- * or 'x' when it no longer exists.  Values are bytes: a bytea value as is,
- * any other type as its text output, so the client needs no per-type code
- * and binary values survive.
+ * client stores for its next call, and the OID of the relation the name
+ * means now.  Then one row per key: 's' with its value, or 'x' when it no
+ * longer exists.  Values are bytes: a bytea value as is, any other type as
+ * its text output, so the client needs no per-type code and binary values
+ * survive.
+ *
+ * A client's (version, epoch, cursor) describe one relation.  A name can
+ * come to mean another one (a blue/green ALTER SCHEMA ... RENAME, another
+ * search_path): when since_dict is given and is not the relation the name
+ * means now, the answer is 'f' for the new relation, whatever the rest says.
+ * The 1.0 signature (four arguments, six columns) is still served by this
+ * function, for databases not yet updated: it then behaves as before.
+ *
+ * Row-level security: a delta re-reads its changed keys with the caller's
+ * privileges, and a key it does not get back would become an 'x' row.  When
+ * row security applies to the caller, "not returned" may mean "hidden", and
+ * an 'x' would name a row the caller may not see; so then a delta with any
+ * key missing is answered in full instead ('f' returns only visible rows and
+ * the client replaces its contents, which also drops rows that were deleted
+ * or became hidden).  Without row security deltas are exact, as always.
  *
  * Order is what makes it correct: the change ring's horizon (the next
  * cursor) is read first, then the version, and only then a fresh snapshot is
- * taken for the rows.  Versions move only after the writer is visible, so the rows
+ * taken for the rows; the ring's head is read after that snapshot and
+ * returned as "until" (1.1, header of 'd' and 'f'): every transaction the
+ * snapshot saw wrote its keys below it, and the delta holds every key from
+ * the client's cursor up to it.  A client following published changes
+ * (streamer.c) needs it to join the Redis stream exactly.  Versions move only after the writer is visible, so the rows
  * are at least as new as the version in the header.  READ COMMITTED is
- * required: under REPEATABLE READ the snapshot could predate the version.
+ * required for answers with rows: under REPEATABLE READ the snapshot could
+ * predate the version.  "Unchanged" reads no rows and works at any level.
+ *
+ * The computation (ddict_changes_compute) is shared with the change streamer
+ * (streamer.c), which publishes each change once to Redis: both emit through
+ * a ChangeSink, this file's into the SRF's tuplestore.
  */
 #include "ddict.h"
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
 PG_FUNCTION_INFO_V1(ddict_changes);
 
+/* ddict_changes()'s sink: rows of the SRF's tuplestore. */
 typedef struct Emitter
 {
+	ChangeSink	sink;
 	ReturnSetInfo *rsinfo;
+	Oid			relid;			/* the relation the name means now */
 } Emitter;
 
+/*
+ * Rows have six columns under the 1.0 SQL definition, seven (the header's
+ * relation) and eight ("until") under 1.1: the same library serves every
+ * shape until ALTER EXTENSION.
+ */
+#define CHANGES_MAX_COLS 8
+
 static void
-emit(Emitter *em, char kind, Datum key, bool key_null, Datum value, bool value_null)
+emit(ChangeSink *sink, char kind, Datum key, bool key_null, Datum value, bool value_null)
 {
-	Datum		values[6];
-	bool		nulls[6] = {false, key_null, value_null, true, true, true};
+	Emitter    *em = (Emitter *) sink;
+	Datum		values[CHANGES_MAX_COLS];
+	bool		nulls[CHANGES_MAX_COLS] = {false, key_null, value_null, true, true, true, true, true};
 
 	values[0] = CharGetDatum(kind);
 	values[1] = key;
@@ -52,17 +91,30 @@ emit(Emitter *em, char kind, Datum key, bool key_null, Datum value, bool value_n
 }
 
 static void
-emit_header(Emitter *em, char kind, uint64 version, uint64 epoch, uint64 cursor)
+emit_header(ChangeSink *sink, char kind, const ChangeHeader *h)
 {
-	Datum		values[6];
-	bool		nulls[6] = {false, true, true, false, false, false};
+	Emitter    *em = (Emitter *) sink;
+	Datum		values[CHANGES_MAX_COLS];
+	bool		nulls[CHANGES_MAX_COLS] = {false, true, true, false, false, false, false, false};
 
 	values[0] = CharGetDatum(kind);
 	values[1] = values[2] = (Datum) 0;
-	values[3] = Int64GetDatum((int64) version);
-	values[4] = Int64GetDatum((int64) epoch);
-	values[5] = Int64GetDatum((int64) cursor);
+	values[3] = Int64GetDatum((int64) h->version);
+	values[4] = Int64GetDatum((int64) h->epoch);
+	values[5] = Int64GetDatum((int64) h->cursor);
+	values[6] = ObjectIdGetDatum(em->relid);
+	values[7] = Int64GetDatum((int64) h->until);
+	nulls[7] = (kind == 'u' || h->until == 0);
 	tuplestore_putvalues(em->rsinfo->setResult, em->rsinfo->setDesc, values, nulls);
+}
+
+static void
+sink_header(ChangeSink *sink, char kind, uint64 version, uint64 epoch, uint64 cursor,
+			uint64 until)
+{
+	ChangeHeader h = {version, epoch, cursor, until};
+
+	sink->header(sink, kind, &h);
 }
 
 /* The value expression: bytea as is, anything else through its text form. */
@@ -71,12 +123,12 @@ value_expr(DictInfo *d)
 {
 	if (getBaseType(d->valtype) == BYTEAOID)
 		return d->valcol;
-	return psprintf("%s::pg_catalog.text", d->valcol);
+	return d->valtext;
 }
 
 /* Emit the rows of the current SPI tuptable as 's' rows. */
 static void
-emit_rows(Emitter *em)
+emit_rows(ChangeSink *sink)
 {
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -86,13 +138,13 @@ emit_rows(Emitter *em)
 		Datum		v = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &vn);
 
 		/* text and bytea share the varlena layout; detoast before storing */
-		emit(em, 's', kn ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_PACKED(k)), kn,
+		sink->row(sink, 's', kn ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_PACKED(k)), kn,
 			 vn ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_PACKED(v)), vn);
 	}
 }
 
 static void
-full_reload(Emitter *em, DictInfo *d)
+full_reload(ChangeSink *sink, DictInfo *d)
 {
 	SPIPlanPtr	plan;
 	Portal		portal;
@@ -105,7 +157,7 @@ full_reload(Emitter *em, DictInfo *d)
 		SPI_cursor_fetch(portal, true, 10000);
 		if (SPI_processed == 0)
 			break;
-		emit_rows(em);
+		emit_rows(sink);
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
@@ -123,11 +175,29 @@ text_cmp(const void *a, const void *b)
 	return c != 0 ? c : (la > lb) - (la < lb);
 }
 
-static void
-delta_reload(Emitter *em, DictInfo *d, List *keys)
+/*
+ * Does row security filter what the caller reads from the dict?  noError:
+ * with row_security = off the SELECT itself raises the error, and until then
+ * we assume the worst.
+ */
+static bool
+rls_applies(Oid relid)
+{
+	return check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED;
+}
+
+/*
+ * The changed keys, re-read: 's' for those the SELECT returns, 'x' for the
+ * others, after a 'd' header.  Returns false, having emitted nothing, when
+ * row security applies and a key was not returned: it may exist unseen, and
+ * its 'x' would name it.  The caller then answers in full.
+ */
+static bool
+delta_reload(ChangeSink *sink, DictInfo *d, List *keys, const ChangeHeader *h)
 {
 	int			n = list_length(keys),
-				u = 0;
+				u = 0,
+				missing = 0;
 	text	  **arr;
 	bool	   *found;
 	Datum	   *elems;
@@ -137,7 +207,10 @@ delta_reload(Emitter *em, DictInfo *d, List *keys)
 	int			rc;
 
 	if (n == 0)
-		return;
+	{
+		sink->header(sink, 'd', h);
+		return true;
+	}
 	arr = palloc(sizeof(text *) * n);
 	for (int i = 0; i < n; i++)
 		arr[i] = (text *) list_nth(keys, i);
@@ -157,7 +230,6 @@ delta_reload(Emitter *em, DictInfo *d, List *keys)
 	rc = SPI_execute_plan(plan, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "ddict: delta query failed: %s", SPI_result_code_string(rc));
-	emit_rows(em);
 
 	found = palloc0(sizeof(bool) * u);
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -171,8 +243,161 @@ delta_reload(Emitter *em, DictInfo *d, List *keys)
 			found[hit - arr] = true;
 	}
 	for (int i = 0; i < u; i++)
+		missing += !found[i];
+	if (missing > 0 && rls_applies(d->relid))
+		return false;
+
+	sink->header(sink, 'd', h);
+	emit_rows(sink);
+	for (int i = 0; i < u; i++)
 		if (!found[i])
-			emit(em, 'x', PointerGetDatum(arr[i]), false, (Datum) 0, true);
+			sink->row(sink, 'x', PointerGetDatum(arr[i]), false, (Datum) 0, true);
+	return true;
+}
+
+/*
+ * What a client in state "since" needs of dict d, emitted through sink: the
+ * body of ddict_changes() after its fast path, shared with the change
+ * streamer.  horizon is the change ring's horizon, read by the caller before
+ * anything else (0 on a standby).  SPI connected, in a transaction.  With
+ * full_rows false a full answer is only its header (the streamer's marker).
+ * Returns the kind of the answer: 'u', 'd' or 'f'.
+ */
+char
+ddict_changes_compute(DictInfo *d, uint64 horizon, const ChangesSince *since,
+					  ChangeSink *sink)
+{
+	bool		recovery = RecoveryInProgress();
+	ChangeHeader h;
+	List	   *keys = NIL;
+	char		kind;
+
+	h.version = ddict_current_version(d->relid);
+	h.epoch = ddict_epoch();
+	h.cursor = recovery ? 0 : horizon;
+	h.until = 0;
+
+	if (since->have && since->epoch == h.epoch && since->version == h.version)
+	{
+		sink->header(sink, 'u', &h);
+		return 'u';
+	}
+
+	/*
+	 * Rows must come from a snapshot taken after the version was read.  Only
+	 * answers with rows need one: "unchanged" is right in any isolation
+	 * level, so a client whose database defaults to REPEATABLE READ or
+	 * SERIALIZABLE pays for an explicit READ COMMITTED transaction only when
+	 * something changed (it retries on this error's SQLSTATE).
+	 */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ddict_changes() must run in a READ COMMITTED transaction"),
+				 errdetail("Its rows must come from a snapshot taken after the version was read."),
+				 errhint("Run it in BEGIN ISOLATION LEVEL READ COMMITTED.")));
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	/* every transaction this snapshot sees wrote its keys below the head */
+	if (!recovery)
+		h.until = ddict_changelog_head();
+	if (since->have && !recovery && since->cursor > 0 && since->epoch == h.epoch &&
+		ddict_changelog_collect(MyDatabaseId, d->relid, since->cursor, &keys) &&
+		delta_reload(sink, d, keys, &h))
+		kind = 'd';
+	else
+	{
+		kind = 'f';
+		sink->header(sink, 'f', &h);
+		if (sink->full_rows)
+			full_reload(sink, d);
+	}
+	PopActiveSnapshot();
+	return kind;
+}
+
+/*
+ * The result's row type, cached per backend.  InitMaterializedSRF() asks
+ * get_call_result_type(), which rebuilds it from pg_proc on every call (a
+ * syscache lookup, three arrays decoded, a type lookup per column): on the
+ * "unchanged" answer of an autosync check that was most of this function's
+ * own time.  In FROM, the executor hands us the row type it expects
+ * (expectedDesc), and a cached copy with the same columns is used instead;
+ * every SQL declaration of this function (1.0's six columns, 1.1's, a new
+ * one after ALTER EXTENSION UPDATE) gets its own.  Their refcount marks them
+ * as not the executor's to free (ExecMakeTableFunctionResult frees only
+ * uncounted descriptors); nothing pins or releases them.  Without an
+ * expected row type (a call in a select list), or past a few shapes, the
+ * row type is built per call as before.
+ */
+#define CACHED_SHAPES 4
+static TupleDesc cached_desc[CACHED_SHAPES];
+static int	ncached_desc = 0;
+
+static bool
+same_columns(TupleDesc a, TupleDesc b)
+{
+	if (a->natts != b->natts)
+		return false;
+	for (int i = 0; i < a->natts; i++)
+		if (TupleDescAttr(a, i)->atttypid != TupleDescAttr(b, i)->atttypid ||
+			TupleDescAttr(a, i)->atttypmod != TupleDescAttr(b, i)->atttypmod ||
+			TupleDescAttr(a, i)->attisdropped != TupleDescAttr(b, i)->attisdropped)
+			return false;
+	return true;
+}
+
+/* In the per-query context. */
+static TupleDesc
+result_desc(FunctionCallInfo fcinfo, ReturnSetInfo *rsinfo)
+{
+	TupleDesc	desc;
+	MemoryContext old;
+
+	if (rsinfo->expectedDesc != NULL)
+	{
+		for (int i = 0; i < ncached_desc; i++)
+			if (same_columns(cached_desc[i], rsinfo->expectedDesc))
+				return cached_desc[i];
+		if (ncached_desc < CACHED_SHAPES)
+		{
+			old = MemoryContextSwitchTo(TopMemoryContext);
+			desc = CreateTupleDescCopy(rsinfo->expectedDesc);
+			MemoryContextSwitchTo(old);
+			desc->tdrefcount = 1;	/* never freed by the executor */
+			cached_desc[ncached_desc++] = desc;
+			return desc;
+		}
+	}
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	return desc;
+}
+
+/*
+ * InitMaterializedSRF() without its per-call row type: the tuplestore in
+ * the per-query context, the cached row type.
+ */
+static void
+init_result(FunctionCallInfo fcinfo)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext old;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	if (!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("materialize mode required, but it is not allowed in this context")));
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	rsinfo->setDesc = result_desc(fcinfo, rsinfo);
+	rsinfo->setResult = tuplestore_begin_heap((rsinfo->allowedModes & SFRM_Materialize_Random) != 0,
+											  false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	MemoryContextSwitchTo(old);
 }
 
 Datum
@@ -180,24 +405,35 @@ ddict_changes(PG_FUNCTION_ARGS)
 {
 	Emitter		em;
 	Oid			relid;
-	DictInfo   *d;
 	uint64		version,
-				epoch,
 				cursor = 0;
-	bool		have = !PG_ARGISNULL(1) && !PG_ARGISNULL(2);
+	ChangesSince since;
 	bool		recovery = RecoveryInProgress();
-	List	   *keys = NIL;
 
 	ddict_require_preload();
 	ddict_require_arg(fcinfo, 0, "dict");
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("ddict_changes() must run in a READ COMMITTED transaction"),
-				 errdetail("Its rows must come from a snapshot taken after the version was read.")));
 	relid = PG_GETARG_OID(0);
-	InitMaterializedSRF(fcinfo, 0);
+	init_result(fcinfo);
+	em.sink.header = emit_header;
+	em.sink.row = emit;
+	em.sink.full_rows = true;
 	em.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	em.relid = relid;
+	if (em.rsinfo->setDesc->natts < 6 || em.rsinfo->setDesc->natts > CHANGES_MAX_COLS)
+		elog(ERROR, "ddict_changes() is declared with %d columns: run ALTER EXTENSION ddict UPDATE",
+			 em.rsinfo->setDesc->natts);
+
+	since.have = !PG_ARGISNULL(1) && !PG_ARGISNULL(2);
+	since.version = since.have ? (uint64) PG_GETARG_INT64(1) : 0;
+	since.epoch = since.have ? (uint64) PG_GETARG_INT64(2) : 0;
+	since.cursor = (!PG_ARGISNULL(3) && PG_GETARG_INT64(3) > 0) ? (uint64) PG_GETARG_INT64(3) : 0;
+
+	/*
+	 * The client's state belongs to the relation it names (1.1 clients): if
+	 * the name means another relation now, none of it applies.
+	 */
+	if (PG_NARGS() > 4 && !PG_ARGISNULL(4) && PG_GETARG_OID(4) != relid)
+		since.have = false;
 
 	/*
 	 * The horizon is read before the version.  A writer leaves the in-flight
@@ -215,46 +451,20 @@ ddict_changes(PG_FUNCTION_ARGS)
 	 * version slot exists only for dicts, and the version is public anyway
 	 * (ddict_last_updated).
 	 */
-	if (have)
+	if (since.have)
 	{
 		bool		pending;
 
 		if (ddict_version_get(MyDatabaseId, relid, &version, &pending) && !pending &&
-			(uint64) PG_GETARG_INT64(2) == ddict_epoch() &&
-			(uint64) PG_GETARG_INT64(1) == version)
+			since.epoch == ddict_epoch() && since.version == version)
 		{
-			emit_header(&em, 'u', version, ddict_epoch(), recovery ? 0 : cursor);
+			sink_header(&em.sink, 'u', version, ddict_epoch(), cursor, 0);
 			return (Datum) 0;
 		}
 	}
 
 	SPI_connect();
-	d = ddict_lookup(relid);
-	version = ddict_current_version(relid);
-	epoch = ddict_epoch();
-
-	if (have && (uint64) PG_GETARG_INT64(2) == epoch &&
-		(uint64) PG_GETARG_INT64(1) == version)
-	{
-		emit_header(&em, 'u', version, epoch, recovery ? 0 : cursor);
-		SPI_finish();
-		return (Datum) 0;
-	}
-
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (have && !recovery && !PG_ARGISNULL(3) && PG_GETARG_INT64(3) > 0 &&
-		(uint64) PG_GETARG_INT64(2) == epoch &&
-		ddict_changelog_collect(MyDatabaseId, relid, (uint64) PG_GETARG_INT64(3), &keys))
-	{
-		emit_header(&em, 'd', version, epoch, cursor);
-		delta_reload(&em, d, keys);
-	}
-	else
-	{
-		emit_header(&em, 'f', version, epoch, cursor);
-		full_reload(&em, d);
-	}
-	PopActiveSnapshot();
+	(void) ddict_changes_compute(ddict_lookup(relid), cursor, &since, &em.sink);
 	SPI_finish();
 	return (Datum) 0;
 }

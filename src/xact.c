@@ -40,6 +40,7 @@ typedef struct Forget
 	Oid			relid;
 	int			pos;			/* npending when the dict was detached/dropped */
 	int			level;			/* transaction nest level of the detach/drop */
+	char	   *name;			/* qualified name, for messages (it may be gone) */
 } Forget;
 
 static Forget *forgets = NULL;
@@ -54,6 +55,18 @@ static int	ncounts = 0,
 static bool counts_valid = true;
 
 
+/*
+ * This transaction changed which dicts publish their changes (streamer.c); a
+ * subtransaction that rolls back leaves it set: one spurious wake-up.
+ */
+static bool streamer_config = false;
+
+void
+ddict_streamer_note_config(void)
+{
+	streamer_config = true;
+}
+
 static void
 reset_state(void)
 {
@@ -64,6 +77,7 @@ reset_state(void)
 	counts = NULL;
 	ncounts = maxcounts = 0;
 	counts_valid = true;
+	streamer_config = false;
 }
 
 static void
@@ -164,7 +178,7 @@ ddict_note_change(Oid relid, const char *key, int len)
 }
 
 void
-ddict_note_forget(Oid relid)
+ddict_note_forget(Oid relid, const char *name)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 
@@ -177,6 +191,7 @@ ddict_note_forget(Oid relid)
 	forgets[nforgets].relid = relid;
 	forgets[nforgets].pos = npending;
 	forgets[nforgets].level = GetCurrentTransactionNestLevel();
+	forgets[nforgets].name = pstrdup(name ? name : "?");
 	nforgets++;
 	MemoryContextSwitchTo(old);
 }
@@ -255,6 +270,28 @@ at_commit(void)
 	ddict_changelog_finish();
 	if (n > 0)
 		ddict_publisher_wake();
+	/* published changes: wake (or start) this database's change streamer */
+	if (n > 0 || nforgets > 0 || streamer_config)
+		ddict_streamer_wake(MyDatabaseId, streamer_config || nforgets > 0);
+}
+
+/*
+ * The qualified name of a dict this transaction changed, for messages: a
+ * dict dropped in this transaction is no longer in the catalogs, so the
+ * name recorded when it was dropped is used.
+ */
+static const char *
+first_dict_name(void)
+{
+	Oid			relid = npending > 0 ? pending[0].relid : forgets[0].relid;
+	char	   *rel = get_rel_name(relid);
+
+	if (rel != NULL)
+		return ddict_qualified_name(relid);
+	for (int i = 0; i < nforgets; i++)
+		if (forgets[i].relid == relid)
+			return forgets[i].name;
+	return "?";
 }
 
 static void
@@ -271,17 +308,12 @@ xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			if (npending > 0 || nforgets > 0)
-			{
-				Oid			relid = npending > 0 ? pending[0].relid : forgets[0].relid;
-				char	   *name = get_rel_name(relid);
-
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("cannot PREPARE a transaction that changed ddict dict \"%s\"",
-								name ? name : "?"),
+						 errmsg("cannot PREPARE a transaction that changed ddict dict %s",
+								first_dict_name()),
 						 errdetail("Versions of dicts move at commit; a prepared transaction would commit without moving them."),
 						 errhint("Change dicts outside of two-phase transactions.")));
-			}
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:

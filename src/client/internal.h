@@ -165,6 +165,9 @@ struct ddict_snapshot
 	int64_t		version;
 	int64_t		epoch;
 	int64_t		cursor;
+	uint32_t	relid;			/* OID of the relation the contents came from
+								 * (ddict_changes()'s header); 0: unknown (a
+								 * 1.0 server, an old snapshot file) */
 	uint64_t	seed[2];		/* hash key, copied so the snapshot outlives the handle */
 };
 
@@ -298,9 +301,18 @@ typedef struct dd_conn
 	bool		prepare;		/* allowed to prepare (talks to PostgreSQL directly) */
 	bool		prepared;		/* DD_PREPARED_CHANGES exists on this connection */
 	bool		session_rc;		/* direct: the session is READ COMMITTED */
+	bool		changes_rel;	/* the server's ddict_changes() takes since_dict
+								 * and names the relation (extension 1.1+) */
 	pthread_mutex_t cancel_lock;
 	PGcancel   *cancel;			/* cancel_lock: of the own connection */
 } dd_conn;
+
+/* Parameters of DD_SQL_CHANGES: dict, version, epoch, cursor [, since_dict]. */
+static inline int
+dd_changes_nparams(const dd_conn *c)
+{
+	return c->changes_rel ? 5 : 4;
+}
 
 int			dd_conn_init_own(dd_conn *c, const char *conninfo, unsigned timeout_ms,
 							 unsigned connect_timeout_ms, unsigned backoff_min_ms,

@@ -43,19 +43,26 @@ build_statements(dd_conn *c, ddict *h)
 {
 	const char *s = c->schema;
 
-	c->sql[DD_SQL_CHANGES] = dd_asprintf(
-		"SELECT kind, key, value, version, epoch, cursor FROM %s.ddict_changes("
-		"$1::pg_catalog.regclass, $2::pg_catalog.int8, $3::pg_catalog.int8, $4::pg_catalog.int8)", s);
+	/* 1.1: $5 is the relation the cache came from; the header names the
+	 * relation the dict's name means now (sync.c) */
+	c->sql[DD_SQL_CHANGES] = c->changes_rel ?
+		dd_asprintf("SELECT kind, key, value, version, epoch, cursor, dict FROM %s.ddict_changes("
+					"$1::pg_catalog.regclass, $2::pg_catalog.int8, $3::pg_catalog.int8,"
+					" $4::pg_catalog.int8, $5::pg_catalog.oid)", s) :
+		dd_asprintf("SELECT kind, key, value, version, epoch, cursor FROM %s.ddict_changes("
+					"$1::pg_catalog.regclass, $2::pg_catalog.int8, $3::pg_catalog.int8,"
+					" $4::pg_catalog.int8)", s);
 	c->sql[DD_SQL_SET] = dd_asprintf(
 		"SELECT %s.ddict_set($1::pg_catalog.regclass, $2::pg_catalog.text, $3::pg_catalog.text)", s);
 	c->sql[DD_SQL_DELETE] = dd_asprintf(
 		"SELECT %s.ddict_delete($1::pg_catalog.regclass, $2::pg_catalog.text)", s);
 	c->sql[DD_SQL_POP] = dd_asprintf(
 		"SELECT %s.ddict_pop($1::pg_catalog.regclass, $2::pg_catalog.text, NULL::pg_catalog.text)", s);
-	/* The versions of many dicts in one statement (dicts by OID). */
+	/* The relations and versions of many dicts in one statement (by name:
+	 * the relation a name means may change, sync.c). */
 	c->sql[DD_SQL_PROBE] = dd_asprintf(
-		"SELECT %s.ddict_last_updated(u.d::pg_catalog.regclass)"
-		" FROM pg_catalog.unnest($1::pg_catalog.oid[]) WITH ORDINALITY AS u(d, i) ORDER BY u.i", s);
+		"SELECT u.d::pg_catalog.regclass::pg_catalog.oid, %s.ddict_last_updated(u.d::pg_catalog.regclass)"
+		" FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(d, i) ORDER BY u.i", s);
 	c->sql[DD_SQL_SETDEFAULT] = dd_asprintf(
 		"SELECT %s.ddict_setdefault($1::pg_catalog.regclass, $2::pg_catalog.text, $3::pg_catalog.text)", s);
 	for (size_t i = 0; i < DD_SQL_N; i++)
@@ -81,7 +88,7 @@ prepare_check(dd_conn *c, ddict *h)
 
 	for (int i = 0; i < 2; i++)
 	{
-		if (!PQsendPrepare(c->pg, names[i], c->sql[sqls[i]], i == 0 ? 4 : 1, NULL))
+		if (!PQsendPrepare(c->pg, names[i], c->sql[sqls[i]], i == 0 ? dd_changes_nparams(c) : 1, NULL))
 			return dd_conn_failed(c, h, DDICT_ECONN, "preparing ddict_changes", NULL);
 		if ((rc = dd_conn_flush(c)) != DDICT_OK)
 			return dd_conn_failed(c, h, rc, "preparing ddict_changes", NULL);
@@ -103,8 +110,15 @@ setup(dd_conn *c, ddict *h)
 	PGresult   *r;
 	int			rc;
 
+	/* the schema, and whether ddict_changes() has the 1.1 shape (since_dict,
+	 * the relation in the header): a 1.0 server gets the 1.0 call, and the
+	 * cache then follows the name only */
 	rc = dd_conn_exec(c, h,
-					  "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
+					  "SELECT pg_catalog.quote_ident(n.nspname),"
+					  " pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||)"
+					  "  '.ddict_changes(pg_catalog.regclass,pg_catalog.int8,pg_catalog.int8,pg_catalog.int8,pg_catalog.oid)')"
+					  "  IS NOT NULL"
+					  " FROM pg_catalog.pg_extension e"
 					  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
 					  " WHERE e.extname = 'ddict'",
 					  -1, NULL, &r, "looking up the ddict extension");
@@ -119,6 +133,7 @@ setup(dd_conn *c, ddict *h)
 	}
 	dd_conn_free_sql(c);
 	c->schema = strdup(PQgetvalue(r, 0, 0));
+	c->changes_rel = PQnfields(r) == 2 && PQgetvalue(r, 0, 1)[0] == 't';
 	PQclear(r);
 	if (c->schema == NULL)
 		return dd_fail(h, DDICT_ENOMEM, "out of memory");

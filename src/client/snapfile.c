@@ -4,7 +4,7 @@
  * known contents (marked stale) instead of nothing.
  *
  * Format (integers little-endian):
- *   "DDICTSN1"  u32 format(1)  u32 dictlen  dict
+ *   "DDICTSN1"  u32 format(2)  u32 dictlen  dict  u32 relid
  *   i64 version  i64 epoch  i64 cursor  u64 count
  *   count x { u32 klen  u32 vlen  key  value }
  *   u64 checksum of everything before it (chained SipHash, fixed key)
@@ -18,6 +18,16 @@
  *
  * The version, epoch and cursor travel with the contents: once the server is
  * reachable again, the first check asks for a delta from exactly there.
+ *
+ * So does the OID of the relation the contents came from (format 2): a dict
+ * is opened by name, and the name may mean another relation by then (a
+ * blue/green schema swap).  The file is only read while the server is
+ * unreachable, and its contents are served stale until the first check,
+ * which sends that OID: another relation behind the name is then reloaded in
+ * full, never patched with a delta of the other table (sync.c).  Format 1
+ * files (no OID) still load, with the relation unknown, which also makes the
+ * first check a full one.  A write replaces a file of another relation
+ * whatever its version: versions of two relations do not compare.
  */
 #include <endian.h>
 #include <errno.h>
@@ -33,7 +43,8 @@
 #include "internal.h"
 
 #define MAGIC "DDICTSN1"
-#define FORMAT 1
+#define FORMAT 2
+#define FORMAT_NO_RELID 1		/* still read */
 
 static const uint64_t ck_key[2] = {UINT64_C(0x6464696374736e31), UINT64_C(0x636865636b73756d)};
 
@@ -108,9 +119,10 @@ get64(reader *r)
 	return le64toh(v);
 }
 
-/* Version of the dict in an existing file; INT64_MIN if none or unreadable. */
+/* Version of the dict (this relation of it) in an existing file; INT64_MIN
+ * if none, unreadable, or of another relation. */
 static int64_t
-file_version(const char *path, const char *dict)
+file_version(const char *path, const char *dict, uint32_t relid)
 {
 	FILE	   *f = fopen(path, "rb");
 	reader		r = {0};
@@ -131,7 +143,7 @@ file_version(const char *path, const char *dict)
 		if (!r.err && dlen == strlen(dict) && (name = malloc(dlen + 1)) != NULL)
 		{
 			get(&r, name, dlen);
-			if (!r.err && memcmp(name, dict, dlen) == 0)
+			if (!r.err && memcmp(name, dict, dlen) == 0 && get32(&r) == relid)
 			{
 				int64_t		fv = (int64_t) get64(&r);
 
@@ -177,7 +189,7 @@ dd_snapfile_write(ddict *h, const ddict_snapshot *s)
 		rc = dd_fail(h, DDICT_EIO, "snapshot file \"%s\": %s", lockpath, strerror(errno));
 		goto out;
 	}
-	if (file_version(path, h->dict) > s->version)
+	if (file_version(path, h->dict, s->relid) > s->version)
 	{
 		/* Someone wrote fresher data: keep it; look again next interval. */
 		h->snapfile_written_us = dd_now_us();
@@ -196,6 +208,7 @@ dd_snapfile_write(ddict *h, const ddict_snapshot *s)
 	put32(&w, FORMAT);
 	put32(&w, (uint32_t) strlen(h->dict));
 	put(&w, h->dict, strlen(h->dict));
+	put32(&w, s->relid);
 	put64(&w, (uint64_t) s->version);
 	put64(&w, (uint64_t) s->epoch);
 	put64(&w, (uint64_t) s->cursor);
@@ -259,7 +272,9 @@ dd_snapfile_read(const char *path, const char *dict, const uint64_t seed[2],
 	FILE	   *f;
 	reader		r = {0};
 	char		magic[8];
-	uint32_t	dlen;
+	uint32_t	format,
+				dlen,
+				relid = 0;
 	char	   *buf = NULL;
 	size_t		bufsize = 0;
 	dd_table   *tab = NULL;
@@ -278,7 +293,10 @@ dd_snapfile_read(const char *path, const char *dict, const uint64_t seed[2],
 	r.f = f;
 	r.left = fstat(fileno(f), &st) == 0 ? (uint64_t) st.st_size : 0;
 	get(&r, magic, 8);
-	if (r.err || memcmp(magic, MAGIC, 8) != 0 || get32(&r) != FORMAT)
+	if (r.err || memcmp(magic, MAGIC, 8) != 0)
+		goto bad;
+	format = get32(&r);
+	if (r.err || (format != FORMAT && format != FORMAT_NO_RELID))
 		goto bad;
 	dlen = get32(&r);
 	if (r.err || dlen > r.left || (buf = malloc(dlen + 1)) == NULL)
@@ -293,6 +311,8 @@ dd_snapfile_read(const char *path, const char *dict, const uint64_t seed[2],
 		free(buf);
 		return dd_seterr(DDICT_EIO, "snapshot file \"%s\" holds another dict", path);
 	}
+	if (format == FORMAT)
+		relid = get32(&r);
 	version = (int64_t) get64(&r);
 	epoch = (int64_t) get64(&r);
 	cursor = (int64_t) get64(&r);
@@ -341,6 +361,7 @@ dd_snapfile_read(const char *path, const char *dict, const uint64_t seed[2],
 	s->version = version;
 	s->epoch = epoch;
 	s->cursor = cursor;
+	s->relid = relid;
 	memcpy(s->seed, seed, sizeof(s->seed));
 	fclose(f);
 	free(buf);

@@ -18,6 +18,7 @@
 # A redis-server (test/client/redis-ctl.sh, stopped by PID) receives the
 # cluster's published versions (ddict.redis_url) for test_redis and the
 # tool's watch --redis; without redis-server those are skipped.
+# test_redis_fake starts its own misbehaving Redis (test/fake-redis.pl).
 # Every test is a TAP line "ok N - ..." / "not ok N - ..."; each sanitizer or
 # valgrind run also gets its own "no findings" line.  Exits non-zero on any
 # failure.  Knobs: DDICT_STRESS_SECONDS (default 15), DDICT_CLIENT_SKIP
@@ -124,6 +125,7 @@ fi
 
 export DDICT_TEST_CONNINFO="host=$SOCK port=$PORT user=postgres dbname=ddict_client"
 export DDICT_TEST_PORT=$PORT DDICT_TEST_DBNAME=ddict_client   # TCP, for the proxy tests
+export DDICT_TEST_FAKE_REDIS=$ROOT/test/fake-redis.pl
 # The stress test restarts the server through this (as the server's user).
 PGCTL="$PG_BIN/pg_ctl -D $SCRATCH/pg/data -w -t 60 -l $SCRATCH/pg/server.log -m fast"
 if [[ $(id -u) == 0 ]]; then PGCTL="runuser -u postgres -- $PGCTL"; fi
@@ -138,6 +140,7 @@ run_tap "unit" "$OUT/unit.log" "$P/test_unit"
 run_tap "client" "$OUT/client.log" "$P/test_client"
 run_tap "stress" "$OUT/stress.log" "$P/test_stress"
 run_tap "redis" "$OUT/redis.log" "$P/test_redis"
+run_tap "redis_fake" "$OUT/redis_fake.log" "$P/test_redis_fake"
 run_tap "shared" "$OUT/shared.log" "$P/test_shared"
 # The same suites with every dict opened on a shared ddict_client (one per
 # set of connection options), the check prepared (direct) for the first.
@@ -346,7 +349,7 @@ if [[ $SKIP != *" asan "* ]]; then
   export ASAN_OPTIONS=detect_leaks=1:exitcode=86:abort_on_error=0:detect_stack_use_after_return=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86
   A=$BUILD/asan
-  for t in unit client stress redis shared; do
+  for t in unit client stress redis redis_fake shared; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=200000 DDICT_STRESS_SECONDS=8 \
       run_tap "asan $t" "$OUT/asan-$t.log" "$A/test_$t"
     san_clean "asan+ubsan $t" "$OUT/asan-$t.log" $?
@@ -359,7 +362,7 @@ if [[ $SKIP != *" valgrind "* ]]; then
   # shellcheck disable=SC2054 # commas are part of valgrind's option values
   VG=(valgrind -q --error-exitcode=97 --leak-check=full --show-leak-kinds=definite,indirect
       --errors-for-leak-kinds=definite,indirect --fair-sched=yes)
-  for t in unit client stress redis shared; do
+  for t in unit client stress redis redis_fake shared; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=20000 DDICT_STRESS_SECONDS=10 DDICT_STRESS_MIN=2 \
       run_tap "valgrind $t" "$OUT/valgrind-$t.log" "${VG[@]}" "$P/test_$t"
     rc=$?
@@ -374,7 +377,7 @@ fi
 # ---- ThreadSanitizer ----
 if [[ $SKIP != *" tsan "* ]]; then
   export TSAN_OPTIONS=exitcode=86:halt_on_error=0:second_deadlock_stack=1
-  for t in unit client redis shared; do
+  for t in unit client redis redis_fake shared; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=100000 \
       run_tap "tsan $t" "$OUT/tsan-$t.log" "$BUILD/tsan/test_$t"
     san_clean "tsan $t" "$OUT/tsan-$t.log" $?

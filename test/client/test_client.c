@@ -925,6 +925,131 @@ test_network_loss(void **state)
 	proxy_stop(px);
 }
 
+/* ---- a name that comes to mean another relation (issue 8, item 2) ---- */
+
+/*
+ * A blue/green swap: the dict's name now means the staging table.  The cache
+ * follows the name and holds exactly the new table's rows (a full reload),
+ * never the old rows patched with a delta of the new table; later changes
+ * are the new table's.
+ */
+static void
+test_relation_swap(void **state)
+{
+	ddict	   *d;
+	ddict_stats s0,
+				s1;
+
+	(void) state;
+	free(sqlf(admin, "DROP SCHEMA IF EXISTS sw_live, sw_staging, sw_old CASCADE;"
+			  "CREATE SCHEMA sw_live; CREATE SCHEMA sw_staging"));
+	free(sqlf(admin, "SELECT ddict_create('sw_live.conf'); SELECT ddict_create('sw_staging.conf')"));
+	free(sqlf(admin, "INSERT INTO sw_live.conf VALUES ('color', 'blue'), ('old_only', 'x')"));
+	free(sqlf(admin, "INSERT INTO sw_staging.conf VALUES ('color', 'green'), ('new_only', 'y')"));
+	d = open_mode("sw_live.conf", DDICT_AUTOSYNC);
+	assert_value(d, "color", "blue");
+	assert_int_equal(ddict_len(d), 2);
+
+	free(sqlf(admin, "ALTER SCHEMA sw_live RENAME TO sw_old;"
+			  "ALTER SCHEMA sw_staging RENAME TO sw_live"));
+	s0 = stats_of(d);
+	assert_value(d, "color", "green");
+	assert_value(d, "new_only", "y");
+	assert_value(d, "old_only", NULL);
+	assert_int_equal(ddict_len(d), 2);
+	s1 = stats_of(d);
+	assert_int_equal(s1.reloads - s0.reloads, 1);
+
+	/* then the new table's changes, as deltas; the old table is forgotten */
+	free(sqlf(admin, "UPDATE sw_live.conf SET value = 'teal' WHERE key = 'color'"));
+	assert_value(d, "color", "teal");
+	free(sqlf(admin, "UPDATE sw_old.conf SET value = 'red' WHERE key = 'color';"
+			  "INSERT INTO sw_old.conf VALUES ('late_old', 'z')"));
+	assert_value(d, "color", "teal");
+	assert_value(d, "late_old", NULL);
+	assert_int_equal(ddict_set(d, "written", DDICT_NTS, "w", 1), DDICT_OK);
+	assert_int_equal(sql_ll(admin, "SELECT count(*) FROM sw_live.conf WHERE key = 'written'"), 1);
+	assert_int_equal(ddict_len(d), 3);
+	assert_int_equal(stats_of(d).reloads, s1.reloads);
+	ddict_close(d);
+	free(sqlf(admin, "DROP SCHEMA sw_live, sw_old CASCADE"));
+}
+
+/*
+ * The snapshot file records the relation: a file written for the old table
+ * and read while the server is unreachable is served (stale), but the first
+ * check reloads the new table in full instead of patching the old rows.
+ */
+static proxy px_swap;
+
+static void
+test_snapshot_file_relation(void **state)
+{
+	proxy	   *px = &px_swap;
+	char		path[256],
+				conninfo[256];
+	ddict_options o;
+	ddict	   *d;
+
+	(void) state;
+	if (proxy_conninfo(px, conninfo, sizeof(conninfo)) != 0)
+		skip();
+	snprintf(path, sizeof(path), "/tmp/ddict-test-snaprel-%d.bin", (int) getpid());
+	unlink(path);
+	free(sqlf(admin, "DROP SCHEMA IF EXISTS sn_live, sn_staging, sn_old CASCADE;"
+			  "CREATE SCHEMA sn_live; CREATE SCHEMA sn_staging"));
+	free(sqlf(admin, "SELECT ddict_create('sn_live.conf'); SELECT ddict_create('sn_staging.conf')"));
+	free(sqlf(admin, "INSERT INTO sn_live.conf VALUES ('a', 'old'), ('only_old', '1');"
+			  "INSERT INTO sn_staging.conf VALUES ('a', 'new'), ('only_new', '2')"));
+	ddict_options_init(&o);
+	o.mode = DDICT_MANUAL;
+	o.snapshot_path = path;
+	o.snapshot_interval_ms = 0;
+	o.timeout_ms = 2000;
+	o.backoff_min_ms = 10;
+	o.backoff_max_ms = 50;
+	d = ddict_open(conninfo, "sn_live.conf", &o);
+	assert_non_null(d);
+	ddict_close(d);
+
+	/* another table behind the name, unchanged since the file was written */
+	free(sqlf(admin, "ALTER SCHEMA sn_live RENAME TO sn_old;"
+			  "ALTER SCHEMA sn_staging RENAME TO sn_live"));
+
+	atomic_store(&px->mode, PROXY_DOWN);
+	d = ddict_open(conninfo, "sn_live.conf", &o);
+	assert_non_null(d);
+	assert_int_equal(ddict_is_stale(d), 1);
+	assert_value(d, "a", "old");	/* the file: all there is while unreachable */
+	atomic_store(&px->mode, PROXY_PASS);
+	assert_int_equal(ddict_sync(d), 1);
+	assert_int_equal(ddict_is_stale(d), 0);
+	assert_value(d, "a", "new");
+	assert_value(d, "only_new", "2");
+	assert_value(d, "only_old", NULL);
+	assert_int_equal(ddict_len(d), 2);
+	ddict_close(d);
+
+	/* the file now holds the new table: from it, the next check is 'u' */
+	atomic_store(&px->mode, PROXY_DOWN);
+	d = ddict_open(conninfo, "sn_live.conf", &o);
+	assert_non_null(d);
+	assert_value(d, "a", "new");
+	atomic_store(&px->mode, PROXY_PASS);
+	assert_int_equal(ddict_sync(d), 0);
+	assert_int_equal(ddict_len(d), 2);
+	ddict_close(d);
+	proxy_stop(px);
+	unlink(path);
+	{
+		char		lock[300];
+
+		snprintf(lock, sizeof(lock), "%s.lock", path);
+		unlink(lock);
+	}
+	free(sqlf(admin, "DROP SCHEMA sn_live, sn_old CASCADE"));
+}
+
 /* A version older than ours, in the same epoch: never applied as a delta. */
 static void
 test_version_backwards(void **state)
@@ -1250,6 +1375,8 @@ main(void)
 		cmocka_unit_test(test_snapshot_file),
 		cmocka_unit_test(test_timeouts),
 		cmocka_unit_test(test_network_loss),
+		cmocka_unit_test(test_relation_swap),
+		cmocka_unit_test(test_snapshot_file_relation),
 		cmocka_unit_test(test_version_backwards),
 		cmocka_unit_test(test_server_down),
 		cmocka_unit_test(test_threads),

@@ -34,7 +34,7 @@ q1(q{CREATE EXTENSION ddict;
      SELECT ddict_set('settings', 'a', '1');
      CREATE TABLE plain (id int PRIMARY KEY, note text);});
 
-my $refused = qr/cannot PREPARE a transaction that changed ddict dict "settings"/;
+my $refused = qr/cannot PREPARE a transaction that changed ddict dict public.settings/;
 
 # Each refused case: the PREPARE fails, nothing is written, no version move.
 my @refused_cases = (

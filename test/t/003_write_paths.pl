@@ -311,8 +311,8 @@ bumps('UPDATE of another column whose BEFORE trigger rewrites the value', 'deriv
 	q{SELECT ddict_get('derived', 'a')}, 'SECOND');
 
 # A STORED generated value column changes when its source column is updated.
-q1(q{CREATE TABLE gen (k text PRIMARY KEY, raw text,
-                       v text GENERATED ALWAYS AS (lower(raw)) STORED);
+q1(q{CREATE TABLE gen (k text PRIMARY KEY, raw text NOT NULL,
+                       v text NOT NULL GENERATED ALWAYS AS (lower(raw)) STORED);
      SELECT ddict_attach('gen', 'k', 'v');
      INSERT INTO gen (k, raw) VALUES ('a', 'ONE');});
 bumps('UPDATE of the source of a generated value column', 'gen',

@@ -1,0 +1,92 @@
+-- Row-level security: no ddict function, ddict_changes() included (full and
+-- delta, 's' and 'x' rows), reveals anything about rows the caller cannot
+-- SELECT.  Under active row security a delta that cannot re-read a changed
+-- key answers in full ('f') instead of naming it in an 'x' row.
+DROP ROLE IF EXISTS ddict_alice;
+DROP ROLE IF EXISTS ddict_bob;
+CREATE ROLE ddict_alice;
+CREATE ROLE ddict_bob;
+SELECT ddict_create('tenant');
+ALTER TABLE tenant ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_keys ON tenant
+    USING (key LIKE current_user || ':%') WITH CHECK (key LIKE current_user || ':%');
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenant TO ddict_alice, ddict_bob;
+SELECT ddict_set('tenant', 'ddict_alice:plan', 'gold');
+SELECT ddict_set('tenant', 'ddict_bob:plan', 'silver');
+SELECT ddict_set('tenant', 'ddict_bob:theme', 'dark');
+
+-- bob's full load: his rows only
+SET ROLE ddict_bob;
+SELECT kind, key, convert_from(value, 'UTF8') AS value
+  FROM ddict_changes('tenant') ORDER BY kind = 's', key;
+SELECT version AS v, epoch AS e, "cursor" AS c FROM ddict_changes('tenant') WHERE kind = 'f' \gset
+RESET ROLE;
+
+-- alice writes a key bob may not see: his next answer must not name it
+SET ROLE ddict_alice;
+SELECT ddict_set('tenant', 'ddict_alice:acquisition-of-acme-corp', 'secret');
+RESET ROLE;
+SET ROLE ddict_bob;
+SELECT kind, key, convert_from(value, 'UTF8') AS value
+  FROM ddict_changes('tenant', :v, :e, :c) ORDER BY kind = 's', key;
+SELECT count(*) AS leaked FROM ddict_changes('tenant', :v, :e, :c)
+ WHERE key NOT LIKE 'ddict_bob:%';
+SELECT version AS v, "cursor" AS c FROM ddict_changes('tenant', :v, :e, :c) WHERE kind = 'f' \gset
+
+-- a change bob can see is still an exact delta
+SELECT ddict_set('tenant', 'ddict_bob:theme', 'light');
+SELECT kind, key, convert_from(value, 'UTF8') AS value
+  FROM ddict_changes('tenant', :v, :e, :c) ORDER BY kind = 's', key;
+SELECT version AS v, "cursor" AS c FROM ddict_changes('tenant', :v, :e, :c) WHERE kind = 'd' \gset
+
+-- his own key deleted: it leaves his copy (a full answer without it)
+SELECT ddict_delete('tenant', 'ddict_bob:theme');
+SELECT kind, key, convert_from(value, 'UTF8') AS value
+  FROM ddict_changes('tenant', :v, :e, :c) ORDER BY kind = 's', key;
+SELECT version AS v, "cursor" AS c FROM ddict_changes('tenant', :v, :e, :c) WHERE kind = 'f' \gset
+RESET ROLE;
+
+-- alice deletes a hidden key and bob changes his own in one transaction:
+-- still nothing about alice's key
+BEGIN;
+SET LOCAL ROLE ddict_alice;
+SELECT ddict_delete('tenant', 'ddict_alice:acquisition-of-acme-corp');
+SET LOCAL ROLE ddict_bob;
+SELECT ddict_set('tenant', 'ddict_bob:plan', 'bronze');
+COMMIT;
+SET ROLE ddict_bob;
+SELECT kind, key, convert_from(value, 'UTF8') AS value
+  FROM ddict_changes('tenant', :v, :e, :c) ORDER BY kind = 's', key;
+RESET ROLE;
+
+-- the owner (row security does not apply) keeps exact deltas, 'x' included
+SELECT version AS v, epoch AS e, "cursor" AS c FROM ddict_changes('tenant') WHERE kind = 'f' \gset
+SELECT ddict_delete('tenant', 'ddict_alice:plan');
+SELECT kind, key FROM ddict_changes('tenant', :v, :e, :c) ORDER BY kind = 's', key;
+SELECT ddict_set('tenant', 'ddict_alice:plan', 'gold');
+
+-- every other function: a hidden key answers exactly as an absent one
+SET ROLE ddict_bob;
+SELECT ddict_get('tenant', 'ddict_alice:plan') AS hidden,
+       ddict_get('tenant', 'ddict_alice:nothing') AS absent;
+SELECT ddict_get('tenant', 'ddict_alice:plan', 'dflt') AS hidden,
+       ddict_get('tenant', 'ddict_alice:nothing', 'dflt') AS absent;
+SELECT * FROM ddict_items('tenant');
+SELECT * FROM ddict_keys('tenant');
+SELECT ddict_len('tenant');
+SELECT ddict_delete('tenant', 'ddict_alice:plan') AS hidden,
+       ddict_delete('tenant', 'ddict_alice:nothing') AS absent;
+SELECT ddict_pop('tenant', 'ddict_alice:plan', 'dflt') AS hidden,
+       ddict_pop('tenant', 'ddict_alice:nothing', 'dflt') AS absent;
+SELECT ddict_pop('tenant', 'ddict_alice:plan');
+SELECT ddict_pop('tenant', 'ddict_alice:nothing');
+SELECT ddict_setdefault('tenant', 'ddict_alice:plan', 'x');
+SELECT ddict_setdefault('tenant', 'ddict_alice:nothing', 'x');
+SELECT ddict_set('tenant', 'ddict_alice:plan', 'x');
+SELECT ddict_set('tenant', 'ddict_alice:nothing', 'x');
+RESET ROLE;
+SELECT key, value FROM tenant ORDER BY key;
+
+DROP TABLE tenant;
+DROP OWNED BY ddict_alice, ddict_bob;
+DROP ROLE ddict_alice, ddict_bob;

@@ -1,0 +1,398 @@
+# Published changes (issue 10, server half): each change of an opted-in dict
+# is computed once by its database's change streamer and appended to a Redis
+# Stream.  Shown here with a real redis-server:
+#   - opt-in and opt-out; owner only; row-level security refused both ways;
+#   - entries equal ddict_changes() deltas (single writes, tombstones);
+#   - out-of-order concurrent writers, rollbacks (nothing appended),
+#     TRUNCATE and a transaction larger than ddict.max_delta_keys ('f');
+#   - a replay check: a cache fed only from the stream (StreamConsumer)
+#     equals a fresh SELECT after quiescing, also across a server restart
+#     (new epoch), a Redis restart (stream lost: marker), a killed Redis
+#     connection (exact resume) and a trimmed stream (MAXLEN);
+#   - PostgreSQL statements per commit batch: at most 2, the same with and
+#     without readers of the stream (pg_stat_statements and the streamer's
+#     own counter);
+#   - a misbehaving Redis (FakeRedis) never crashes the streamer;
+#   - the streamer exits when its database publishes nothing any more.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+use RedisServer;
+use FakeRedis;
+use StreamConsumer;
+
+my $redis = RedisServer->new;
+my $port = $redis->port;
+
+my $node = PostgreSQL::Test::Cluster->new('streams');
+$node->init(allows_streaming => 1);	# synchronous replication holds committers below
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'ddict, pg_stat_statements'
+ddict.redis_url = 'redis://127.0.0.1:$port'
+ddict.redis_timeout = '200ms'
+ddict.redis_max_backoff = '300ms'
+ddict.max_delta_keys = 50
+max_worker_processes = 16
+pg_stat_statements.track = top
+});
+$node->start;
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION ddict;
+	CREATE EXTENSION pg_stat_statements;
+	SELECT ddict_create('settings');
+	SELECT ddict_create('quiet');
+	CREATE ROLE stranger LOGIN;
+	GRANT ALL ON settings TO stranger;
+});
+
+my $key = 'ddict:postgres:public.settings:changes';
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+sub version { return sql("SELECT ddict_last_updated('$_[0]')"); }
+
+sub wait_for
+{
+	my ($cond, $secs) = @_;
+	for (1 .. ($secs // 15) * 20)
+	{
+		return 1 if $cond->();
+		usleep(50_000);
+	}
+	return 0;
+}
+
+# Every entry of the stream: [ id, header, changes ].
+sub entries
+{
+	my $r = StreamConsumer::redis_connect($port) or return [];
+	my $list = StreamConsumer::command($r, 'XRANGE', $key, '-', '+');
+	close $r;
+	return [ map { [ $_->[0], StreamConsumer::parse_entry($_->[1]) ] } @$list ];
+}
+
+sub last_entry { my $e = entries(); return @$e ? $e->[-1] : undef; }
+
+# Wait until the stream's last entry carries version $v; returns it.
+sub entry_for
+{
+	my ($v) = @_;
+	my $e;
+	wait_for(sub { $e = last_entry(); $e && $e->[1]{version} eq $v });
+	return $e;
+}
+
+sub select_dump
+{
+	my ($table) = @_;
+	return sql("SELECT encode(convert_to(key, 'UTF8'), 'hex') || '=' || encode(convert_to(value::text, 'UTF8'), 'hex') "
+		  . "FROM $table ORDER BY convert_to(key, 'UTF8')");
+}
+
+# Feed $c from the stream until it holds the dict's current version, then
+# compare with a fresh SELECT.
+sub replay_equals
+{
+	my ($c, $what) = @_;
+	my $v = version('settings');
+	wait_for(sub { $c->poll; $c->{version} eq $v });
+	is($c->{version}, $v, "$what: the cache fed from the stream reached the current version");
+	is($c->dump, select_dump('settings'), "$what: the cache fed from the stream equals a fresh SELECT");
+}
+
+# --- opting in and out
+is(sql(q{SELECT count(*) FROM ddict_published}), '0', 'nothing is published by default');
+my ($rc, $out, $err) = $node->psql('postgres', q{SELECT ddict_publish_changes('settings')},
+	extra_params => [ '-U', 'stranger' ]);
+like($err, qr/must be owner of table settings/, 'only the owner may publish a dict');
+($rc, $out, $err) = $node->psql('postgres', q{SELECT ddict_publish_changes('pg_class')});
+like($err, qr/is not a dict/, 'a table that is not a dict cannot be published');
+($rc, $out, $err) = $node->psql('postgres', q{SELECT ddict_publish_changes(NULL)});
+like($err, qr/dict must not be NULL/, 'NULL is refused');
+
+sql(q{CREATE TABLE guarded (key text PRIMARY KEY, value text NOT NULL);
+	SELECT ddict_attach('guarded');
+	ALTER TABLE guarded ENABLE ROW LEVEL SECURITY;});
+($rc, $out, $err) = $node->psql('postgres', q{SELECT ddict_publish_changes('guarded')});
+like($err, qr/cannot publish the changes of dict "guarded": it has row-level security enabled/,
+	'a dict with row-level security cannot be published');
+sql(q{ALTER TABLE guarded DISABLE ROW LEVEL SECURITY; ALTER TABLE guarded FORCE ROW LEVEL SECURITY});
+($rc, $out, $err) = $node->psql('postgres', q{SELECT ddict_publish_changes('guarded')});
+like($err, qr/row-level security enabled/, '... nor one with FORCE ROW LEVEL SECURITY');
+sql(q{ALTER TABLE guarded NO FORCE ROW LEVEL SECURITY; SELECT ddict_publish_changes('guarded')});
+($rc, $out, $err) = $node->psql('postgres', q{ALTER TABLE guarded ENABLE ROW LEVEL SECURITY});
+like($err, qr/cannot enable row-level security on dict "guarded": its changes are published to Redis/,
+	'row-level security cannot be enabled on a published dict');
+($rc, $out, $err) = $node->psql('postgres', q{ALTER TABLE guarded FORCE ROW LEVEL SECURITY});
+like($err, qr/its changes are published to Redis/, '... nor forced');
+sql(q{SELECT ddict_publish_changes('guarded', false); ALTER TABLE guarded ENABLE ROW LEVEL SECURITY});
+is(sql(q{SELECT relrowsecurity FROM pg_class WHERE relname = 'guarded'}), 't',
+	'after opting out, row-level security can be enabled');
+sql(q{DROP TABLE guarded});
+
+sql(q{SELECT ddict_publish_changes('settings')});
+is(sql(q{SELECT dict, stream_key FROM ddict_published}), "settings|$key",
+	'ddict_published lists the dict and its stream key');
+ok(wait_for(sub { sql(q{SELECT state || connected FROM ddict_change_streams() WHERE database = (SELECT oid FROM pg_database WHERE datname = 'postgres')}) eq 'runningtrue' }),
+	'a change streamer runs for the database, connected');
+
+# --- single writes: an entry per commit, equal to ddict_changes()'s delta
+my $c = StreamConsumer->new(node => $node, db => 'postgres', table => 'settings', port => $port, key => $key);
+sql(q{SELECT ddict_set('settings', 'warmup', '0')});
+replay_equals($c, 'first write');
+
+my ($v0, $e0, $c0) = split /\|/, sql(q{SELECT version, epoch, "cursor" FROM ddict_changes('settings') WHERE kind = 'f'});
+sql(q{SELECT ddict_set('settings', 'a', 'one'); SELECT ddict_set('settings', 'b', 'two')});
+sql(q{INSERT INTO settings VALUES ('c', 'three'), ('d', 'four')});
+my $e = entry_for(version('settings'));
+is($e->[1]{kind}, 'd', 'a multi-key commit is appended as a delta');
+is(join(',', map { "$_->[0]=$_->[1]" } sort { $a->[0] cmp $b->[0] } @{ $e->[2] }), 'sc=three,sd=four',
+	'the entry carries the transaction\'s keys and values');
+is($e->[1]{n}, 2, 'n counts the changes');
+is($e->[1]{dict}, sql(q{SELECT 'settings'::regclass::oid}), 'the entry names the relation');
+is($e->[1]{epoch}, sql(q{SELECT ddict_epoch()}), 'the entry carries the epoch');
+my $delta = sql(qq{SELECT kind::text || key || '=' || convert_from(value, 'UTF8') FROM ddict_changes('settings', $v0, $e0, $c0) WHERE kind = 's' AND key IN ('c', 'd') ORDER BY key});
+is($delta, "sc=three\nsd=four", '... the same rows ddict_changes() answers');
+
+sql(q{DELETE FROM settings WHERE key = 'a'});
+$e = entry_for(version('settings'));
+is(join(',', map { "$_->[0]=$_->[1]" } @{ $e->[2] }), 'xa=', 'a delete is a tombstone');
+replay_equals($c, 'single writes');
+is($c->{pg}, 1, 'single writes: the cache never went back to PostgreSQL after its first load');
+
+# --- rollbacks append nothing
+my $n_before = scalar @{ entries() };
+sql(q{BEGIN; SELECT ddict_set('settings', 'ghost', 'boo'); ROLLBACK;});
+sql(q{BEGIN; SAVEPOINT s; SELECT ddict_set('settings', 'ghost2', 'boo'); ROLLBACK TO s; COMMIT;});
+usleep(500_000);
+is(scalar @{ entries() }, $n_before, 'rolled-back writes append nothing');
+ok(!grep({ grep { $_->[0] =~ /ghost/ } @{ $_->[2] } } @{ entries() }), 'no entry names a rolled-back key');
+
+# --- out-of-order concurrent writers
+my $s1 = $node->background_psql('postgres');
+my $s2 = $node->background_psql('postgres');
+$s1->query_safe(q{BEGIN; SELECT ddict_set('settings', 'ooo1', 'first-begun')});
+$s2->query_safe(q{BEGIN; SELECT ddict_set('settings', 'ooo2', 'second-begun')});
+$s2->query_safe(q{COMMIT});
+sql(q{SELECT ddict_set('settings', 'ooo3', 'between')});
+$s1->query_safe(q{COMMIT});
+$s1->quit;
+$s2->quit;
+replay_equals($c, 'out-of-order writers');
+
+# a burst from several writers at once
+my @bg;
+for my $w (1 .. 4)
+{
+	push @bg, IPC::Run::start([ 'psql', '-X', '-q', '-d', $node->connstr('postgres'),
+		  map { ('-c', "SELECT ddict_set('settings', 'w$w-" . ($_ % 7) . "', '$_')") } 1 .. 40 ],
+		'>', \my $o, '2>', \my $er);
+}
+$_->finish for @bg;
+replay_equals($c, 'a burst of concurrent writers');
+
+# --- TRUNCATE and a transaction larger than ddict.max_delta_keys: 'f'
+sql(q{BEGIN; TRUNCATE settings; INSERT INTO settings VALUES ('after', 'truncate'); COMMIT;});
+$e = entry_for(version('settings'));
+is($e->[1]{kind}, 'f', 'TRUNCATE appends a "full" marker');
+is(scalar @{ $e->[2] }, 0, 'a marker carries no rows');
+replay_equals($c, 'TRUNCATE');
+
+sql(q{INSERT INTO settings SELECT 'big' || i, i::text FROM generate_series(1, 60) i});
+$e = entry_for(version('settings'));
+is($e->[1]{kind}, 'f', 'a transaction larger than ddict.max_delta_keys appends a marker');
+replay_equals($c, 'a large transaction');
+
+# --- PostgreSQL statements per commit: bounded, whatever the readers
+sub streamer_stat
+{
+	return sql(q{SELECT statements || '|' || batches FROM ddict_change_streams()
+	  WHERE database = (SELECT oid FROM pg_database WHERE datname = 'postgres')});
+}
+
+sub pgss_streamer_calls
+{
+	# the streamer's statements are top-level SPI: its delta SELECT and its
+	# registry read; clients' ddict_changes() calls are other statements
+	return sql(q{SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+	  WHERE query LIKE '%FROM ONLY%' OR query LIKE '%WHERE publish_changes%'});
+}
+
+sub measure
+{
+	my ($label, $commits) = @_;
+	sql(q{SELECT pg_stat_statements_reset()});
+	my ($st0, $b0) = split /\|/, streamer_stat();
+	for my $i (1 .. $commits)
+	{
+		sql("SELECT ddict_set('settings', 'm$i', '$label')");
+		my $v = version('settings');
+		wait_for(sub { my $l = last_entry(); $l && $l->[1]{version} eq $v });
+	}
+	my ($st1, $b1) = split /\|/, streamer_stat();
+	return (pgss_streamer_calls(), $st1 - $st0, $b1 - $b0);
+}
+
+my ($pgss0, $own0, $batches0) = measure('alone', 10);
+ok($pgss0 > 0 && $pgss0 <= 2 * 10, "pg_stat_statements: $pgss0 streamer statements for 10 commits (at most 2 each)");
+ok($own0 <= 2 * $batches0 && $batches0 >= 1, "the streamer's own count: $own0 statements in $batches0 batches");
+
+my @readers;
+for (1 .. 20)
+{
+	push @readers, IPC::Run::start([ 'redis-cli', '-p', $port, 'XREAD', 'BLOCK', '0', 'STREAMS', $key, '$' ],
+		'>', \my $o2, '2>', \my $er2);
+}
+my @consumers = map { StreamConsumer->new(node => $node, db => 'postgres', table => 'settings', port => $port, key => $key) } 1 .. 5;
+my ($pgss1, $own1, $batches1) = measure('readers', 10);
+$_->kill_kill for @readers;
+is($pgss1, $pgss0, "with 25 readers of the stream the streamer executes the same $pgss1 statements for 10 commits");
+$_->poll for @consumers;
+is((grep { $_->{pg} == 1 } @consumers), 5, 'consumers fed from the stream never went back to PostgreSQL');
+is($consumers[0]->dump, select_dump('settings'), 'and hold what a SELECT returns');
+
+# --- a killed Redis connection: the stream is intact, the streamer resumes exactly
+$redis->cli('CLIENT', 'KILL', 'TYPE', 'normal');
+sql(q{SELECT ddict_set('settings', 'after-kill', 'x')});
+$e = entry_for(version('settings'));
+is($e->[1]{kind}, 'd', 'after a lost connection to an intact stream, the next entry is an exact delta');
+replay_equals($c, 'a lost connection');
+
+# --- Redis restart: the stream is lost, a marker starts the new one
+$redis->stop;
+my $t0 = time;
+sql(q{SELECT ddict_set('settings', 'during-outage', 'y')});
+ok(time - $t0 < 2, 'a commit does not wait for an unreachable Redis');
+$redis->start;
+sql(q{SELECT ddict_set('settings', 'after-restart', 'z')});
+ok(wait_for(sub { my $l = last_entry(); $l && $l->[1]{version} eq version('settings') }),
+	'the stream is appended to again after Redis restarts');
+is(entries()->[0][1]{kind}, 'f', 'the new stream begins with a "full" marker');
+$c->{last_id} = '0-0';		# a new stream: read it from its start
+replay_equals($c, 'a Redis restart');
+
+# --- MAXLEN trims the stream; a reader behind it finds the gap
+$node->append_conf('postgresql.conf', 'ddict.stream_maxlen = 5');
+$node->reload;
+usleep(300_000);
+my $late = StreamConsumer->new(node => $node, db => 'postgres', table => 'settings', port => $port, key => $key);
+$late->poll;
+my $pg_before = $late->{pg};
+for my $i (1 .. 300)
+{
+	sql("SELECT ddict_set('settings', 'trim" . ($i % 3) . "', '$i')");
+	usleep(5_000) if $i % 10 == 0;
+}
+ok(wait_for(sub { my $l = last_entry(); $l && $l->[1]{version} eq version('settings') }), 'the burst reached the stream');
+my $len = StreamConsumer::command(StreamConsumer::redis_connect($port), 'XLEN', $key);
+ok($len < 300, "the stream was trimmed ($len entries kept)");
+my $v = version('settings');
+wait_for(sub { $late->poll; $late->{version} eq $v });
+ok($late->{pg} > $pg_before, 'a reader behind the trimmed stream went back to PostgreSQL');
+is($late->dump, select_dump('settings'), 'and then equals a fresh SELECT');
+
+# --- a misbehaving Redis never crashes the streamer
+my $fake = FakeRedis->new;
+my $pid = sql(q{SELECT pid FROM ddict_change_streams() WHERE state = 'running'});
+my $pm_start = sql(q{SELECT pg_postmaster_start_time()});
+$node->append_conf('postgresql.conf', "ddict.redis_url = 'redis://127.0.0.1:" . $fake->port . "'");
+$node->reload;
+for my $mode ('ok', 'wrong', 'nil', 'error', 'random', 'truncate', 'close', 'extra', 'hang')
+{
+	$fake->mode($mode);
+	sql("SELECT ddict_set('settings', 'fake', '$mode')");
+	usleep(400_000);
+}
+is(sql(q{SELECT pid FROM ddict_change_streams() WHERE state = 'running'}), $pid,
+	'the streamer survived every malformed reply');
+is(sql(q{SELECT pg_postmaster_start_time()}), $pm_start, 'no backend was restarted');
+like(sql(q{SELECT last_error FROM ddict_change_streams() WHERE state = 'running'}), qr/XREVRANGE|XADD|connect/,
+	'the reason is in ddict_change_streams().last_error');
+$node->append_conf('postgresql.conf', "ddict.redis_url = 'redis://127.0.0.1:$port'");
+$node->reload;
+sql(q{SELECT ddict_set('settings', 'back', 'real')});
+replay_equals($c, 'back from a misbehaving Redis');
+$fake->stop;
+
+# --- server restart: a new epoch
+my $epoch = sql(q{SELECT ddict_epoch()});
+$node->restart;
+sql(q{SELECT ddict_set('settings', 'after-server-restart', 'w')});
+ok(wait_for(sub { my $l = last_entry(); $l && $l->[1]{version} eq version('settings') }),
+	'after a server restart the first commit starts the streamer again');
+$e = entries()->[0];
+is($e->[1]{kind}, 'f', 'the stream of the new server run begins with a marker');
+isnt($e->[1]{epoch}, $epoch, '... carrying the new epoch');
+$c->{last_id} = '0-0';
+replay_equals($c, 'a server restart');
+
+# --- opting out: the streamer leaves when nothing is published
+sql(q{SELECT ddict_publish_changes('settings', false)});
+ok(wait_for(sub { sql(q{SELECT count(*) FROM ddict_change_streams() WHERE state = 'running'}) eq '0' }),
+	'the streamer exits when its database publishes nothing');
+my $n = scalar @{ entries() };
+sql(q{SELECT ddict_set('settings', 'unpublished', '1')});
+usleep(500_000);
+is(scalar @{ entries() }, $n, 'an unpublished dict appends nothing');
+sql(q{SELECT ddict_publish_changes('settings')});
+sql(q{SELECT ddict_set('settings', 'republished', '1')});
+ok(wait_for(sub { my $l = last_entry(); $l && $l->[1]{version} eq version('settings') }),
+	'publishing again starts a streamer');
+
+# --- a cache that loaded from PostgreSQL later than an entry's snapshot
+# never steps back: W and T wait for a synchronous standby that does not
+# exist (committed, in the ring, not visible); U commits locally and its entry
+# (snapshot without T, cursor held at W's position) reaches the stream after
+# the cache recorded the stream's tip; then T becomes visible and the cache
+# loads from PostgreSQL.  The entry's from <= the cache's cursor (W holds
+# both), but its cursor is below the cache's "until": applying it would take
+# back T's value.  The rule skips it.
+$node->append_conf('postgresql.conf', "synchronous_standby_names = 'nobody'");
+$node->reload;
+usleep(500_000);		# the checkpointer notes that a standby is wanted
+sql(q{SET synchronous_commit = local; SELECT ddict_set('settings', 'k', 'old')});
+my $cw = StreamConsumer->new(node => $node, db => 'postgres', table => 'settings', port => $port, key => $key);
+my @hold;
+for my $who ('W', 'T')
+{
+	my $val = $who eq 'W' ? 'w' : 'k';
+	push @hold, IPC::Run::start([ 'psql', '-X', '-q', '-d', $node->connstr('postgres') . " application_name=$who",
+		  '-c', "SELECT ddict_set('settings', '$val', 'new')" ], '>', \my $ho, '2>', \my $he);
+	ok(wait_for(sub { sql(qq{SELECT count(*) FROM pg_stat_activity WHERE application_name = '$who' AND wait_event = 'SyncRep'}) eq '1' }),
+		"$who waits for the synchronous standby, committed but not visible");
+}
+sql(q{SET synchronous_commit = local; SELECT ddict_set('settings', 'u', 'new')});
+my $vu = version('settings');
+ok(entry_for($vu), 'U\'s entry reached the stream');
+sql(q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'T'});
+ok(wait_for(sub { sql(q{SELECT value FROM settings WHERE key = 'k'}) eq 'new' }), 'T became visible');
+$cw->{version} = undef;		# a full load now, with the tip recorded before U
+$cw->resync;
+is($cw->{data}{k}, 'new', 'the cache loaded T\'s value from PostgreSQL');
+$cw->poll;
+is($cw->{data}{k}, 'new', 'the older entries of the stream did not take it back');
+is($cw->{went_back}, 0, 'the cache never stepped back to an older version');
+sql(q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'W'});
+$_->finish for @hold;
+$node->append_conf('postgresql.conf', "synchronous_standby_names = ''");
+$node->reload;
+replay_equals($cw, 'committers held between commit and visibility');
+is($cw->{went_back}, 0, 'and it never stepped back');
+
+# --- a renamed dict: a new stream key, which begins with a marker
+sql(q{ALTER TABLE settings RENAME TO settings2; SELECT ddict_set('settings2', 'renamed', '1')});
+$key = 'ddict:postgres:public.settings2:changes';
+is(sql(q{SELECT stream_key FROM ddict_published}), $key, 'ddict_published follows the rename');
+ok(wait_for(sub { my $l = last_entry(); $l && $l->[1]{version} eq version('settings2') }),
+	'a renamed dict is appended to under its new name');
+is(entries()->[0][1]{kind}, 'f', '... whose stream begins with a marker');
+
+# --- detaching the last published dict ends the streamer
+sql(q{SELECT ddict_detach('settings2')});
+ok(wait_for(sub { sql(q{SELECT count(*) FROM ddict_change_streams() WHERE state = 'running'}) eq '0' }),
+	'detaching the last published dict ends the streamer');
+
+$node->stop;
+$redis->stop;
+done_testing();
