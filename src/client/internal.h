@@ -7,26 +7,28 @@
  *
  *   error.c     return codes, thread-local messages, a handle's last error
  *   hash.c      SipHash-1-3 (keyed: crafted keys cannot flood a table)
+ *   io.c        clocks, bounded waits, event fds, backoff with jitter
+ *               (shared by libpq and Redis)
  *   table.c     arena + open-addressing hash table, immutable once published
  *   snapshot.c  a version of the dict: shared base table + small overlay;
  *               building the next snapshot from a delta or a full reload
  *   guard.c     read-side sections that let a reload free the old snapshot
  *               without readers ever taking a lock
  *   snapfile.c  the optional snapshot file
- *   io.c        clocks, bounded waits, event fds, backoff with jitter
- *               (shared by libpq and Redis)
  *   conn.c      libpq transport: connect, flush, results, failures
  *   rconn.c     Redis transport: socket, AUTH/SELECT, type-checked replies;
  *               the URL through ../common/redis_url.c (shared with the server)
  *   session.c   per connection: the extension's schema, statements, the
  *               prepared check (direct connections only); per dict: metadata
  *   redis.c     Redis commands: GET of versions, SUBSCRIBE, messages
- *   sync.c      the ddict_changes() protocol: checks of one or many dicts in
- *               one pipeline, full loads, publish; the reads' checks
+ *   sync.c      the ddict_changes() protocol: checks of one or many dicts
+ *               (a version probe, then one pipeline), full loads, publish;
+ *               the reads' checks
  *   write.c     set / delete / pop / setdefault
  *   worker.c    the client's one thread: Redis connection, push mode,
  *               checks that readers handed over, polling
  *   api.c       clients and handles: open / close / reads / pins / stats
+ *   vpage.c     (not in the library yet) reader of the server's versions page
  *
  * One client (dd_client, public ddict_client) per process serves any number
  * of dicts (ddict handles): one PostgreSQL connection, at most one Redis
