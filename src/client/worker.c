@@ -431,7 +431,8 @@ sub_reply(dd_client *c, const redisReply *rep, char *why, size_t whysize)
 			return true;
 		snprintf(why, whysize, "malformed reply (a subscription not asked for)");
 	}
-	else if (dd_reply_push(rep, 2, "pong", NULL, &third) || dd_reply_is_status(rep, "PONG"))
+	else if ((dd_reply_push(rep, 2, "pong", NULL, NULL) && dd_reply_is_bulk(rep->element[1])) ||
+			 dd_reply_is_status(rep, "PONG"))
 	{
 		if (c->ping_sent != 0)
 		{
