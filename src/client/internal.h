@@ -34,8 +34,10 @@
  * of dicts (ddict handles): one PostgreSQL connection, at most one Redis
  * connection, one thread.  Lock order: a dict's sync_lock, then the client's
  * lock (the connection), then its list_lock; a dict's sync_lock is only
- * ever trylocked by a thread that holds a later lock.  Readers take none
- * (they trylock, and serve the snapshot when that fails).
+ * ever trylocked by a thread that holds a later lock.  Readers never wait
+ * for the connection: they trylock the dict's sync_lock and the client's
+ * lock and serve the snapshot when either is busy (a reader that got both
+ * takes list_lock for a moment to collect other dicts that are due).
  */
 #ifndef LIBDDICT_INTERNAL_H
 #define LIBDDICT_INTERNAL_H

@@ -37,8 +37,9 @@
  * block on each other or on a reload; only one thread at a time talks to the
  * server for a handle.  ddict_close() must not race with other calls on the
  * same handle.  Snapshots may be passed between threads.  A handle in push
- * mode, or with a redis_url, owns one background thread (signals blocked),
- * which ddict_close() stops and joins.
+ * mode, or with a redis_url, has its client's background thread (signals
+ * blocked): ddict_close() of a ddict_open() handle stops and joins it; on a
+ * shared client it ends with the client's last dict.
  */
 #ifndef LIBDDICT_H
 #define LIBDDICT_H
@@ -118,7 +119,8 @@ typedef struct ddict_change
 } ddict_change;
 
 /*
- * Called, in the thread that applies a reload (in push mode: the handle's
+ * Called, in the thread that applies a reload (in push mode, and for checks
+ * a reader handed over on a shared client: the client's
  * thread, for the changes it applies), once per key whose value
  * changed, after the new snapshot is published (so reads from the callback
  * see it).  The callback may read from the handle; calling ddict_sync(),
