@@ -403,7 +403,6 @@ bool		dd_reply_push(const redisReply *r, size_t n, const char *kind, const char 
 typedef struct dd_dict_meta
 {
 	bool		bytea;
-	char		oid[16];		/* the table's OID, decimal */
 	char	   *key;			/* Redis key: prefix + "db:schema.table" (malloc'd) */
 } dd_dict_meta;
 
@@ -453,7 +452,6 @@ struct ddict
 	bool		refull_due;		/* sync_lock: a write's delta did not apply */
 	bool		meta_known;		/* sync_lock: bytea and redis_key are known */
 	bool		bytea;			/* the dict's value type is bytea (or a domain of it) */
-	char		oid[16];		/* sync_lock: the table's OID (decimal), with meta */
 	_Atomic(char *) redis_key;	/* NULL: no Redis for this dict (yet); set
 								 * once, freed with the handle */
 

@@ -215,7 +215,7 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 	 * ("database:schema.table", unquoted). */
 	sql = dd_asprintf("SELECT t.oid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype"
 					  " OR t.typbasetype OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype,"
-					  " pg_catalog.current_database(), n.nspname, c.relname, c.oid"
+					  " pg_catalog.current_database(), n.nspname, c.relname"
 					  " FROM %s.ddict_dicts d JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) d.value_type"
 					  " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.dict::pg_catalog.oid"
 					  " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
@@ -226,14 +226,13 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 	free(sql);
 	if (rc != DDICT_OK)
 		return rc;
-	if (PQntuples(r) != 1 || PQnfields(r) != 5)
+	if (PQntuples(r) != 1 || PQnfields(r) != 4)
 	{
 		PQclear(r);
 		return dd_fail(h, DDICT_ESERVER,
 					   "table \"%s\" is not a ddict dict (attach it with ddict_attach())", dict);
 	}
 	out->bytea = PQgetvalue(r, 0, 0)[0] == 't';
-	dd_strlcpy(out->oid, PQgetvalue(r, 0, 4), sizeof(out->oid));
 	if (redis_prefix &&
 		asprintf(&out->key, "%s%s:%s.%s", redis_prefix, PQgetvalue(r, 0, 1),
 				 PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3)) < 0)

@@ -495,7 +495,6 @@ dd_ensure_meta(ddict *h, dd_conn *c)
 	if (rc != DDICT_OK)
 		return rc;
 	h->bytea = m.bytea;
-	memcpy(h->oid, m.oid, sizeof(h->oid));
 	atomic_store(&h->redis_key, m.key);
 	h->meta_known = true;
 	dd_event_signal(cl->kick_fd);	/* the thread may wait for the key */
@@ -624,8 +623,7 @@ load_separately(ddict *h, check_out *o)
 /* Connection and metadata for the dicts of a pipeline on the client's
  * connection; drops (marks stale) those whose metadata lookup failed. */
 static int
-prepare_batch(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read,
-			  int *idx)
+prepare_batch(dd_client *c, ddict **v, int n, check_out *out, bool read, int *idx)
 {
 	int			m = 0,
 				rc = dd_session_ensure(&c->conn, v[0], !read);
@@ -654,7 +652,6 @@ prepare_batch(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool r
 		}
 		idx[m++] = i;
 	}
-	(void) full;
 	return m;
 }
 
@@ -777,7 +774,7 @@ pg_checks(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read)
 	bool		wf[DD_BATCH_MAX] = {false};
 	check_out	wo[DD_BATCH_MAX];
 
-	m = prepare_batch(c, v, full, n, out, read, idx);
+	m = prepare_batch(c, v, n, out, read, idx);
 	if (m == 0)
 		return;
 	for (int j = 0; j < m; j++)
