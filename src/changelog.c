@@ -156,12 +156,25 @@ entry_at(uint64 pos)
 	return (LogEntry *) (ring + pos % logsh->size);
 }
 
+/*
+ * The length of the entry at pos.  Fewer bytes than a header before the end
+ * of the ring can only be filler (no entry fits there), written without a
+ * header: a header would overrun the ring into the bitmap of entry starts.
+ */
+static inline uint64
+entry_len(uint64 pos)
+{
+	uint64		left = logsh->size - pos % logsh->size;
+
+	return left < ENTRY_HDR ? left : entry_at(pos)->len;
+}
+
 /* Drop entries from the tail until "need" more bytes fit. Lock held. */
 static void
 make_room(uint64 need)
 {
 	while (logsh->head + need - logsh->tail > logsh->size)
-		logsh->tail += entry_at(logsh->tail)->len;
+		logsh->tail += entry_len(logsh->tail);
 }
 
 static void
@@ -176,12 +189,15 @@ write_entry(Oid dboid, Oid relid, uint32 flags, const char *key, uint32 keylen)
 		uint64		pad = logsh->size - off;
 
 		make_room(pad);
-		e = entry_at(logsh->head);
-		e->magic = LOG_MAGIC;
-		e->len = (uint32) pad;
-		e->flags = LOG_PAD;
-		e->dboid = e->relid = InvalidOid;
-		e->keylen = 0;
+		if (pad >= ENTRY_HDR)
+		{
+			e = entry_at(logsh->head);
+			e->magic = LOG_MAGIC;
+			e->len = (uint32) pad;
+			e->flags = LOG_PAD;
+			e->dboid = e->relid = InvalidOid;
+			e->keylen = 0;
+		}
 		mark_entry(off, pad);
 		logsh->head += pad;
 	}
@@ -286,6 +302,12 @@ ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 	for (pos = since; ok && pos < logsh->head;)
 	{
 		LogEntry   *e = entry_at(pos);
+
+		if (logsh->size - pos % logsh->size < ENTRY_HDR)
+		{
+			pos += entry_len(pos);	/* filler without a header */
+			continue;
+		}
 
 		if (e->magic != LOG_MAGIC || e->len < ENTRY_HDR ||
 			e->len > logsh->size - pos % logsh->size ||

@@ -35,6 +35,7 @@ ddict.redis_url = 'redis://127.0.0.1:$port'
 ddict.redis_timeout = '200ms'
 ddict.redis_max_backoff = '300ms'
 ddict.max_delta_keys = 50
+ddict.changelog_size = 64kB
 max_worker_processes = 16
 pg_stat_statements.track = top
 });
@@ -251,6 +252,42 @@ is($pgss1, $pgss0, "with 25 readers of the stream the streamer executes the same
 $_->poll for @consumers;
 is((grep { $_->{pg} == 1 } @consumers), 5, 'consumers fed from the stream never went back to PostgreSQL');
 is($consumers[0]->dump, select_dump('settings'), 'and hold what a SELECT returns');
+
+# --- a published dict that is not written while the ring turns over keeps
+# its cursor: entries without changes move it on, so its next write is a
+# delta, not a marker
+replay_equals($c, 'before the ring turns over');
+my $pg_c = $c->{pg};
+sql(join("\n", map { "INSERT INTO quiet SELECT 'q$_-' || g, repeat('x', 40) FROM generate_series(1, 40) g;" } 1 .. 80));
+sql(q{SELECT ddict_set('settings', 'after-quiet', 'still a delta')});
+$e = entry_for(version('settings'));
+is($e->[1]{kind}, 'd', 'after the ring turned over under other dicts\' writes, a quiet dict\'s next write is a delta');
+replay_equals($c, 'a ring turned over');
+is($c->{pg}, $pg_c, '... and its caches did not go back to PostgreSQL');
+
+# --- the change ring's end: when fewer bytes than an entry header are left,
+# the filler has no header (it used to overrun the ring, and a delta across
+# it was answered in full).  When idle, the horizon ddict_changes() returns
+# is the ring's head: fill the ring to 8 bytes before its end, then write.
+sub ring_left { return 65536 - sql(q{SELECT "cursor" FROM ddict_changes('quiet') WHERE kind = 'f'}) % 65536; }
+my $left = ring_left();
+for my $i (1 .. 400)
+{
+	last if $left == 8 || $left == 16;
+	my $s = $left - 8 >= 2024 + 32 ? 2024 : $left - 8;		# an entry: 24 + key bytes
+	$s = $left if $s < 32;	# 8 cannot be left this lap: fill to the end
+	$s = 32 if $s < 32;
+	sql("SELECT ddict_set('quiet', repeat('p', " . ($s - 24) . "), '$i')");
+	$left = ring_left();
+}
+ok($left == 8 || $left == 16, "the ring's head is $left bytes before its end");
+my ($rv, $re, $rc2) = split /\|/, sql(q{SELECT version, epoch, "cursor" FROM ddict_changes('settings') WHERE kind = 'f'});
+sql(q{SELECT ddict_set('settings', 'across-the-end', 'x')});
+is(sql(qq{SELECT string_agg(kind::text || coalesce(':' || key, ''), ' ' ORDER BY kind) FROM ddict_changes('settings', $rv, $re, $rc2)}),
+	'd s:across-the-end', 'a delta across the short filler at the ring\'s end is exact');
+$e = entry_for(version('settings'));
+is($e->[1]{kind}, 'd', '... and so is the published entry');
+replay_equals($c, 'the ring\'s end');
 
 # --- a killed Redis connection: the stream is intact, the streamer resumes exactly
 $redis->cli('CLIENT', 'KILL', 'TYPE', 'normal');
