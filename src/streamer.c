@@ -37,7 +37,10 @@
  * lost all give an 'f' marker: no rows, "go to PostgreSQL".  After a Redis
  * outage the streamer resumes exactly when the stream's last entry is still
  * the one it appended last (the entries it could not append are computed
- * then, from its cursor, as one delta); otherwise it appends a marker.
+ * then, from its cursor, as one delta); otherwise it appends a marker.  A
+ * published dict nobody writes while the ring turns over gets entries
+ * without changes that move its cursor on (cursor_entry()), so that its
+ * next write is still a delta.
  */
 #include "ddict.h"
 #include "redisconn.h"
