@@ -65,7 +65,7 @@ PG_FUNCTION_INFO_V1(ddict_redis_status);
 char	   *ddict_redis_url = NULL;
 char	   *ddict_redis_prefix = NULL;
 int			ddict_redis_timeout_ms = 1000;
-static int	ddict_redis_max_backoff_ms = 10000;
+int			ddict_redis_max_backoff_ms = 10000;
 static int	ddict_redis_batch_delay_us = 1000;
 
 #define ERRLEN 256

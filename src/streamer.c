@@ -689,7 +689,7 @@ redis_failed(const char *err)
 				(errmsg("ddict: change streamer cannot append to Redis: %s", err),
 				 errdetail("Commits go on; the streams resume (or get a \"full\" marker) once Redis is back.")));
 	in_outage = true;
-	backoff_ms = backoff_ms ? Min(backoff_ms * 2, 10000) : 100;
+	backoff_ms = backoff_ms ? Min(backoff_ms * 2, ddict_redis_max_backoff_ms) : 100;
 	next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms);
 }
 
