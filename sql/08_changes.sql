@@ -69,3 +69,24 @@ BEGIN ISOLATION LEVEL SERIALIZABLE;
 SELECT kind FROM ddict_changes('syncd', :rr_v, :rr_e) WHERE kind IN ('u', 'd', 'f');
 SELECT kind FROM ddict_changes('syncd', :rr_v - 1, :rr_e) WHERE kind IN ('u', 'd', 'f');
 ROLLBACK;
+
+-- The row type is cached per backend and per declared shape (sync.c): the
+-- 1.0 shape (six columns) and the current one alternate in one session, in
+-- FROM and in a select list, each answered with its own columns.
+CREATE FUNCTION changes_v10(dict regclass, since_version bigint DEFAULT NULL,
+                            since_epoch bigint DEFAULT NULL, since_cursor bigint DEFAULT NULL)
+  RETURNS TABLE(kind "char", key text, value bytea, version bigint, epoch bigint, "cursor" bigint)
+  AS '$libdir/ddict', 'ddict_changes' LANGUAGE C VOLATILE;
+SELECT version AS sv, epoch AS se, "cursor" AS sc, dict AS so FROM ddict_changes('syncd') WHERE kind = 'f' \gset
+SELECT kind, key, convert_from(value, 'UTF8') AS value FROM ddict_changes('syncd') ORDER BY kind = 's', key;
+SELECT kind, key, convert_from(value, 'UTF8') AS value FROM changes_v10('syncd') ORDER BY kind = 's', key;
+SELECT kind, version = :sv AS same_version, dict = :so AS same_dict, "until" IS NULL AS no_until
+  FROM ddict_changes('syncd', :sv, :se, :sc, :so);
+SELECT kind, version = :sv AS same_version FROM changes_v10('syncd', :sv, :se, :sc);
+SELECT (c).kind, (c).version = :sv AS same_version FROM (SELECT changes_v10('syncd', :sv, :se, :sc) AS c) s;
+SELECT (c).kind, (c).dict = :so AS same_dict FROM (SELECT ddict_changes('syncd', :sv, :se, :sc, :so) AS c) s;
+SELECT count(*) AS columns FROM (SELECT * FROM ddict_changes('syncd', :sv, :se, :sc, :so)) s,
+  LATERAL jsonb_each(to_jsonb(s));
+SELECT count(*) AS columns FROM (SELECT * FROM changes_v10('syncd', :sv, :se, :sc)) s,
+  LATERAL jsonb_each(to_jsonb(s));
+DROP FUNCTION changes_v10(regclass, bigint, bigint, bigint);
