@@ -119,8 +119,9 @@ my $chk = get('version|check_vs_select1|ddict_changes() check / SELECT 1 (paired
 	my $fig = 'not measured';
 	if ($chk)
 	{
-		$fig = sprintf('%s (median of %d back-to-back pgbench pairs, %s–%s; %s vs %s tps)', x($chk->{med}), $chk->{n},
-			x($chk->{min}), x($chk->{max}), fmt(med('version|read_tps|ddict_changes() unchanged check')),
+		$fig = x($chk->{med}) . ($chk->{n} > 1 ? sprintf(' (median of %d back-to-back pgbench pairs, %s–%s)',
+				$chk->{n}, x($chk->{min}), x($chk->{max})) : '')
+		  . sprintf('; medians %s vs %s tps', fmt(med('version|read_tps|ddict_changes() unchanged check')),
 			fmt(med('version|read_tps|SELECT 1')));
 		my $shape = med('version|check_vs_select1|same shape without a function / SELECT 1 (paired runs)');
 		$fig .= sprintf('; why: the statement\'s shape alone (its parameters bound, its seven columns sent, '
