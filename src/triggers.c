@@ -42,11 +42,12 @@ column_number(Relation rel, const char *name)
 
 /*
  * The key and value column numbers of a trigger, and whether its key type
- * was checked, cached per backend: looking them up by name (and the key's
- * base type in the catalogs) on every row was a measurable part of the
- * trigger's cost.  An entry is used only while the relation's columns at
- * those numbers still have the trigger's names and the key the type that
- * was checked, so it can never answer differently from a fresh lookup.
+ * was checked, cached per backend: a row need not search the columns by name
+ * again (a scan of the descriptor, wide tables included) nor, for a domain
+ * key, look its base type up in the catalogs.  An entry is used only while
+ * the relation's columns at those numbers still have the trigger's names and
+ * the key the type that was checked, so it never answers differently from a
+ * fresh lookup.
  */
 typedef struct TriggerColumns
 {
