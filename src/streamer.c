@@ -1001,6 +1001,13 @@ step_compute(MemoryContext cxt, uint64 *statements)
 	{
 		XactIsoLevel = XACT_READ_COMMITTED;
 		SPI_connect();
+		/*
+		 * For catalog and registry lookups on the way (a dict no backend has
+		 * touched since the server started has no version slot yet); each
+		 * change is still read under the fresh snapshot that
+		 * ddict_changes_compute() takes after the version.
+		 */
+		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "ddict change streamer: computing changes");
 		for (int i = 0; i < ndicts; i++)
 		{
@@ -1014,6 +1021,7 @@ step_compute(MemoryContext cxt, uint64 *statements)
 				MemoryContextSwitchTo(old);
 			}
 		}
+		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
 	}
