@@ -294,16 +294,19 @@ ddict_publishes_changes(Oid relid)
 {
 	Oid			argtypes[1] = {REGCLASSOID};
 	Datum		args[1] = {ObjectIdGetDatum(relid)};
-	int			rc;
 
 	if (!registry_has_column())
 		return false;
-	rc = SPI_execute_with_args(psprintf("SELECT FROM %s.ddict_registry WHERE dict OPERATOR(pg_catalog.=) $1 "
-										"AND publish_changes", ddict_ext_schema()),
-							   1, argtypes, args, NULL, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "ddict: registry lookup failed: %s", SPI_result_code_string(rc));
-	return SPI_processed > 0;
+	/*
+	 * FOR SHARE, as the registry's owner: an opt-in that has not committed
+	 * yet is waited for and then seen (READ COMMITTED re-reads the row;
+	 * REPEATABLE READ fails with a serialization error), so ENABLE ROW LEVEL
+	 * SECURITY and ddict_publish_changes() cannot both commit.
+	 */
+	return ddict_exec_as_registry_owner(psprintf("SELECT FROM %s.ddict_registry "
+												 "WHERE dict OPERATOR(pg_catalog.=) $1 "
+												 "AND publish_changes FOR SHARE", ddict_ext_schema()),
+										1, argtypes, args) > 0;
 }
 
 static bool
@@ -998,6 +1001,13 @@ step_compute(MemoryContext cxt, uint64 *statements)
 	{
 		XactIsoLevel = XACT_READ_COMMITTED;
 		SPI_connect();
+		/*
+		 * For catalog and registry lookups on the way (a dict no backend has
+		 * touched since the server started has no version slot yet); each
+		 * change is still read under the fresh snapshot that
+		 * ddict_changes_compute() takes after the version.
+		 */
+		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "ddict change streamer: computing changes");
 		for (int i = 0; i < ndicts; i++)
 		{
@@ -1011,6 +1021,7 @@ step_compute(MemoryContext cxt, uint64 *statements)
 				MemoryContextSwitchTo(old);
 			}
 		}
+		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
 	}

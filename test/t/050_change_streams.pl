@@ -272,17 +272,18 @@ is($c->{pg}, $pg_c, '... and its caches did not go back to PostgreSQL');
 # it was answered in full).  When idle, the horizon ddict_changes() returns
 # is the ring's head: fill the ring to 8 bytes before its end, then write.
 sub ring_left { return 65536 - sql(q{SELECT "cursor" FROM ddict_changes('quiet') WHERE kind = 'f'}) % 65536; }
+my $hdr = 32;	# an entry: a 32-byte header (changelog.c's LogEntry), then the key
 my $left = ring_left();
 for my $i (1 .. 400)
 {
-	last if $left == 8 || $left == 16;
-	my $s = $left - 8 >= 2024 + 32 ? 2024 : $left - 8;		# an entry: 24 + key bytes
-	$s = $left if $s < 32;	# 8 cannot be left this lap: fill to the end
-	$s = 32 if $s < 32;
-	sql("SELECT ddict_set('quiet', repeat('p', " . ($s - 24) . "), '$i')");
+	last if $left < $hdr;
+	my $s = $left - 8 >= 2024 + $hdr + 8 ? 2024 : $left - 8;
+	$s = $left if $s < $hdr + 8;	# 8 cannot be left this lap: fill to the end
+	$s = $hdr + 8 if $s < $hdr + 8;
+	sql("SELECT ddict_set('quiet', repeat('p', " . ($s - $hdr) . "), '$i')");
 	$left = ring_left();
 }
-ok($left == 8 || $left == 16, "the ring's head is $left bytes before its end");
+ok($left < $hdr, "the ring's head is $left bytes before its end, fewer than a header");
 my ($rv, $re, $rc2) = split /\|/, sql(q{SELECT version, epoch, "cursor" FROM ddict_changes('settings') WHERE kind = 'f'});
 sql(q{SELECT ddict_set('settings', 'across-the-end', 'x')});
 is(sql(qq{SELECT string_agg(kind::text || coalesce(':' || key, ''), ' ' ORDER BY kind) FROM ddict_changes('settings', $rv, $re, $rc2)}),
@@ -354,7 +355,10 @@ sql(q{SELECT ddict_set('settings', 'back', 'real')});
 replay_equals($c, 'back from a misbehaving Redis');
 $fake->stop;
 
-# --- server restart: a new epoch
+# --- server restart: a new epoch.  A second published dict that nobody
+# touches after the restart has no version slot yet; the streamer must still
+# stream the first.
+sql(q{SELECT ddict_create('idle'); SELECT ddict_publish_changes('idle')});
 my $epoch = sql(q{SELECT ddict_epoch()});
 $node->restart;
 sql(q{SELECT ddict_set('settings', 'after-server-restart', 'w')});
@@ -365,6 +369,7 @@ is($e->[1]{kind}, 'f', 'the stream of the new server run begins with a marker');
 isnt($e->[1]{epoch}, $epoch, '... carrying the new epoch');
 $c->{last_id} = '0-0';
 replay_equals($c, 'a server restart');
+sql(q{SELECT ddict_publish_changes('idle', false)});
 
 # --- opting out: the streamer leaves when nothing is published
 sql(q{SELECT ddict_publish_changes('settings', false)});
