@@ -69,3 +69,47 @@ BEGIN ISOLATION LEVEL SERIALIZABLE;
 SELECT kind FROM ddict_changes('syncd', :rr_v, :rr_e) WHERE kind IN ('u', 'd', 'f');
 SELECT kind FROM ddict_changes('syncd', :rr_v - 1, :rr_e) WHERE kind IN ('u', 'd', 'f');
 ROLLBACK;
+
+-- The row type is cached per backend and per declared shape (sync.c): the
+-- 1.0 shape (six columns) and the current one alternate in one session, in
+-- FROM and in a select list, each answered with its own columns.
+CREATE FUNCTION changes_v10(dict regclass, since_version bigint DEFAULT NULL,
+                            since_epoch bigint DEFAULT NULL, since_cursor bigint DEFAULT NULL)
+  RETURNS TABLE(kind "char", key text, value bytea, version bigint, epoch bigint, "cursor" bigint)
+  AS '$libdir/ddict', 'ddict_changes' LANGUAGE C VOLATILE;
+SELECT version AS sv, epoch AS se, "cursor" AS sc, dict AS so FROM ddict_changes('syncd') WHERE kind = 'f' \gset
+SELECT kind, key, convert_from(value, 'UTF8') AS value FROM ddict_changes('syncd') ORDER BY kind = 's', key;
+SELECT kind, key, convert_from(value, 'UTF8') AS value FROM changes_v10('syncd') ORDER BY kind = 's', key;
+SELECT kind, version = :sv AS same_version, dict = :so AS same_dict, "until" IS NULL AS no_until
+  FROM ddict_changes('syncd', :sv, :se, :sc, :so);
+SELECT kind, version = :sv AS same_version FROM changes_v10('syncd', :sv, :se, :sc);
+SELECT (c).kind, (c).version = :sv AS same_version FROM (SELECT changes_v10('syncd', :sv, :se, :sc) AS c) s;
+SELECT (c).kind, (c).dict = :so AS same_dict FROM (SELECT ddict_changes('syncd', :sv, :se, :sc, :so) AS c) s;
+SELECT count(*) AS columns FROM (SELECT * FROM ddict_changes('syncd', :sv, :se, :sc, :so)) s,
+  LATERAL jsonb_each(to_jsonb(s));
+SELECT count(*) AS columns FROM (SELECT * FROM changes_v10('syncd', :sv, :se, :sc)) s,
+  LATERAL jsonb_each(to_jsonb(s));
+DROP FUNCTION changes_v10(regclass, bigint, bigint, bigint);
+
+-- ddict_unchanged(): ddict_changes()'s "unchanged" as a scalar, with the same
+-- parameters: the cursor to store when ddict_changes() answers 'u', NULL when
+-- it would answer anything else.
+SELECT version AS uv, epoch AS ue, "cursor" AS uc, dict AS uo FROM ddict_changes('syncd') WHERE kind = 'f' \gset
+SELECT ddict_unchanged('syncd', :uv, :ue, :uc, :uo) = "cursor" AS same_cursor_as_changes, kind
+  FROM ddict_changes('syncd', :uv, :ue, :uc, :uo);
+SELECT ddict_unchanged('syncd', :uv, :ue, NULL, :uo) IS NOT NULL AS unchanged_without_cursor;
+-- another version, another epoch, no state, another relation: NULL
+SELECT ddict_unchanged('syncd', :uv - 1, :ue, :uc, :uo) IS NULL AS old_version,
+       ddict_unchanged('syncd', :uv, :ue + 1, :uc, :uo) IS NULL AS other_epoch,
+       ddict_unchanged('syncd', NULL, NULL, NULL, :uo) IS NULL AS no_state,
+       ddict_unchanged('syncd', :uv, :ue, :uc, NULL) IS NULL AS no_relation,
+       ddict_unchanged('syncd', :uv, :ue, :uc, 'blobs'::regclass) IS NULL AS other_relation;
+-- a commit moves it to NULL, as ddict_changes() moves to 'd'
+SELECT ddict_set('syncd', 'moved', 'yes');
+SELECT ddict_unchanged('syncd', :uv, :ue, :uc, :uo) IS NULL AS changed,
+       (SELECT kind FROM ddict_changes('syncd', :uv, :ue, :uc, :uo) WHERE kind <> 's' AND kind <> 'x') AS changes_kind;
+-- a table that is not a dict has no version: NULL; the dict must be given
+CREATE TABLE unchanged_plain (key text PRIMARY KEY, value text);
+SELECT ddict_unchanged('unchanged_plain', :uv, :ue, :uc, 'unchanged_plain'::regclass) IS NULL AS unchanged_plain;
+DROP TABLE unchanged_plain;
+SELECT ddict_unchanged(NULL, :uv, :ue, :uc, :uo);

@@ -87,6 +87,24 @@ SELECT ddict_set('tenant', 'ddict_alice:nothing', 'x');
 RESET ROLE;
 SELECT key, value FROM tenant ORDER BY key;
 
+-- a "drop box": anyone may insert, each reads only their own keys.  Writes
+-- of a hidden existing key fail exactly as writes of an absent one (ddict's
+-- statements use RETURNING / ON CONFLICT DO UPDATE, under which PostgreSQL
+-- requires the row to be visible to the caller).
+CREATE POLICY drop_box_insert ON tenant FOR INSERT WITH CHECK (true);
+CREATE POLICY drop_box_delete ON tenant FOR DELETE USING (true);
+SET ROLE ddict_bob;
+SELECT ddict_setdefault('tenant', 'ddict_alice:plan', 'x');
+SELECT ddict_setdefault('tenant', 'ddict_alice:nothing', 'x');
+SELECT ddict_set('tenant', 'ddict_alice:plan', 'x');
+SELECT ddict_set('tenant', 'ddict_alice:nothing', 'x');
+SELECT ddict_delete('tenant', 'ddict_alice:plan') AS hidden,
+       ddict_delete('tenant', 'ddict_alice:nothing') AS absent;
+SELECT ddict_pop('tenant', 'ddict_alice:plan', 'dflt') AS hidden,
+       ddict_pop('tenant', 'ddict_alice:nothing', 'dflt') AS absent;
+RESET ROLE;
+SELECT key, value FROM tenant ORDER BY key;
+
 DROP TABLE tenant;
 DROP OWNED BY ddict_alice, ddict_bob;
 DROP ROLE ddict_alice, ddict_bob;

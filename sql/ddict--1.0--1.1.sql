@@ -152,3 +152,16 @@ CREATE FUNCTION @extschema@.ddict_changes(dict regclass, since_version bigint DE
 COMMENT ON FUNCTION @extschema@.ddict_changes(regclass, bigint, bigint, bigint, oid) IS
   'ddict: client sync in one round trip: a header row (u/d/f, with the relation the name means and the ring head after its snapshot) then changed (s) or deleted (x) keys';
 -- end of the published changes section
+
+-- ddict_unchanged(): ddict_changes()'s common answer as a scalar, for the
+-- autosync check (issue 11): the cursor to store when ddict_changes() would
+-- answer 'u' for this state of this relation, NULL when it would not.  Same
+-- parameters as ddict_changes(), so a client can send either with one set.
+CREATE FUNCTION @extschema@.ddict_unchanged(dict regclass, since_version bigint,
+                                            since_epoch bigint, since_cursor bigint,
+                                            since_dict oid)
+  RETURNS bigint
+  AS 'MODULE_PATHNAME', 'ddict_unchanged' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.ddict_unchanged(regclass, bigint, bigint, bigint, oid) IS
+  'ddict: the autosync check as a scalar: the next cursor when ddict_changes() would answer unchanged, else NULL';
+-- end of the ddict_unchanged() section

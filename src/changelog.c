@@ -19,6 +19,13 @@
  * (their current values are what the new snapshot sees).  This is the
  * xid-plus-snapshot technique with the snapshot comparison done by position.
  *
+ * Each entry carries its writer's top-level xid.  A key is handed out only
+ * once its writer is known to have committed: a transaction can still abort
+ * after appending (a serialization failure at commit), and a tombstone for
+ * a key that never committed would tell a reader a name nobody could ever
+ * SELECT.  Entries of writers still in progress are left for the next delta
+ * (they are past the horizon the reader takes as its cursor).
+ *
  * A cursor comes back from the client, so it is not trusted: it must be
  * aligned, inside the ring, and marked in a bitmap of entry starts that only
  * the writers set (key bytes can look like an entry header; they are never
@@ -36,6 +43,9 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "access/twophase.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 
 #define LOG_MAGIC	0xDD1C7E57u
@@ -50,6 +60,7 @@ typedef struct LogEntry
 	Oid			relid;
 	uint32		flags;
 	uint32		keylen;
+	TransactionId xid;			/* the writer's top-level xid, or invalid */
 	/* key bytes follow */
 } LogEntry;
 
@@ -156,16 +167,30 @@ entry_at(uint64 pos)
 	return (LogEntry *) (ring + pos % logsh->size);
 }
 
+/*
+ * The length of the entry at pos.  Fewer bytes than a header before the end
+ * of the ring can only be filler (no entry fits there), written without a
+ * header: a header would overrun the ring into the bitmap of entry starts.
+ */
+static inline uint64
+entry_len(uint64 pos)
+{
+	uint64		left = logsh->size - pos % logsh->size;
+
+	return left < ENTRY_HDR ? left : entry_at(pos)->len;
+}
+
 /* Drop entries from the tail until "need" more bytes fit. Lock held. */
 static void
 make_room(uint64 need)
 {
 	while (logsh->head + need - logsh->tail > logsh->size)
-		logsh->tail += entry_at(logsh->tail)->len;
+		logsh->tail += entry_len(logsh->tail);
 }
 
 static void
-write_entry(Oid dboid, Oid relid, uint32 flags, const char *key, uint32 keylen)
+write_entry(Oid dboid, Oid relid, uint32 flags, const char *key, uint32 keylen,
+			TransactionId xid)
 {
 	uint64		need = ENTRY_HDR + MAXALIGN(keylen);
 	uint64		off = logsh->head % logsh->size;
@@ -176,12 +201,16 @@ write_entry(Oid dboid, Oid relid, uint32 flags, const char *key, uint32 keylen)
 		uint64		pad = logsh->size - off;
 
 		make_room(pad);
-		e = entry_at(logsh->head);
-		e->magic = LOG_MAGIC;
-		e->len = (uint32) pad;
-		e->flags = LOG_PAD;
-		e->dboid = e->relid = InvalidOid;
-		e->keylen = 0;
+		if (pad >= ENTRY_HDR)
+		{
+			e = entry_at(logsh->head);
+			e->magic = LOG_MAGIC;
+			e->len = (uint32) pad;
+			e->flags = LOG_PAD;
+			e->dboid = e->relid = InvalidOid;
+			e->keylen = 0;
+			e->xid = InvalidTransactionId;
+		}
 		mark_entry(off, pad);
 		logsh->head += pad;
 	}
@@ -194,6 +223,7 @@ write_entry(Oid dboid, Oid relid, uint32 flags, const char *key, uint32 keylen)
 	e->relid = relid;
 	e->flags = flags;
 	e->keylen = keylen;
+	e->xid = xid;
 	if (keylen)
 		memcpy((char *) e + ENTRY_HDR, key, keylen);
 	logsh->head += need;
@@ -204,6 +234,7 @@ ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys)
 {
 	/* Keys this large would evict most of the ring: log them as "full". */
 	uint64		maxkey = logsh->size / 16;
+	TransactionId xid = GetTopTransactionIdIfAny();
 
 	LWLockAcquire(logsh->lock, LW_EXCLUSIVE);
 	if (!my_inflight)
@@ -216,9 +247,9 @@ ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys)
 		PendingKey *k = &keys[i];
 
 		if (k->full || k->len > maxkey)
-			write_entry(dboid, k->relid, LOG_FULL, NULL, 0);
+			write_entry(dboid, k->relid, LOG_FULL, NULL, 0, xid);
 		else
-			write_entry(dboid, k->relid, 0, k->data, k->len);
+			write_entry(dboid, k->relid, 0, k->data, k->len, xid);
 	}
 	LWLockRelease(logsh->lock);
 }
@@ -269,14 +300,38 @@ ddict_changelog_head(void)
 }
 
 /*
- * Keys of (dboid, relid) logged at or after "since".  Returns false when a
- * delta cannot be exact and the caller must reload everything.
+ * Did the writer of an entry commit?  In progress (or committed but not yet
+ * visible): not yet.  Writers older than the commit log's horizon finished
+ * long ago and are taken as committed (their status can no longer be read).
+ */
+static bool
+writer_committed(TransactionId xid)
+{
+	if (!TransactionIdIsValid(xid))
+		return true;
+	if (TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid))
+		return true;
+	if (TransactionIdIsInProgress(xid))
+		return false;
+	return TransactionIdDidCommit(xid);
+}
+
+/*
+ * Keys of (dboid, relid) logged at or after "since" by writers that
+ * committed.  Returns false when a delta cannot be exact and the caller must
+ * reload everything.
  */
 bool
 ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 {
 	bool		ok = true;
 	uint64		pos;
+	List	   *found = NIL;
+	List	   *xids = NIL;
+	ListCell   *lk,
+			   *lx;
+	TransactionId last = InvalidTransactionId;
+	bool		last_committed = true;
 
 	*keys = NIL;
 	LWLockAcquire(logsh->lock, LW_SHARED);
@@ -287,6 +342,12 @@ ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 	{
 		LogEntry   *e = entry_at(pos);
 
+		if (logsh->size - pos % logsh->size < ENTRY_HDR)
+		{
+			pos += entry_len(pos);	/* filler without a header */
+			continue;
+		}
+
 		if (e->magic != LOG_MAGIC || e->len < ENTRY_HDR ||
 			e->len > logsh->size - pos % logsh->size ||
 			e->keylen > e->len - ENTRY_HDR)
@@ -296,15 +357,35 @@ ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 		}
 		if (!(e->flags & LOG_PAD) && e->dboid == dboid && e->relid == relid)
 		{
-			if (e->flags & LOG_FULL)
-				ok = false;
-			else
-				*keys = lappend(*keys, cstring_to_text_with_len((char *) e + ENTRY_HDR,
-																e->keylen));
+			/* keys as written; whose writers committed is asked below */
+			found = lappend(found, (e->flags & LOG_FULL) ? NULL :
+							cstring_to_text_with_len((char *) e + ENTRY_HDR, e->keylen));
+			xids = lappend_oid(xids, (Oid) e->xid);	/* 32 bits, as an Oid */
 		}
 		pos += e->len;
 	}
 	LWLockRelease(logsh->lock);
+
+	/* the commit log and the proc array are read without the ring's lock */
+	forboth(lk, found, lx, xids)
+	{
+		TransactionId xid = (TransactionId) lfirst_oid(lx);
+
+		if (!ok)
+			break;
+		if (xid != last)
+		{
+			last = xid;
+			last_committed = writer_committed(xid);
+		}
+		if (!last_committed)
+			continue;
+		if (lfirst(lk) == NULL)
+			ok = false;			/* a committed "whole dict" entry */
+		else
+			*keys = lappend(*keys, lfirst(lk));
+	}
+	list_free(xids);
 	if (!ok)
 	{
 		list_free_deep(*keys);

@@ -109,6 +109,7 @@ extern void ddict_note_forget(Oid relid, const char *name);
 extern char *ddict_redis_url;
 extern char *ddict_redis_prefix;
 extern int	ddict_redis_timeout_ms;
+extern int	ddict_redis_max_backoff_ms;
 extern Size ddict_publisher_shmem_size(void);
 extern void ddict_publisher_shmem_init(void);
 extern void ddict_publisher_register(void);

@@ -116,6 +116,37 @@ before_command(void)
 }
 
 /*
+ * An OID column of the catalog row whose OID is objid, looked up through the
+ * catalog's OID index in the catalogs as of snap (NULL: now); InvalidOid
+ * when there is no such row.
+ */
+static Oid
+catalog_oid_field(Oid catalog, Oid oidindex, AttrNumber oidatt, Oid objid,
+				  AttrNumber field, Snapshot snap)
+{
+	Relation	rel = table_open(catalog, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			result = InvalidOid;
+
+	ScanKeyInit(&key, oidatt, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(objid));
+	scan = systable_beginscan(rel, oidindex, true, snap, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, field, RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			result = DatumGetObjectId(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+/*
  * How many triggers running ddict_trigger() relid has, in the catalogs as of
  * snap (NULL: now).  Read from pg_trigger through its index: no lock on the
  * table, so DDL on a type never waits behind a lock on a table using it.
@@ -548,44 +579,26 @@ altered_relation(Oid relid, List **seen_rels, List **seen_types)
 static void
 altered_trigger(Oid trigoid)
 {
-	Relation	tgrel = table_open(TriggerRelationId, AccessShareLock);
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
+	Oid			fn = catalog_oid_field(TriggerRelationId, TriggerOidIndexId, Anum_pg_trigger_oid,
+									   trigoid, Anum_pg_trigger_tgfoid, NULL);
+	Oid			table = catalog_oid_field(TriggerRelationId, TriggerOidIndexId, Anum_pg_trigger_oid,
+										  trigoid, Anum_pg_trigger_tgrelid, NULL);
 
-	ScanKeyInit(&key, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(trigoid));
-	scan = systable_beginscan(tgrel, TriggerOidIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup) &&
-		((Form_pg_trigger) GETSTRUCT(tup))->tgfoid == ddict_trigger_fn())
+	if (OidIsValid(fn) && fn == ddict_trigger_fn())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("the ddict triggers of dict \"%s\" cannot be renamed or altered",
-						get_rel_name(((Form_pg_trigger) GETSTRUCT(tup))->tgrelid)),
+						get_rel_name(table)),
 				 errhint("Use ddict_detach() to stop a table being a dict.")));
-	systable_endscan(scan);
-	table_close(tgrel, AccessShareLock);
 }
 
 /* CREATE RULE on a dict: a rule can make writes vanish or go elsewhere. */
 static void
 created_rule(Oid ruleoid)
 {
-	Relation	rwrel = table_open(RewriteRelationId, AccessShareLock);
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	Oid			table = InvalidOid;
+	Oid			table = catalog_oid_field(RewriteRelationId, RewriteOidIndexId, Anum_pg_rewrite_oid,
+										  ruleoid, Anum_pg_rewrite_ev_class, NULL);
 
-	ScanKeyInit(&key, Anum_pg_rewrite_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(ruleoid));
-	scan = systable_beginscan(rwrel, RewriteOidIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		table = ((Form_pg_rewrite) GETSTRUCT(tup))->ev_class;
-	systable_endscan(scan);
-	table_close(rwrel, AccessShareLock);
 	if (OidIsValid(table) && is_dict(table))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
@@ -756,46 +769,19 @@ ddict_on_ddl_start(PG_FUNCTION_ARGS)
 static bool
 dropped_trigger(Oid trigoid, Oid *table, Oid *fn)
 {
-	Relation	tgrel = table_open(TriggerRelationId, AccessShareLock);
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	bool		found;
-
-	ScanKeyInit(&key, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(trigoid));
-	scan = systable_beginscan(tgrel, TriggerOidIndexId, true, before_command(), 1, &key);
-	tup = systable_getnext(scan);
-	found = HeapTupleIsValid(tup);
-	if (found)
-	{
-		*table = ((Form_pg_trigger) GETSTRUCT(tup))->tgrelid;
-		*fn = ((Form_pg_trigger) GETSTRUCT(tup))->tgfoid;
-	}
-	systable_endscan(scan);
-	table_close(tgrel, AccessShareLock);
-	return found;
+	*fn = catalog_oid_field(TriggerRelationId, TriggerOidIndexId, Anum_pg_trigger_oid,
+							trigoid, Anum_pg_trigger_tgfoid, before_command());
+	*table = catalog_oid_field(TriggerRelationId, TriggerOidIndexId, Anum_pg_trigger_oid,
+							   trigoid, Anum_pg_trigger_tgrelid, before_command());
+	return OidIsValid(*fn);
 }
 
 /* A dropped index's table, from the catalogs before the command. */
 static Oid
 dropped_index_table(Oid index)
 {
-	Relation	idxrel = table_open(IndexRelationId, AccessShareLock);
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	Oid			table = InvalidOid;
-
-	ScanKeyInit(&key, Anum_pg_index_indexrelid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(index));
-	scan = systable_beginscan(idxrel, IndexRelidIndexId, true, before_command(), 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		table = ((Form_pg_index) GETSTRUCT(tup))->indrelid;
-	systable_endscan(scan);
-	table_close(idxrel, AccessShareLock);
-	return table;
+	return catalog_oid_field(IndexRelationId, IndexRelidIndexId, Anum_pg_index_indexrelid,
+							 index, Anum_pg_index_indrelid, before_command());
 }
 
 /*

@@ -16,7 +16,7 @@
  * Redis has lost its keys.  A slow Redis is bounded by ddict.redis_timeout
  * per operation and delays only this worker.
  *
- * Every reply is type-checked before it is used (reply_is_*() below): a
+ * Every reply is type-checked before it is used (the reply_is_*() checks): a
  * server that answers with the wrong type, nil, an error, garbage or half a
  * reply — a proxy, a "Redis-compatible" store, a broken server — is an
  * outage like any other (logged once, in ddict_redis_status().last_error,
@@ -65,7 +65,7 @@ PG_FUNCTION_INFO_V1(ddict_redis_status);
 char	   *ddict_redis_url = NULL;
 char	   *ddict_redis_prefix = NULL;
 int			ddict_redis_timeout_ms = 1000;
-static int	ddict_redis_max_backoff_ms = 10000;
+int			ddict_redis_max_backoff_ms = 10000;
 static int	ddict_redis_batch_delay_us = 1000;
 
 #define ERRLEN 256
@@ -210,18 +210,7 @@ disconnect(void)
 
 /* ---- replies: every one is checked before use ---- */
 
-static bool
-reply_is_bulk(const redisReply *r)
-{
-	return r != NULL && r->type == REDIS_REPLY_STRING && r->str != NULL;
-}
-
-static bool
-reply_is_status(const redisReply *r, const char *text)
-{
-	return r != NULL && r->type == REDIS_REPLY_STATUS && r->str != NULL &&
-		strcmp(r->str, text) == 0;
-}
+/* (ddict_reply_is_bulk() and ddict_reply_is_status() are in redisconn.h) */
 
 static bool
 reply_is_integer(const redisReply *r)
@@ -236,7 +225,7 @@ reply_is_scan(const redisReply *r)
 	const redisReply *keys;
 
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-		!reply_is_bulk(r->element[0]) || r->element[0]->len == 0 ||
+		!ddict_reply_is_bulk(r->element[0]) || r->element[0]->len == 0 ||
 		r->element[0]->len >= 32 ||
 		strspn(r->element[0]->str, "0123456789") != r->element[0]->len)
 		return false;
@@ -244,7 +233,7 @@ reply_is_scan(const redisReply *r)
 	if (keys == NULL || keys->type != REDIS_REPLY_ARRAY)
 		return false;
 	for (size_t i = 0; i < keys->elements; i++)
-		if (!reply_is_bulk(keys->element[i]))
+		if (!ddict_reply_is_bulk(keys->element[i]))
 			return false;
 	return true;
 }
@@ -291,7 +280,7 @@ command_ok(const char *what, const char *expect, char *err, const char *fmt,...)
 	va_start(ap, fmt);
 	r = redisvCommand(rc, fmt, ap);
 	va_end(ap);
-	ok = reply_is_status(r, expect);
+	ok = ddict_reply_is_status(r, expect);
 	if (!ok)
 		reply_error(what, r, err);
 	if (r)
@@ -457,7 +446,7 @@ publish(bool all, char *err)
 		if (redisGetReply(rc, (void **) &r) != REDIS_OK)
 			r = NULL;
 		/* SET answers +OK, PUBLISH the number of receivers */
-		ok = i % 2 == 0 ? reply_is_status(r, "OK") : reply_is_integer(r);
+		ok = i % 2 == 0 ? ddict_reply_is_status(r, "OK") : reply_is_integer(r);
 		if (!ok)
 			reply_error(i % 2 == 0 ? "publish: SET" : "publish: PUBLISH", r, err);
 		if (r)

@@ -37,7 +37,10 @@
  * lost all give an 'f' marker: no rows, "go to PostgreSQL".  After a Redis
  * outage the streamer resumes exactly when the stream's last entry is still
  * the one it appended last (the entries it could not append are computed
- * then, from its cursor, as one delta); otherwise it appends a marker.
+ * then, from its cursor, as one delta); otherwise it appends a marker.  A
+ * published dict nobody writes while the ring turns over gets entries
+ * without changes that move its cursor on (cursor_entry()), so that its
+ * next write is still a delta.
  */
 #include "ddict.h"
 #include "redisconn.h"
@@ -291,16 +294,19 @@ ddict_publishes_changes(Oid relid)
 {
 	Oid			argtypes[1] = {REGCLASSOID};
 	Datum		args[1] = {ObjectIdGetDatum(relid)};
-	int			rc;
 
 	if (!registry_has_column())
 		return false;
-	rc = SPI_execute_with_args(psprintf("SELECT FROM %s.ddict_registry WHERE dict OPERATOR(pg_catalog.=) $1 "
-										"AND publish_changes", ddict_ext_schema()),
-							   1, argtypes, args, NULL, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "ddict: registry lookup failed: %s", SPI_result_code_string(rc));
-	return SPI_processed > 0;
+	/*
+	 * FOR SHARE, as the registry's owner: an opt-in that has not committed
+	 * yet is waited for and then seen (READ COMMITTED re-reads the row;
+	 * REPEATABLE READ fails with a serialization error), so ENABLE ROW LEVEL
+	 * SECURITY and ddict_publish_changes() cannot both commit.
+	 */
+	return ddict_exec_as_registry_owner(psprintf("SELECT FROM %s.ddict_registry "
+												 "WHERE dict OPERATOR(pg_catalog.=) $1 "
+												 "AND publish_changes FOR SHARE", ddict_ext_schema()),
+										1, argtypes, args) > 0;
 }
 
 static bool
@@ -686,7 +692,7 @@ redis_failed(const char *err)
 				(errmsg("ddict: change streamer cannot append to Redis: %s", err),
 				 errdetail("Commits go on; the streams resume (or get a \"full\" marker) once Redis is back.")));
 	in_outage = true;
-	backoff_ms = backoff_ms ? Min(backoff_ms * 2, 10000) : 100;
+	backoff_ms = backoff_ms ? Min(backoff_ms * 2, ddict_redis_max_backoff_ms) : 100;
 	next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms);
 }
 
@@ -866,6 +872,51 @@ entry_finish(Entry *e)
 }
 
 /*
+ * A dict that is not written while the ring turns over would lose its cursor
+ * and get a marker at its next write, sending every cache to PostgreSQL.  So
+ * once its cursor is half a ring behind, an entry without changes moves it
+ * on — what ddict_changes()'s "unchanged" answer does for a client: the
+ * horizon, then the version (still ours: every writer of the dict below the
+ * horizon had bumped it), then no key of the dict since our cursor.  No SQL.
+ * NULL when not needed or not provable now (the next turn tries again).
+ */
+static Entry *
+cursor_entry(StreamDict *sd, MemoryContext cxt)
+{
+	uint64		horizon,
+				until,
+				v;
+	bool		pending;
+	List	   *keys = NIL;
+	Entry	   *e;
+
+	if (ddict_changelog_head() - sd->cursor < (uint64) ddict_changelog_kb * 1024 / 2)
+		return NULL;
+	horizon = ddict_changelog_horizon();
+	if (!ddict_version_get(MyDatabaseId, sd->relid, &v, &pending) || pending ||
+		v != sd->version)
+		return NULL;
+	until = ddict_changelog_head();
+	if (!ddict_changelog_collect(MyDatabaseId, sd->relid, sd->cursor, &keys) || keys != NIL)
+		return NULL;
+	e = MemoryContextAllocZero(cxt, sizeof(Entry));
+	e->dict = sd;
+	e->kind = 'd';
+	e->h.version = v;
+	e->h.epoch = ddict_epoch();
+	e->h.cursor = horizon;
+	e->h.until = until;
+	e->from = sd->cursor;
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		entry_finish(e);
+		MemoryContextSwitchTo(old);
+	}
+	return e;
+}
+
+/*
  * The entry of dict sd, or NULL when it has none to append (its version did
  * not move).  In a transaction, SPI connected; allocates in cxt.
  */
@@ -898,7 +949,7 @@ compute_entry(StreamDict *sd, MemoryContext cxt, uint64 *statements)
 	}
 	if (sd->chained && ddict_version_get(MyDatabaseId, sd->relid, &v, &pending) &&
 		!pending && v == sd->version)
-		return NULL;
+		return cursor_entry(sd, cxt);
 
 	es.sink.header = entry_header;
 	es.sink.row = entry_row;
@@ -950,6 +1001,13 @@ step_compute(MemoryContext cxt, uint64 *statements)
 	{
 		XactIsoLevel = XACT_READ_COMMITTED;
 		SPI_connect();
+		/*
+		 * For catalog and registry lookups on the way (a dict no backend has
+		 * touched since the server started has no version slot yet); each
+		 * change is still read under the fresh snapshot that
+		 * ddict_changes_compute() takes after the version.
+		 */
+		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "ddict change streamer: computing changes");
 		for (int i = 0; i < ndicts; i++)
 		{
@@ -963,6 +1021,7 @@ step_compute(MemoryContext cxt, uint64 *statements)
 				MemoryContextSwitchTo(old);
 			}
 		}
+		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
 	}

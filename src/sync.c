@@ -61,6 +61,7 @@
 #include "utils/tuplestore.h"
 
 PG_FUNCTION_INFO_V1(ddict_changes);
+PG_FUNCTION_INFO_V1(ddict_unchanged);
 
 /* ddict_changes()'s sink: rows of the SRF's tuplestore. */
 typedef struct Emitter
@@ -317,6 +318,21 @@ ddict_changes_compute(DictInfo *d, uint64 horizon, const ChangesSince *since,
 }
 
 /*
+ * Is "unchanged" the answer for a client in state since of relid?  Its
+ * version is the dict's, in the same epoch, with no bump pending.  *version:
+ * the dict's version when it has one.
+ */
+static bool
+answer_unchanged(Oid relid, const ChangesSince *since, uint64 *version)
+{
+	bool		pending;
+
+	return since->have &&
+		ddict_version_get(MyDatabaseId, relid, version, &pending) && !pending &&
+		since->epoch == ddict_epoch() && since->version == *version;
+}
+
+/*
  * The result's row type, cached per backend.  InitMaterializedSRF() asks
  * get_call_result_type(), which rebuilds it from pg_proc on every call (a
  * syscache lookup, three arrays decoded, a type lookup per column): on the
@@ -451,20 +467,53 @@ ddict_changes(PG_FUNCTION_ARGS)
 	 * version slot exists only for dicts, and the version is public anyway
 	 * (ddict_last_updated).
 	 */
-	if (since.have)
+	if (answer_unchanged(relid, &since, &version))
 	{
-		bool		pending;
-
-		if (ddict_version_get(MyDatabaseId, relid, &version, &pending) && !pending &&
-			since.epoch == ddict_epoch() && since.version == version)
-		{
-			sink_header(&em.sink, 'u', version, ddict_epoch(), cursor, 0);
-			return (Datum) 0;
-		}
+		sink_header(&em.sink, 'u', version, ddict_epoch(), cursor, 0);
+		return (Datum) 0;
 	}
 
 	SPI_connect();
 	(void) ddict_changes_compute(ddict_lookup(relid), cursor, &since, &em.sink);
 	SPI_finish();
 	return (Datum) 0;
+}
+
+/*
+ * ddict_unchanged(dict, since_version, since_epoch, since_cursor, since_dict)
+ *   RETURNS bigint
+ *
+ * ddict_changes()'s common answer without its shape: the cursor to store
+ * next when ddict_changes() would answer 'u' for this state of this
+ * relation, NULL when it would not (the client then asks ddict_changes()).
+ * since_dict is required: the state belongs to the relation it came from.
+ * A scalar call spares the executor a function scan (a row type built from
+ * pg_proc, a tuplestore) and the protocol six columns: measured, it brings
+ * an autosync check from about 1.35x a prepared SELECT 1 to about 1.1x
+ * (README, "Where the server's time goes").  Same order as ddict_changes():
+ * the horizon is read before the version.
+ */
+Datum
+ddict_unchanged(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	uint64		version,
+				cursor = 0;
+	ChangesSince since;
+
+	ddict_require_preload();
+	ddict_require_arg(fcinfo, 0, "dict");
+	relid = PG_GETARG_OID(0);
+	since.have = !PG_ARGISNULL(1) && !PG_ARGISNULL(2) && !PG_ARGISNULL(4) &&
+		PG_GETARG_OID(4) == relid;
+	if (!since.have)
+		PG_RETURN_NULL();
+	since.version = (uint64) PG_GETARG_INT64(1);
+	since.epoch = (uint64) PG_GETARG_INT64(2);
+	since.cursor = 0;
+	if (!RecoveryInProgress())
+		cursor = ddict_changelog_horizon();
+	if (!answer_unchanged(relid, &since, &version))
+		PG_RETURN_NULL();
+	PG_RETURN_INT64((int64) cursor);
 }

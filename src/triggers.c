@@ -40,6 +40,82 @@ column_number(Relation rel, const char *name)
 	return attnum;
 }
 
+/*
+ * The key and value column numbers of a trigger, and whether its key type
+ * was checked, cached per backend: a row need not search the columns by name
+ * again (a scan of the descriptor, wide tables included) nor, for a domain
+ * key, look its base type up in the catalogs.  An entry is used only while
+ * the relation's columns at those numbers still have the trigger's names and
+ * the key the type that was checked, so it never answers differently from a
+ * fresh lookup.
+ */
+typedef struct TriggerColumns
+{
+	Oid			tgoid;
+	int			keyatt;
+	int			valatt;
+	Oid			keytype;		/* checked to be text or varchar underneath */
+} TriggerColumns;
+
+#define TRIGGER_CACHE_SIZE 16
+static TriggerColumns trigger_cache[TRIGGER_CACHE_SIZE];
+static int	trigger_cache_next = 0;
+
+static bool
+column_is(TupleDesc desc, int attnum, const char *name)
+{
+	Form_pg_attribute att;
+
+	if (attnum <= 0 || attnum > desc->natts)
+		return false;
+	att = TupleDescAttr(desc, attnum - 1);
+	return !att->attisdropped && strcmp(NameStr(att->attname), name) == 0;
+}
+
+static void
+check_key_type(Relation rel, Trigger *tg, Oid keytype)
+{
+	/* the key is read as text below; ALTER TYPE is refused, but be sure */
+	if (keytype != TEXTOID && keytype != VARCHAROID &&
+		getBaseType(keytype) != TEXTOID && getBaseType(keytype) != VARCHAROID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("key column \"%s\" of dict \"%s\" must be of type text or varchar",
+						tg->tgargs[0], RelationGetRelationName(rel))));
+}
+
+static const TriggerColumns *
+trigger_columns(Relation rel, Trigger *tg)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	TriggerColumns *c;
+	int			keyatt,
+				valatt;
+	Oid			keytype;
+
+	for (int i = 0; i < TRIGGER_CACHE_SIZE; i++)
+	{
+		c = &trigger_cache[i];
+		if (c->tgoid == tg->tgoid && OidIsValid(c->tgoid) &&
+			column_is(desc, c->keyatt, tg->tgargs[0]) &&
+			column_is(desc, c->valatt, tg->tgargs[1]) &&
+			TupleDescAttr(desc, c->keyatt - 1)->atttypid == c->keytype)
+			return c;
+	}
+	keyatt = column_number(rel, tg->tgargs[0]);
+	valatt = column_number(rel, tg->tgargs[1]);
+	keytype = TupleDescAttr(desc, keyatt - 1)->atttypid;
+	check_key_type(rel, tg, keytype);
+
+	c = &trigger_cache[trigger_cache_next];
+	trigger_cache_next = (trigger_cache_next + 1) % TRIGGER_CACHE_SIZE;
+	c->tgoid = tg->tgoid;
+	c->keyatt = keyatt;
+	c->valatt = valatt;
+	c->keytype = keytype;
+	return c;
+}
+
 static void
 note_key(Oid relid, HeapTuple tuple, TupleDesc desc, int keyatt)
 {
@@ -126,18 +202,11 @@ ddict_trigger(PG_FUNCTION_ARGS)
 				 errmsg("ddict_trigger() must be installed by ddict_attach()")));
 
 	desc = RelationGetDescr(rel);
-	keyatt = column_number(rel, td->tg_trigger->tgargs[0]);
-	valatt = column_number(rel, td->tg_trigger->tgargs[1]);
 	{
-		Oid			keytype = TupleDescAttr(desc, keyatt - 1)->atttypid;
+		const TriggerColumns *cols = trigger_columns(rel, td->tg_trigger);
 
-		/* the key is read as text below; ALTER TYPE is refused, but be sure */
-		if (keytype != TEXTOID && keytype != VARCHAROID &&
-			getBaseType(keytype) != TEXTOID && getBaseType(keytype) != VARCHAROID)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("key column \"%s\" of dict \"%s\" must be of type text or varchar",
-							td->tg_trigger->tgargs[0], RelationGetRelationName(rel))));
+		keyatt = cols->keyatt;
+		valatt = cols->valatt;
 	}
 
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))

@@ -57,6 +57,8 @@
 #include "libpq/pqcomm.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
+#include <signal.h>
+
 #include "postmaster/postmaster.h"
 #include "storage/ipc.h"
 #include "utils/guc.h"
@@ -194,6 +196,31 @@ looks_like_page(int fd, const struct stat *st)
 		(magic == 0 && (st->st_size - VPAGE_HEADER_SIZE) % VPAGE_SLOT_SIZE == 0);
 }
 
+/*
+ * Is the page alive and written by another postmaster that still runs (two
+ * clusters configured with one ddict.versions_page)?  Taking it over would
+ * hand that server's readers our epoch, and our exit would mark their page
+ * dead.  A pid reused by an unrelated process only costs us the page.
+ */
+static bool
+in_use_by_another_server(int fd, const struct stat *st)
+{
+	VPageHeader h;
+
+	if (st->st_size < VPAGE_HEADER_SIZE ||
+		pread(fd, &h, sizeof(h), 0) != sizeof(h) ||
+		h.magic != VPAGE_MAGIC || h.pid == 0 || h.pid == (uint32) PostmasterPid ||
+		(pg_atomic_read_u64(&h.state) & VPAGE_ALIVE) == 0)
+		return false;
+	if (kill((pid_t) h.pid, 0) != 0 && errno == ESRCH)
+		return false;
+	ereport(WARNING,
+			(errmsg("ddict: versions page is in use by another running server (postmaster PID %u); not using it",
+					h.pid),
+			 errhint("Give each cluster its own ddict.versions_page.")));
+	return true;
+}
+
 /* Open an existing or new page file the server owns; -1 with a WARNING. */
 static int
 open_page(const char *path, bool create, struct stat *st)
@@ -215,6 +242,11 @@ open_page(const char *path, bool create, struct stat *st)
 	{
 		ereport(WARNING,
 				(errmsg("ddict: versions page \"%s\" is not a regular file of the server's user; not using it", path)));
+		close(fd);
+		return -1;
+	}
+	if (in_use_by_another_server(fd, st))
+	{
 		close(fd);
 		return -1;
 	}

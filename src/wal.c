@@ -20,6 +20,12 @@
  * that, the pending INTENT is resolved by the standby's first reader once the
  * commit is visible there, so no committed write goes unbumped.
  *
+ * At wal_level minimal there is no standby and no archive to read them, and
+ * a crash restart starts a new epoch (shmem.c) whatever WAL holds: nothing
+ * is logged then (wal_level changes only with a restart).  That saves a
+ * writing transaction two WAL insertions and, often, a wake-up of the WAL
+ * writer (XLogSetAsyncXactLSN) on a busy two-core machine.
+ *
  * The resource manager id is fixed and must be unique among the custom
  * resource managers of a cluster; see README ("Hot standby").
  */
@@ -129,12 +135,21 @@ ddict_wal_register(void)
 	RegisterCustomRmgr(RM_DDICT_ID, &ddict_rmgr);
 }
 
+/* Does anyone read our records?  Standbys and archives, from replica up. */
+static inline bool
+records_needed(void)
+{
+	return XLogIsNeeded();
+}
+
 /* Before the commit record, in the same flush: no XLogSetAsyncXactLSN. */
 void
 ddict_wal_log_intent(Oid dboid, TransactionId xid, Oid *relids, int n)
 {
 	xl_ddict_intent hdr;
 
+	if (!records_needed())
+		return;
 	hdr.dboid = dboid;
 	hdr.xid = xid;
 	hdr.nrels = n;
@@ -150,7 +165,7 @@ log_record(uint8 info, Oid dboid, Oid relid, TransactionId xid, uint64 version)
 	xl_ddict	rec;
 	XLogRecPtr	lsn;
 
-	if (RecoveryInProgress())
+	if (RecoveryInProgress() || !records_needed())
 		return;
 	rec.dboid = dboid;
 	rec.relid = relid;

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # test/bench/pg_writes.sh — server-side figures, with pgbench against the
 # running cluster ($PGHOST/$PGPORT): upsert TPS through the ddict triggers
-# against the same table without them, and ddict_last_updated() against
-# SELECT 1.  Appends CSV rows to $RESULTS (see run.sh for the columns).
+# against the same table without them, ddict_last_updated() against
+# SELECT 1, and the autosync check exactly as libddict sends it (prepared
+# ddict_changes() answering "unchanged") against SELECT 1: the server's
+# share of an autosync read.  Appends CSV rows to $RESULTS (see run.sh for
+# the columns).
 #
 # With PIN_CPU and PG_POSTMASTER_PID set, the one-client runs put pgbench and
 # the backends the server forks for it on that one CPU: on a small VM a
@@ -37,8 +40,18 @@ SQL
 done
 echo "SELECT ddict_last_updated('w_dict');" > "$work/lu.sql"
 echo "SELECT 1;" > "$work/one.sql"
+# libddict's check (src/client/conn.c): the name arrives as a text parameter
+# and is cast to regclass; the variables are bound as parameters (-M prepared).
+cat > "$work/check.sql" <<'SQL'
+SELECT kind, key, value, version, epoch, cursor, dict FROM ddict_changes(:dict::pg_catalog.regclass, :v::pg_catalog.int8, :e::pg_catalog.int8, :c::pg_catalog.int8, :o::pg_catalog.oid);
+SQL
+# The same shape without the function: four bound parameters, seven columns
+# out; what SELECT 1 does not pay and no server function can avoid.
+cat > "$work/shape.sql" <<'SQL'
+SELECT 'u'::pg_catalog."char", NULL::pg_catalog.text, NULL::pg_catalog.bytea, :v::pg_catalog.int8, :e::pg_catalog.int8, :c::pg_catalog.int8, :o::pg_catalog.oid;
+SQL
 
-# tps SCRIPT CLIENTS: one pgbench run, prints its TPS
+# tps SCRIPT CLIENTS [pgbench options]: one pgbench run, prints its TPS
 tps() {
   local pin=()
   if [[ $2 == 1 && -n ${PIN_CPU:-} && -n ${PG_POSTMASTER_PID:-} ]]; then
@@ -46,7 +59,7 @@ tps() {
     pin=(taskset -c "$PIN_CPU")
   fi
   local out
-  out=$("${pin[@]}" "$PGBENCH" -n -M prepared -T "$SECS" -c "$2" -j "$2" -f "$work/$1" bench 2>&1 |
+  out=$("${pin[@]}" "$PGBENCH" -n -M prepared -T "$SECS" -c "$2" -j "$2" "${@:3}" -f "$work/$1" bench 2>&1 |
     sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
   if ((${#pin[@]})); then
     taskset -p -c "0-$(($(nproc) - 1))" "$PG_POSTMASTER_PID" >/dev/null
@@ -97,13 +110,30 @@ for c in 1 2; do
   fi
 done
 
-: > "$work/lu" ; : > "$work/one"
+# A client's state after a full load of w_dict, which no one writes now: every
+# check answers "unchanged" (checked once below).
+read -r v e c o < <(psql -XAt -F' ' -d bench -c \
+  "SELECT version, epoch, cursor, dict FROM ddict_changes('w_dict') WHERE kind = 'f'")
+check_vars=(-D dict=w_dict -D "v=$v" -D "e=$e" -D "c=$c" -D "o=$o")
+kind=$(psql -XAt -d bench -c "SELECT kind FROM ddict_changes('w_dict', $v, $e, $c, $o)")
+[[ $kind == u ]] || { echo "pg_writes.sh: the check answered '$kind', not 'u'" >&2; exit 1; }
+
+: > "$work/lu" ; : > "$work/one" ; : > "$work/check" ; : > "$work/shape"
 for r in $(seq "$REPS"); do
   tps one.sql 1 >> "$work/one"
   tps lu.sql 1 >> "$work/lu"
+  tps check.sql 1 "${check_vars[@]}" >> "$work/check"
+  tps shape.sql 1 "${check_vars[@]}" >> "$work/shape"
 done
 echo "version,read_tps,SELECT 1,$(stats < "$work/one"),tps,$REPS" >> "$RESULTS"
 echo "version,read_tps,ddict_last_updated(),$(stats < "$work/lu"),tps,$REPS" >> "$RESULTS"
+echo "version,read_tps,ddict_changes() unchanged check,$(stats < "$work/check"),tps,$REPS" >> "$RESULTS"
+# per repetition: how much longer than SELECT 1 (runs of a repetition are back to back)
+ratio() { paste "$work/one" "$work/$1" | awk '{ printf "%.4f\n", $1 / $2 }' | sort -g |
+  awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f,%.3f,%.3f", m, a[1], a[NR]}'; }
+echo "version,check_vs_select1,ddict_changes() check / SELECT 1 (paired runs),$(ratio check),x,$REPS" >> "$RESULTS"
+echo "version,check_vs_select1,same shape without a function / SELECT 1 (paired runs),$(ratio shape),x,$REPS" >> "$RESULTS"
+echo "version,wal_level,server,$(psql -XAt -d bench -c "SELECT CASE current_setting('wal_level') WHEN 'minimal' THEN 0 WHEN 'replica' THEN 1 ELSE 2 END"),,,level,1" >> "$RESULTS"
 if [[ ${PUBLISH_URL:-} ]]; then
   psql -Xq -d bench -c "ALTER SYSTEM RESET ddict.redis_url" -c "SELECT pg_reload_conf()" >/dev/null
 fi

@@ -157,7 +157,7 @@ step "push mode: commit to visible"
 step "threads: 1 and 2 readers while a writer commits 100 times per second"
 "$BENCH" threads >> "$RESULTS"
 
-step "writes: pgbench upserts without and with the ddict triggers, and with Redis publishing (${WRITE_REPS} x ${SECS}s each)"
+step "writes: pgbench upserts without and with the ddict triggers, and with Redis publishing; the autosync check vs SELECT 1 (${WRITE_REPS} x ${SECS}s each)"
 RESULTS=$RESULTS REPS=$WRITE_REPS SECS=$SECS PUBLISH_URL="redis://127.0.0.1:$RPORT/0" \
   bash test/bench/pg_writes.sh >/dev/null
 

@@ -1050,6 +1050,125 @@ test_snapshot_file_relation(void **state)
 	free(sqlf(admin, "DROP SCHEMA sn_live, sn_old CASCADE"));
 }
 
+/* Rewrite a format 2 snapshot file as format 1 (no relation): drop the u32
+ * after the dict's name, recompute the chained checksum (snapfile.c). */
+static void
+snapfile_to_format1(const char *path)
+{
+	static const uint64_t ck_key[2] = {UINT64_C(0x6464696374736e31), UINT64_C(0x636865636b73756d)};
+	FILE	   *f = fopen(path, "rb");
+	unsigned char buf[4096];
+	size_t		n,
+				pos,
+				dlen;
+	uint32_t	one = htole32(1),
+				u;
+	uint64_t	ck = 0;
+
+	assert_non_null(f);
+	n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	assert_true(n > 20 && n < sizeof(buf));
+	memcpy(&u, buf + 12, 4);
+	dlen = le32toh(u);
+	memcpy(buf + 8, &one, 4);
+	memmove(buf + 16 + dlen, buf + 20 + dlen, n - 20 - dlen);
+	n -= 4 + 8;					/* no relid, checksum recomputed */
+	/* the writer's chaining: one step per field written (snapfile.c put()) */
+	{
+		size_t		fields[] = {8, 4, 4, dlen, 8, 8, 8, 8};
+
+		pos = 0;
+		for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		{
+			ck = (ck ^ dd_hash(ck_key, buf + pos, fields[i])) * UINT64_C(0x100000001b3) + fields[i];
+			pos += fields[i];
+		}
+		while (pos < n)
+		{
+			uint32_t	kl,
+						vl;
+
+			memcpy(&kl, buf + pos, 4);
+			memcpy(&vl, buf + pos + 4, 4);
+			kl = le32toh(kl);
+			vl = le32toh(vl);
+			{
+				size_t		f2[] = {4, 4, kl, vl};
+
+				for (size_t i = 0; i < 4; i++)
+				{
+					if (f2[i] > 0)
+						ck = (ck ^ dd_hash(ck_key, buf + pos, f2[i])) * UINT64_C(0x100000001b3) + f2[i];
+					pos += f2[i];
+				}
+			}
+		}
+	}
+	ck = htole64(ck);
+	memcpy(buf + n, &ck, 8);
+	f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(buf, 1, n + 8, f), n + 8);
+	fclose(f);
+}
+
+/* A format 1 file (written before files recorded the relation) still loads;
+ * its relation is unknown, so the first check is a full reload. */
+static proxy px_fmt1;
+
+static void
+test_snapshot_file_format1(void **state)
+{
+	proxy	   *px = &px_fmt1;
+	char		path[256],
+				conninfo[256];
+	ddict_options o;
+	ddict	   *d;
+	ddict_stats s0;
+
+	(void) state;
+	if (proxy_conninfo(px, conninfo, sizeof(conninfo)) != 0)
+		skip();
+	snprintf(path, sizeof(path), "/tmp/ddict-test-snapf1-%d.bin", (int) getpid());
+	unlink(path);
+	fresh_dict(admin, "t_snapf1", "text");
+	free(sqlf(admin, "INSERT INTO t_snapf1 VALUES ('a', '1'), ('b', '')"));
+	ddict_options_init(&o);
+	o.mode = DDICT_MANUAL;
+	o.snapshot_path = path;
+	o.snapshot_interval_ms = 0;
+	o.backoff_min_ms = 10;
+	o.backoff_max_ms = 50;
+	d = ddict_open(conninfo, "t_snapf1", &o);
+	assert_non_null(d);
+	ddict_close(d);
+	snapfile_to_format1(path);
+
+	atomic_store(&px->mode, PROXY_DOWN);
+	d = ddict_open(conninfo, "t_snapf1", &o);
+	assert_non_null(d);
+	assert_int_equal(ddict_is_stale(d), 1);
+	assert_value(d, "a", "1");
+	assert_value(d, "b", "");
+	atomic_store(&px->mode, PROXY_PASS);
+	s0 = stats_of(d);
+	assert_int_equal(ddict_sync(d), 1);	/* unknown relation: in full */
+	assert_int_equal(stats_of(d).reloads - s0.reloads, 1);
+	assert_int_equal(ddict_sync(d), 0);	/* and from then on as usual */
+	assert_value(d, "a", "1");
+	assert_int_equal(ddict_len(d), 2);
+	ddict_close(d);
+	proxy_stop(px);
+	unlink(path);
+	{
+		char		lock[300];
+
+		snprintf(lock, sizeof(lock), "%s.lock", path);
+		unlink(lock);
+	}
+}
+
 /* A version older than ours, in the same epoch: never applied as a delta. */
 static void
 test_version_backwards(void **state)
@@ -1377,6 +1496,7 @@ main(void)
 		cmocka_unit_test(test_network_loss),
 		cmocka_unit_test(test_relation_swap),
 		cmocka_unit_test(test_snapshot_file_relation),
+		cmocka_unit_test(test_snapshot_file_format1),
 		cmocka_unit_test(test_version_backwards),
 		cmocka_unit_test(test_server_down),
 		cmocka_unit_test(test_threads),

@@ -350,6 +350,18 @@ like(substr(PostgreSQL::Test::Utils::slurp_file($other->logfile), $log_pos),
 	qr/is not a ddict versions page; not using it/, '... with a warning');
 $other->stop;
 
+# A second cluster configured with the first one's live page leaves it alone.
+my $hp = probe();
+is(cmd($hp, "open $page"), 'ok ', 'the first server\'s page mapped');
+my $before = cmd($hp, 'header');
+$other->append_conf('postgresql.conf', "ddict.versions_page = '$page'");
+$log_pos = -s $other->logfile;
+$other->start;
+like(substr(PostgreSQL::Test::Utils::slurp_file($other->logfile), $log_pos),
+	qr/in use by another running server/, 'a live page of another server is refused with a warning');
+$other->stop;
+is(cmd($hp, 'header'), $before, '... and neither its start nor its stop touched that page');
+
 #
 # Standby: replay moves the standby's own page.
 #

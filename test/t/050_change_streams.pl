@@ -35,6 +35,7 @@ ddict.redis_url = 'redis://127.0.0.1:$port'
 ddict.redis_timeout = '200ms'
 ddict.redis_max_backoff = '300ms'
 ddict.max_delta_keys = 50
+ddict.changelog_size = 64kB
 max_worker_processes = 16
 pg_stat_statements.track = top
 });
@@ -214,9 +215,10 @@ sub streamer_stat
 sub pgss_streamer_calls
 {
 	# the streamer's statements are top-level SPI: its delta SELECT and its
-	# registry read; clients' ddict_changes() calls are other statements
-	return sql(q{SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
-	  WHERE query LIKE '%FROM ONLY%' OR query LIKE '%WHERE publish_changes%'});
+	# registry read (also every 30 s); clients' ddict_changes() calls are
+	# other statements
+	return split /\|/, sql(q{SELECT coalesce(sum(calls) FILTER (WHERE query LIKE '%FROM ONLY%'), 0) || '|' || coalesce(sum(calls), 0)
+	  FROM pg_stat_statements WHERE query LIKE '%FROM ONLY%' OR query LIKE '%WHERE publish_changes%'});
 }
 
 sub measure
@@ -234,7 +236,7 @@ sub measure
 	return (pgss_streamer_calls(), $st1 - $st0, $b1 - $b0);
 }
 
-my ($pgss0, $own0, $batches0) = measure('alone', 10);
+my ($deltas0, $pgss0, $own0, $batches0) = measure('alone', 10);
 ok($pgss0 > 0 && $pgss0 <= 2 * 10, "pg_stat_statements: $pgss0 streamer statements for 10 commits (at most 2 each)");
 ok($own0 <= 2 * $batches0 && $batches0 >= 1, "the streamer's own count: $own0 statements in $batches0 batches");
 
@@ -245,12 +247,50 @@ for (1 .. 20)
 		'>', \my $o2, '2>', \my $er2);
 }
 my @consumers = map { StreamConsumer->new(node => $node, db => 'postgres', table => 'settings', port => $port, key => $key) } 1 .. 5;
-my ($pgss1, $own1, $batches1) = measure('readers', 10);
+my ($deltas1, $pgss1, $own1, $batches1) = measure('readers', 10);
 $_->kill_kill for @readers;
-is($pgss1, $pgss0, "with 25 readers of the stream the streamer executes the same $pgss1 statements for 10 commits");
+is($deltas1, $deltas0, "with 25 readers of the stream the streamer executes the same $deltas1 delta SELECTs for 10 commits");
+ok($pgss1 <= 2 * 10, "... and $pgss1 statements in all (at most 2 per commit)");
 $_->poll for @consumers;
 is((grep { $_->{pg} == 1 } @consumers), 5, 'consumers fed from the stream never went back to PostgreSQL');
 is($consumers[0]->dump, select_dump('settings'), 'and hold what a SELECT returns');
+
+# --- a published dict that is not written while the ring turns over keeps
+# its cursor: entries without changes move it on, so its next write is a
+# delta, not a marker
+replay_equals($c, 'before the ring turns over');
+my $pg_c = $c->{pg};
+sql(join("\n", map { "INSERT INTO quiet SELECT 'q$_-' || g, repeat('x', 40) FROM generate_series(1, 40) g;" } 1 .. 80));
+sql(q{SELECT ddict_set('settings', 'after-quiet', 'still a delta')});
+$e = entry_for(version('settings'));
+is($e->[1]{kind}, 'd', 'after the ring turned over under other dicts\' writes, a quiet dict\'s next write is a delta');
+replay_equals($c, 'a ring turned over');
+is($c->{pg}, $pg_c, '... and its caches did not go back to PostgreSQL');
+
+# --- the change ring's end: when fewer bytes than an entry header are left,
+# the filler has no header (it used to overrun the ring, and a delta across
+# it was answered in full).  When idle, the horizon ddict_changes() returns
+# is the ring's head: fill the ring to 8 bytes before its end, then write.
+sub ring_left { return 65536 - sql(q{SELECT "cursor" FROM ddict_changes('quiet') WHERE kind = 'f'}) % 65536; }
+my $hdr = 32;	# an entry: a 32-byte header (changelog.c's LogEntry), then the key
+my $left = ring_left();
+for my $i (1 .. 400)
+{
+	last if $left < $hdr;
+	my $s = $left - 8 >= 2024 + $hdr + 8 ? 2024 : $left - 8;
+	$s = $left if $s < $hdr + 8;	# 8 cannot be left this lap: fill to the end
+	$s = $hdr + 8 if $s < $hdr + 8;
+	sql("SELECT ddict_set('quiet', repeat('p', " . ($s - $hdr) . "), '$i')");
+	$left = ring_left();
+}
+ok($left < $hdr, "the ring's head is $left bytes before its end, fewer than a header");
+my ($rv, $re, $rc2) = split /\|/, sql(q{SELECT version, epoch, "cursor" FROM ddict_changes('settings') WHERE kind = 'f'});
+sql(q{SELECT ddict_set('settings', 'across-the-end', 'x')});
+is(sql(qq{SELECT string_agg(kind::text || coalesce(':' || key, ''), ' ' ORDER BY kind) FROM ddict_changes('settings', $rv, $re, $rc2)}),
+	'd s:across-the-end', 'a delta across the short filler at the ring\'s end is exact');
+$e = entry_for(version('settings'));
+is($e->[1]{kind}, 'd', '... and so is the published entry');
+replay_equals($c, 'the ring\'s end');
 
 # --- a killed Redis connection: the stream is intact, the streamer resumes exactly
 $redis->cli('CLIENT', 'KILL', 'TYPE', 'normal');
@@ -315,7 +355,10 @@ sql(q{SELECT ddict_set('settings', 'back', 'real')});
 replay_equals($c, 'back from a misbehaving Redis');
 $fake->stop;
 
-# --- server restart: a new epoch
+# --- server restart: a new epoch.  A second published dict that nobody
+# touches after the restart has no version slot yet; the streamer must still
+# stream the first.
+sql(q{SELECT ddict_create('idle'); SELECT ddict_publish_changes('idle')});
 my $epoch = sql(q{SELECT ddict_epoch()});
 $node->restart;
 sql(q{SELECT ddict_set('settings', 'after-server-restart', 'w')});
@@ -326,6 +369,7 @@ is($e->[1]{kind}, 'f', 'the stream of the new server run begins with a marker');
 isnt($e->[1]{epoch}, $epoch, '... carrying the new epoch');
 $c->{last_id} = '0-0';
 replay_equals($c, 'a server restart');
+sql(q{SELECT ddict_publish_changes('idle', false)});
 
 # --- opting out: the streamer leaves when nothing is published
 sql(q{SELECT ddict_publish_changes('settings', false)});
