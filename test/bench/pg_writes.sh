@@ -40,8 +40,11 @@ SQL
 done
 echo "SELECT ddict_last_updated('w_dict');" > "$work/lu.sql"
 echo "SELECT 1;" > "$work/one.sql"
-# libddict's check (src/client/conn.c): the name arrives as a text parameter
-# and is cast to regclass; the variables are bound as parameters (-M prepared).
+# libddict's check on a direct client (ddict_client_options.direct, src/client/
+# session.c and sync.c): the name arrives as a text parameter and is cast to
+# regclass; the variables are bound as parameters (-M prepared).  ddict_open()
+# and pooled clients send it unnamed, inside BEGIN ISOLATION LEVEL READ
+# COMMITTED ... COMMIT (the pool figures of `ddict_bench pool` measure both).
 cat > "$work/check.sql" <<'SQL'
 SELECT kind, key, value, version, epoch, cursor, dict FROM ddict_changes(:dict::pg_catalog.regclass, :v::pg_catalog.int8, :e::pg_catalog.int8, :c::pg_catalog.int8, :o::pg_catalog.oid);
 SQL

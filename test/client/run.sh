@@ -146,6 +146,7 @@ run_tap "shared" "$OUT/shared.log" "$P/test_shared"
 # set of connection options), the check prepared (direct) for the first.
 DDICT_TEST_SHARED=1 DDICT_TEST_DIRECT=1 run_tap "shared client (direct)" "$OUT/client-shared.log" "$P/test_client"
 DDICT_TEST_SHARED=1 run_tap "shared redis" "$OUT/redis-shared.log" "$P/test_redis"
+DDICT_TEST_SHARED=1 run_tap "shared stress" "$OUT/stress-shared.log" "$P/test_stress"
 "${PSQL[@]}" -d ddict_client -c "DROP TABLE IF EXISTS t_large" >/dev/null 2>&1
 check "layers: no client source file in a call cycle (test/client/layers.sh)" bash test/client/layers.sh
 
