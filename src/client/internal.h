@@ -508,6 +508,7 @@ struct dd_client
 	dd_rtarget	rtarget;
 	char	   *redis_prefix;
 	dd_rconn   *get;			/* lock: the checks' GET connection */
+	atomic_bool has_get;		/* get != NULL, for the thread without the lock */
 	dd_rconn   *sub;			/* the thread's: the subscription */
 	dd_backoff	rbackoff;		/* the thread's */
 	atomic_bool redis_used;		/* stats.redis */

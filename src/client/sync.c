@@ -899,6 +899,7 @@ redis_checks(dd_client *c, ddict **v, int n, bool *need, bool *newer)
 		}
 		dd_rconn_free(c->get);
 		c->get = NULL;
+		atomic_store(&c->has_get, false);
 		atomic_store(&c->redis_used, false);
 		dd_event_signal(c->kick_fd);
 		return;

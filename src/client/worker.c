@@ -269,6 +269,7 @@ connect_get(dd_client *c)
 		dd_client_lock(c);
 		dd_rconn_free(c->get);
 		c->get = r;
+		atomic_store(&c->has_get, true);
 		dd_client_unlock(c);
 	}
 	dd_list_lock(c);
@@ -299,13 +300,14 @@ redis_step(dd_client *c)
 		return INT64_MAX;
 	dd_list_lock(c);
 	n = what_is_needed(c);
-	have_get = c->get != NULL;
+	have_get = atomic_load(&c->has_get);	/* c->get is the client lock's */
 	if (have_get && !n.get)
 	{
 		dd_list_unlock(c);
 		dd_client_lock(c);
 		dd_rconn_free(c->get);	/* a push dict came: the connection subscribes */
 		c->get = NULL;
+		atomic_store(&c->has_get, false);
 		atomic_store(&c->redis_used, false);
 		dd_client_unlock(c);
 		dd_list_lock(c);
