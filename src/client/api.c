@@ -497,34 +497,47 @@ ddict_close(ddict *d)
 	client_unref(c);
 }
 
-DDICT_API int
-ddict_client_sync(ddict_client *client)
+/* One batch of at most 256 dicts from position *pos of the list. */
+static int
+client_sync_batch(dd_client *c, size_t *pos, int *rc)
 {
-	dd_client  *c = (dd_client *) client;
 	ddict	   *v[256];
 	int			rcs[256],
-				n = 0,
-				rc = 0;
+				n = 0;
+	bool		more;
 
-	if (c == NULL)
-		return dd_seterr(DDICT_EINVAL, "ddict_client_sync: client must not be NULL");
 	dd_client_lock(c);
 	dd_list_lock(c);
-	for (size_t i = 0; i < c->ndicts && n < 256; i++)
-		if (!dd_in_callback(c->dicts[i]) && dd_trylock(c->dicts[i]))
-			v[n++] = c->dicts[i];
+	for (; *pos < c->ndicts && n < 256; (*pos)++)
+		if (!dd_in_callback(c->dicts[*pos]) && dd_trylock(c->dicts[*pos]))
+			v[n++] = c->dicts[*pos];
+	more = *pos < c->ndicts;
 	dd_list_unlock(c);
 	if (n > 0)
 		dd_check_many(c, v, n, false, rcs);
 	dd_client_unlock(c);
 	for (int i = 0; i < n; i++)
 	{
-		if (rcs[i] < 0 && rc >= 0)
-			rc = rcs[i];
-		else if (rcs[i] > 0 && rc >= 0)
-			rc++;
+		if (rcs[i] < 0 && *rc >= 0)
+			*rc = rcs[i];
+		else if (rcs[i] > 0 && *rc >= 0)
+			(*rc)++;
 		dd_unlock(v[i]);
 	}
+	return more;
+}
+
+DDICT_API int
+ddict_client_sync(ddict_client *client)
+{
+	dd_client  *c = (dd_client *) client;
+	size_t		pos = 0;
+	int			rc = 0;
+
+	if (c == NULL)
+		return dd_seterr(DDICT_EINVAL, "ddict_client_sync: client must not be NULL");
+	while (client_sync_batch(c, &pos, &rc))
+		;
 	return rc;
 }
 

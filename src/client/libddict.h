@@ -253,7 +253,8 @@ DDICT_API ddict *ddict_open_on(ddict_client *client, const char *dict,
 							   const ddict_options *opts);
 
 /*
- * ddict_sync() of every dict of the client in one round trip (dicts whose
+ * ddict_sync() of every dict of the client: one round trip while nothing
+ * changed, a second one for the dicts that did (per 256 dicts; dicts whose
  * check is in flight in another thread are left to it).  Returns the number
  * of dicts that changed, or the first error (all dicts are still checked).
  */
