@@ -58,6 +58,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -423,6 +424,22 @@ init_result(FunctionCallInfo fcinfo)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * The caller must be able to SELECT from the dict (the table, or one of its
+ * columns), as for the rows themselves: even the header of an "unchanged"
+ * answer moves with other tables' writes (the cursor), which is nothing for
+ * a role that may not read the dict to learn.
+ */
+static void
+require_select(Oid relid)
+{
+	Oid			user = GetUserId();
+
+	if (pg_class_aclcheck(relid, user, ACL_SELECT) != ACLCHECK_OK &&
+		pg_attribute_aclcheck_all(relid, user, ACL_SELECT, ACLMASK_ANY) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
+}
+
 Datum
 ddict_changes(PG_FUNCTION_ARGS)
 {
@@ -436,6 +453,7 @@ ddict_changes(PG_FUNCTION_ARGS)
 	ddict_require_preload();
 	ddict_require_arg(fcinfo, 0, "dict");
 	relid = PG_GETARG_OID(0);
+	require_select(relid);
 	init_result(fcinfo);
 	em.sink.header = emit_header;
 	em.sink.row = emit;
@@ -511,6 +529,7 @@ ddict_unchanged(PG_FUNCTION_ARGS)
 	ddict_require_preload();
 	ddict_require_arg(fcinfo, 0, "dict");
 	relid = PG_GETARG_OID(0);
+	require_select(relid);
 	since.have = !PG_ARGISNULL(1) && !PG_ARGISNULL(2) && !PG_ARGISNULL(4) &&
 		PG_GETARG_OID(4) == relid;
 	if (!since.have)
