@@ -108,3 +108,20 @@ SELECT key, value FROM tenant ORDER BY key;
 DROP TABLE tenant;
 DROP OWNED BY ddict_alice, ddict_bob;
 DROP ROLE ddict_alice, ddict_bob;
+
+-- A role that may not read a dict learns nothing from ddict_changes() about
+-- it, not even an "unchanged" header (its cursor moves with other writes).
+CREATE TABLE private_conf (key text PRIMARY KEY, value text NOT NULL);
+SELECT ddict_attach('private_conf');
+SELECT version AS pv, epoch AS pe FROM ddict_changes('private_conf') WHERE kind = 'f' \gset
+CREATE ROLE ddict_carol;
+SET ROLE ddict_carol;
+SELECT kind FROM ddict_changes('private_conf', :pv, :pe, 0, 'private_conf'::regclass);
+SELECT ddict_unchanged('private_conf', :pv, :pe, 0, 'private_conf'::regclass);
+RESET ROLE;
+GRANT SELECT (key) ON private_conf TO ddict_carol;
+SET ROLE ddict_carol;
+SELECT kind FROM ddict_changes('private_conf', :pv, :pe, 0, 'private_conf'::regclass);
+RESET ROLE;
+DROP TABLE private_conf;
+DROP ROLE ddict_carol;

@@ -43,6 +43,12 @@
  * The computation (ddict_changes_compute) is shared with the change streamer
  * (streamer.c), which publishes each change once to Redis: both emit through
  * a ChangeSink, this file's into the SRF's tuplestore.
+ *
+ * ddict_unchanged(), with the same arguments, is the common answer alone as
+ * a scalar: the cursor of a 'u' header, or NULL for "ask ddict_changes()".
+ * An autosync check is nearly always "unchanged", and as a set-returning
+ * function it costs PostgreSQL a function scan that a scalar call does not
+ * (README, "Where the server's time goes").
  */
 #include "ddict.h"
 
@@ -52,6 +58,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -337,14 +344,15 @@ answer_unchanged(Oid relid, const ChangesSince *since, uint64 *version)
  * get_call_result_type(), which rebuilds it from pg_proc on every call (a
  * syscache lookup, three arrays decoded, a type lookup per column): on the
  * "unchanged" answer of an autosync check that was most of this function's
- * own time.  In FROM, the executor hands us the row type it expects
- * (expectedDesc), and a cached copy with the same columns is used instead;
+ * own time.  The executor hands us the row type it expects (expectedDesc,
+ * in FROM and in a select list), and a cached copy with the same columns is
+ * used instead;
  * every SQL declaration of this function (1.0's six columns, 1.1's, a new
  * one after ALTER EXTENSION UPDATE) gets its own.  Their refcount marks them
  * as not the executor's to free (ExecMakeTableFunctionResult frees only
  * uncounted descriptors); nothing pins or releases them.  Without an
- * expected row type (a call in a select list), or past a few shapes, the
- * row type is built per call as before.
+ * expected row type, or past a few shapes, the row type is built per call as
+ * before.
  */
 #define CACHED_SHAPES 4
 static TupleDesc cached_desc[CACHED_SHAPES];
@@ -416,6 +424,22 @@ init_result(FunctionCallInfo fcinfo)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * The caller must be able to SELECT from the dict (the table, or one of its
+ * columns), as for the rows themselves: even the header of an "unchanged"
+ * answer moves with other tables' writes (the cursor), which is nothing for
+ * a role that may not read the dict to learn.
+ */
+static void
+require_select(Oid relid)
+{
+	Oid			user = GetUserId();
+
+	if (pg_class_aclcheck(relid, user, ACL_SELECT) != ACLCHECK_OK &&
+		pg_attribute_aclcheck_all(relid, user, ACL_SELECT, ACLMASK_ANY) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
+}
+
 Datum
 ddict_changes(PG_FUNCTION_ARGS)
 {
@@ -429,6 +453,7 @@ ddict_changes(PG_FUNCTION_ARGS)
 	ddict_require_preload();
 	ddict_require_arg(fcinfo, 0, "dict");
 	relid = PG_GETARG_OID(0);
+	require_select(relid);
 	init_result(fcinfo);
 	em.sink.header = emit_header;
 	em.sink.row = emit;
@@ -504,6 +529,7 @@ ddict_unchanged(PG_FUNCTION_ARGS)
 	ddict_require_preload();
 	ddict_require_arg(fcinfo, 0, "dict");
 	relid = PG_GETARG_OID(0);
+	require_select(relid);
 	since.have = !PG_ARGISNULL(1) && !PG_ARGISNULL(2) && !PG_ARGISNULL(4) &&
 		PG_GETARG_OID(4) == relid;
 	if (!since.have)

@@ -3,8 +3,9 @@
 # running cluster ($PGHOST/$PGPORT): upsert TPS through the ddict triggers
 # against the same table without them, ddict_last_updated() against
 # SELECT 1, and the autosync check exactly as libddict sends it (prepared
-# ddict_changes() answering "unchanged") against SELECT 1: the server's
-# share of an autosync read.  Appends CSV rows to $RESULTS (see run.sh for
+# ddict_changes() answering "unchanged"), its scalar form ddict_unchanged()
+# and the statement's bare shape against SELECT 1: the server's share of an
+# autosync read.  Appends CSV rows to $RESULTS (see run.sh for
 # the columns).
 #
 # With PIN_CPU and PG_POSTMASTER_PID set, the one-client runs put pgbench and
@@ -47,6 +48,11 @@ echo "SELECT 1;" > "$work/one.sql"
 # COMMITTED ... COMMIT (the pool figures of `ddict_bench pool` measure both).
 cat > "$work/check.sql" <<'SQL'
 SELECT kind, key, value, version, epoch, cursor, dict FROM ddict_changes(:dict::pg_catalog.regclass, :v::pg_catalog.int8, :e::pg_catalog.int8, :c::pg_catalog.int8, :o::pg_catalog.oid);
+SQL
+# The scalar check (ddict_unchanged(), same parameters): what a client can
+# send instead, falling back to ddict_changes() when it returns NULL.
+cat > "$work/scalar.sql" <<'SQL'
+SELECT ddict_unchanged(:dict::pg_catalog.regclass, :v::pg_catalog.int8, :e::pg_catalog.int8, :c::pg_catalog.int8, :o::pg_catalog.oid);
 SQL
 # The same shape without the function: four bound parameters, seven columns
 # out; what SELECT 1 does not pay and no server function can avoid.
@@ -121,12 +127,19 @@ check_vars=(-D dict=w_dict -D "v=$v" -D "e=$e" -D "c=$c" -D "o=$o")
 kind=$(psql -XAt -d bench -c "SELECT kind FROM ddict_changes('w_dict', $v, $e, $c, $o)")
 [[ $kind == u ]] || { echo "pg_writes.sh: the check answered '$kind', not 'u'" >&2; exit 1; }
 
-: > "$work/lu" ; : > "$work/one" ; : > "$work/check" ; : > "$work/shape"
+scalar=$(psql -XAt -d bench -c "SELECT to_regprocedure('ddict_unchanged(regclass,bigint,bigint,bigint,oid)') IS NOT NULL")
+if [[ $scalar == t ]]; then
+  [[ $(psql -XAt -d bench -c "SELECT ddict_unchanged('w_dict', $v, $e, $c, $o) IS NOT NULL") == t ]] ||
+    { echo "pg_writes.sh: ddict_unchanged() did not answer unchanged" >&2; exit 1; }
+fi
+
+: > "$work/lu" ; : > "$work/one" ; : > "$work/check" ; : > "$work/shape" ; : > "$work/scalar"
 for r in $(seq "$REPS"); do
   tps one.sql 1 >> "$work/one"
   tps lu.sql 1 >> "$work/lu"
   tps check.sql 1 "${check_vars[@]}" >> "$work/check"
   tps shape.sql 1 "${check_vars[@]}" >> "$work/shape"
+  if [[ $scalar == t ]]; then tps scalar.sql 1 "${check_vars[@]}" >> "$work/scalar"; fi
 done
 echo "version,read_tps,SELECT 1,$(stats < "$work/one"),tps,$REPS" >> "$RESULTS"
 echo "version,read_tps,ddict_last_updated(),$(stats < "$work/lu"),tps,$REPS" >> "$RESULTS"
@@ -136,6 +149,10 @@ ratio() { paste "$work/one" "$work/$1" | awk '{ printf "%.4f\n", $1 / $2 }' | so
   awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f,%.3f,%.3f", m, a[1], a[NR]}'; }
 echo "version,check_vs_select1,ddict_changes() check / SELECT 1 (paired runs),$(ratio check),x,$REPS" >> "$RESULTS"
 echo "version,check_vs_select1,same shape without a function / SELECT 1 (paired runs),$(ratio shape),x,$REPS" >> "$RESULTS"
+if [[ $scalar == t ]]; then
+  echo "version,read_tps,ddict_unchanged() check,$(stats < "$work/scalar"),tps,$REPS" >> "$RESULTS"
+  echo "version,check_vs_select1,ddict_unchanged() check / SELECT 1 (paired runs),$(ratio scalar),x,$REPS" >> "$RESULTS"
+fi
 echo "version,wal_level,server,$(psql -XAt -d bench -c "SELECT CASE current_setting('wal_level') WHEN 'minimal' THEN 0 WHEN 'replica' THEN 1 ELSE 2 END"),,,level,1" >> "$RESULTS"
 if [[ ${PUBLISH_URL:-} ]]; then
   psql -Xq -d bench -c "ALTER SYSTEM RESET ddict.redis_url" -c "SELECT pg_reload_conf()" >/dev/null

@@ -131,6 +131,13 @@ my $chk = get('version|check_vs_select1|ddict_changes() check / SELECT 1 (paired
 	}
 	target('… on the server: libddict\'s `ddict_changes()` check answering "unchanged" ≤ 1.15× a prepared `SELECT 1` (pgbench)',
 		$fig, $chk ? $chk->{med} <= 1.15 : undef);
+	my $sc = get('version|check_vs_select1|ddict_unchanged() check / SELECT 1 (paired runs)');
+	target('… on the server: the scalar check `ddict_unchanged()` (same parameters; a client falls back to `ddict_changes()` on NULL) ≤ 1.15× a prepared `SELECT 1` (pgbench)',
+		$sc ? x($sc->{med}) . ($sc->{n} > 1 ? sprintf(' (median of %d back-to-back pgbench pairs, %s–%s)', $sc->{n},
+				x($sc->{min}), x($sc->{max})) : '')
+		  . sprintf('; medians %s vs %s tps', fmt(med('version|read_tps|ddict_unchanged() check')), fmt(med('version|read_tps|SELECT 1')))
+		  : 'not measured (this server has no `ddict_unchanged()`)',
+		$sc ? $sc->{med} <= 1.15 : undef);
 }
 my $rar = ratio($autor, $sel1);
 target('… the same with the version from Redis (`redis_url`)',
@@ -378,8 +385,10 @@ if (defined $chkn && defined $shapen)
 		. 'that much no server-side change can remove. The rest is the function scan: PostgreSQL builds the '
 		. 'row type of a `RETURNS TABLE` function from pg_proc at every execution (ddict_changes() itself now '
 		. 'caches its own copy), the name is looked up as a regclass at bind time, and a one-row tuplestore is '
-		. 'materialised. Beyond that needs a lighter statement from the client (README, "Performance").',
-		x($chkn), x($shapen));
+		. 'materialised. `ddict_unchanged()`, the same check as a scalar, avoids all three%s.',
+		x($chkn), x($shapen),
+		defined med('version|check_vs_select1|ddict_unchanged() check / SELECT 1 (paired runs)')
+		? sprintf(': %s', x(med('version|check_vs_select1|ddict_unchanged() check / SELECT 1 (paired runs)'))) : '');
 }
 push @notes, sprintf('Full loads receive `ddict_changes()` rows in libpq single-row mode (one `PGresult` '
 	. 'per row, so that a big dict is never in memory twice); the baseline parses a COPY stream. '
