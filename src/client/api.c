@@ -64,6 +64,8 @@ client_free(dd_client *c)
 {
 	dd_worker_stop(c);
 	dd_conn_close(&c->conn);
+	dd_vpage_client_free(c);
+	free(c->vp_option);
 	dd_rconn_free(c->get);
 	dd_rconn_free(c->sub);
 	if (c->kick_fd >= 0)
@@ -129,6 +131,14 @@ client_new(const char *conninfo, PGconn *pg, const ddict_client_options *o, cons
 		return NULL;
 	}
 	c->conn.prepare = o->direct != 0;
+	if (o->size >= offsetof(ddict_client_options, versions_page) + sizeof(char *) &&
+		o->versions_page && o->versions_page[0] &&
+		(c->vp_option = strdup(o->versions_page)) == NULL)
+	{
+		client_free(c);
+		dd_seterr(DDICT_ENOMEM, "out of memory");
+		return NULL;
+	}
 	c->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	c->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (c->stop_fd < 0 || c->kick_fd < 0)
@@ -272,6 +282,7 @@ handle_new(dd_client *c, const char *dict, const ddict_options *opts)
 	h->client = c;
 	atomic_init(&h->pushed, INT64_MIN);
 	atomic_init(&h->redis_key, NULL);
+	atomic_init(&h->vp_index, UINT32_MAX);
 	pthread_mutex_init(&h->sync_lock, NULL);
 	pthread_mutex_init(&h->err_lock, NULL);
 	dd_random_key(h->seed);
@@ -786,6 +797,8 @@ ddict_get_stats(ddict *d, ddict_stats *out)
 	out->redis = atomic_load(&d->client->redis_used) && atomic_load(&d->redis_key) != NULL &&
 		(d->opts.mode != DDICT_PUSH || atomic_load(&d->subscribed));
 	out->rows_fetched = atomic_load_explicit(&d->rows, memory_order_relaxed);
+	out->versions_page = d->opts.mode == DDICT_AUTOSYNC && atomic_load(&d->client->vpage) != NULL &&
+		atomic_load(&d->vp_index) != UINT32_MAX;
 	slot = dd_guard_enter(&d->guard, &phase);
 	s = atomic_load(&d->current);
 	out->version = s->version;

@@ -28,7 +28,8 @@
  *   worker.c    the client's one thread: Redis connection, push mode,
  *               checks that readers handed over, polling
  *   api.c       clients and handles: open / close / reads / pins / stats
- *   vpage.c     (not in the library yet) reader of the server's versions page
+ *   vpage.c     reader of the server's versions page (self-contained: the
+ *               bottom layer; sync.c answers autosync checks with it)
  *
  * One client (dd_client, public ddict_client) per process serves any number
  * of dicts (ddict handles): one PostgreSQL connection, at most one Redis
@@ -52,6 +53,7 @@
 
 #include "libddict.h"
 #include "../common/redis_url.h"
+#include "vpage.h"
 
 #define DD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define DD_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -307,6 +309,7 @@ typedef struct dd_conn
 	bool		session_rc;		/* direct: the session is READ COMMITTED */
 	bool		changes_rel;	/* the server's ddict_changes() takes since_dict
 								 * and names the relation (extension 1.1+) */
+	uint32_t	dboid;			/* the database's OID (0: unknown) */
 	pthread_mutex_t cancel_lock;
 	PGcancel   *cancel;			/* cancel_lock: of the own connection */
 } dd_conn;
@@ -478,6 +481,21 @@ struct ddict
 	atomic_bool redis_settled;	/* open waits for the first Redis attempt */
 	atomic_bool subscribed;		/* stats.redis in push mode */
 
+	/*
+	 * The versions page's answer for this dict (sync.c): a seqlock-published
+	 * record, written under sync_lock after the snapshot it describes was
+	 * published, read by autosync readers without any lock.  vp_seq odd:
+	 * being written; vp_index UINT32_MAX: no record.
+	 */
+	atomic_uint_fast64_t vp_seq;
+	atomic_uint_fast32_t vp_index;
+	atomic_uint_fast64_t vp_ident;	/* dboid << 32 | relid */
+	atomic_uint_fast64_t vp_gen;
+	atomic_uint_fast64_t vp_epoch;
+	atomic_uint_fast64_t vp_version;
+	atomic_int_fast64_t vp_until_us;	/* coarse clock: after it, a round trip
+										 * re-checks the name's relation */
+
 	/* Counters (readers' counters live in the guard's slots). */
 	atomic_uint_fast64_t checks, unchanged, deltas, reloads, rows, writes,
 				errors, compactions, redis_checks, redis_errors, pushes;
@@ -520,6 +538,17 @@ struct dd_client
 	atomic_int	bad_replies;	/* checks' GETs that met a misbehaving Redis in
 								 * a row: the thread reconnects with backoff */
 	int			seen_bad;		/* the thread's */
+
+	/* The versions page (sync.c): opened under lock, read by anyone. */
+	char	   *vp_option;		/* NULL: beside the Unix socket; "off"; a path */
+	_Atomic(ddict_vpage *) vpage;	/* NULL: round-trip checks */
+	atomic_uint vp_dboid;		/* the database the page is read for */
+	bool		vp_tried;		/* lock: an open was attempted */
+	char		vp_target[300];	/* lock: "sockdir:port" of the open page */
+	int64_t		vp_verified_us;	/* lock: last ddict_vpage_verify() */
+	ddict_vpage **vp_old;		/* lock: pages given up (unmapped at free:
+								 * a reader may still be reading one) */
+	size_t		vp_nold;
 
 	/* The thread. */
 	pthread_mutex_t start_lock;
@@ -566,6 +595,12 @@ int64_t		dd_current_version(ddict *h);
 void		dd_mark(ddict *h, bool ok);
 /* Reads: check per the mode, never blocking on another thread's check. */
 void		dd_maybe_sync(ddict *h);
+/* The versions page: forget a dict's record (sync_lock); unmap at free. */
+void		dd_vpage_forget(ddict *h);
+void		dd_vpage_client_free(dd_client *c);
+/* How long a versions-page answer stands without a round trip, which
+ * re-checks which relation the dict's name means (and the page itself). */
+#define DD_VPAGE_REBIND_MS 1000
 
 /* ---- worker.c ---- */
 /* Start the client's thread if it is not running (any dict needs it). */

@@ -229,6 +229,12 @@ typedef struct ddict_client_options
 									 * is prepared once per connection.  0 (default):
 									 * unnamed statements only, which work through
 									 * pgbouncer in any pool mode */
+	/* Since 1.2: the server's versions page (README "The versions page"),
+	 * which answers autosync checks with a few memory loads while nothing
+	 * changed.  NULL or "" (default): the page beside the server's Unix
+	 * socket when the connection goes through one; "off": never; else the
+	 * page's path.  A page that cannot be read is silently not used. */
+	const char *versions_page;
 } ddict_client_options;
 
 DDICT_API void ddict_client_options_init(ddict_client_options *opts);
@@ -370,6 +376,10 @@ typedef struct ddict_stats
 	int			redis;			/* 1 while Redis is the version source (connected;
 								 * push mode: subscribed), 0 while falling back to
 								 * the server */
+	/* Since 1.2: */
+	int			versions_page;	/* 1 while autosync checks are answered by the
+								 * server's versions page (same host), 0 while
+								 * they are round trips */
 } ddict_stats;
 
 /* Fill *out; counters are monotonic since ddict_open(). */

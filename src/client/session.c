@@ -11,6 +11,8 @@
  * (ddict_client_options.direct): then the session is ours alone, and the
  * check and the version probe are prepared and the session set to READ
  * COMMITTED once, which saves a parse, a plan and two statements per check.
+ * The database's OID is asked once per connection, with the schema: the
+ * versions page keys a dict's slot by it (sync.c).
  * (A pooler hands a server connection to other clients between
  * transactions: a prepared statement or a SET would be missing there, or
  * leak into someone else's session.)
@@ -117,7 +119,9 @@ setup(dd_conn *c, ddict *h)
 					  "SELECT pg_catalog.quote_ident(n.nspname),"
 					  " pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||)"
 					  "  '.ddict_changes(pg_catalog.regclass,pg_catalog.int8,pg_catalog.int8,pg_catalog.int8,pg_catalog.oid)')"
-					  "  IS NOT NULL"
+					  "  IS NOT NULL,"
+					  " (SELECT d.oid FROM pg_catalog.pg_database d"
+					  "  WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())"
 					  " FROM pg_catalog.pg_extension e"
 					  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
 					  " WHERE e.extname = 'ddict'",
@@ -133,7 +137,10 @@ setup(dd_conn *c, ddict *h)
 	}
 	dd_conn_free_sql(c);
 	c->schema = strdup(PQgetvalue(r, 0, 0));
-	c->changes_rel = PQnfields(r) == 2 && PQgetvalue(r, 0, 1)[0] == 't';
+	c->changes_rel = PQnfields(r) == 3 && PQgetvalue(r, 0, 1)[0] == 't';
+	/* the database's OID: its dicts' slots on the versions page (sync.c) */
+	c->dboid = PQnfields(r) == 3 && !PQgetisnull(r, 0, 2) ?
+		(uint32_t) strtoul(PQgetvalue(r, 0, 2), NULL, 10) : 0;
 	PQclear(r);
 	if (c->schema == NULL)
 		return dd_fail(h, DDICT_ENOMEM, "out of memory");

@@ -43,10 +43,26 @@
  * header names another epoch (server restarted) or a version older than
  * ours (a failover to a server that is behind, a restored backup), we drop
  * it and ask again in full.
+ * The versions page (a client on the server's host, README "The versions
+ * page"): an autosync read first compares the page's version of the dict
+ * with the version of the snapshot it is about to read.  Equal: nothing was
+ * committed since — served from memory, no lock, no round trip.  Different:
+ * the read waits for a check (its own, or the one in flight) instead of
+ * serving the snapshot, so that a read that starts after any client heard
+ * COMMIT sees that commit, whatever the number of threads.  The page is
+ * keyed by relation OID and the dict is opened by name: an answer from the
+ * page stands DD_VPAGE_REBIND_MS at most, after which one read's round trip
+ * confirms which relation the name means (and the client verifies that the
+ * page is still its server's) — the bound within which a name that comes to
+ * mean another relation is followed.  Each dict's answer is a small record
+ * (the page slot, the snapshot's epoch and version) published with a
+ * seqlock after the snapshot it describes, and withdrawn before a snapshot
+ * of another relation or epoch is published, or when a check fails.
  */
 #include <endian.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -126,6 +142,196 @@ void
 dd_list_unlock(dd_client *c)
 {
 	pthread_mutex_unlock(&c->list_lock);
+}
+
+/* ---- the versions page ---- */
+
+/* A clock for the record's deadline: a few ns (vDSO), ms resolution. */
+static int64_t
+coarse_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Write h's record (sync_lock held: the only writer). */
+static void
+vp_write(ddict *h, uint32_t index, uint64_t ident, uint64_t gen, uint64_t epoch,
+		 uint64_t version, int64_t until)
+{
+	uint64_t	seq = atomic_load_explicit(&h->vp_seq, memory_order_relaxed);
+
+	atomic_store_explicit(&h->vp_seq, seq + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&h->vp_index, index, memory_order_relaxed);
+	atomic_store_explicit(&h->vp_ident, ident, memory_order_relaxed);
+	atomic_store_explicit(&h->vp_gen, gen, memory_order_relaxed);
+	atomic_store_explicit(&h->vp_epoch, epoch, memory_order_relaxed);
+	atomic_store_explicit(&h->vp_version, version, memory_order_relaxed);
+	atomic_store_explicit(&h->vp_until_us, until, memory_order_relaxed);
+	atomic_store_explicit(&h->vp_seq, seq + 2, memory_order_release);
+}
+
+void
+dd_vpage_forget(ddict *h)
+{
+	if (atomic_load_explicit(&h->vp_index, memory_order_relaxed) != UINT32_MAX)
+		vp_write(h, UINT32_MAX, 0, 0, 0, 0, 0);
+}
+
+/*
+ * After a check confirmed the current snapshot (sync_lock held, the
+ * snapshot already published): its slot on the page, its epoch and version.
+ */
+static void
+vp_refresh(ddict *h)
+{
+	dd_client  *c = h->client;
+	ddict_vpage *pg = atomic_load(&c->vpage);
+	const ddict_snapshot *cur = atomic_load(&h->current);
+	uint32_t	dboid = atomic_load(&c->vp_dboid);
+	ddict_vpage_slot sl;
+
+	if (h->opts.mode != DDICT_AUTOSYNC || pg == NULL || cur->epoch <= 0 || cur->relid == 0 ||
+		dboid == 0 || cur->version < 0 ||
+		ddict_vpage_find(pg, (uint64_t) cur->epoch, dboid, cur->relid, &sl) != DDICT_VPAGE_OK)
+	{
+		dd_vpage_forget(h);
+		return;
+	}
+	vp_write(h, sl.index, ((uint64_t) dboid << 32) | cur->relid, sl.gen, (uint64_t) cur->epoch,
+			 (uint64_t) cur->version, coarse_now_us() + DD_VPAGE_REBIND_MS * 1000);
+}
+
+typedef enum
+{
+	VP_NONE,					/* no answer from the page: the round trip */
+	VP_UNCHANGED,				/* nothing committed since the snapshot */
+	VP_REBIND,					/* unchanged, but a round trip is due */
+	VP_CHANGED					/* the page has a newer version */
+} vp_answer;
+
+/* The page's answer for h, by any thread, without a lock. */
+static vp_answer
+vp_state(ddict *h)
+{
+	ddict_vpage *pg = atomic_load_explicit(&h->client->vpage, memory_order_acquire);
+	ddict_vpage_slot sl;
+	uint64_t	s1,
+				ident,
+				epoch,
+				version,
+				v;
+	int64_t		until;
+
+	if (pg == NULL)
+		return VP_NONE;
+	s1 = atomic_load_explicit(&h->vp_seq, memory_order_acquire);
+	sl.index = (uint32_t) atomic_load_explicit(&h->vp_index, memory_order_relaxed);
+	ident = atomic_load_explicit(&h->vp_ident, memory_order_relaxed);
+	sl.gen = atomic_load_explicit(&h->vp_gen, memory_order_relaxed);
+	epoch = atomic_load_explicit(&h->vp_epoch, memory_order_relaxed);
+	version = atomic_load_explicit(&h->vp_version, memory_order_relaxed);
+	until = atomic_load_explicit(&h->vp_until_us, memory_order_relaxed);
+	atomic_thread_fence(memory_order_acquire);
+	if ((s1 & 1) || atomic_load_explicit(&h->vp_seq, memory_order_relaxed) != s1 ||
+		sl.index == UINT32_MAX)
+		return VP_NONE;
+	sl.dboid = (uint32_t) (ident >> 32);
+	sl.relid = (uint32_t) ident;
+	if (ddict_vpage_read(pg, epoch, &sl, &v) != DDICT_VPAGE_OK)
+		return VP_NONE;
+	if (v != version)
+		return VP_CHANGED;
+	return coarse_now_us() < until ? VP_UNCHANGED : VP_REBIND;
+}
+
+static void
+vp_give_up(dd_client *c)
+{
+	ddict_vpage *pg = atomic_load(&c->vpage);
+	ddict_vpage **v;
+
+	if (pg == NULL)
+		return;
+	atomic_store(&c->vpage, NULL);
+	/* a reader may still be reading it: unmapped when the client is freed */
+	v = realloc(c->vp_old, (c->vp_nold + 1) * sizeof(*v));
+	if (v == NULL)
+		return;					/* left mapped */
+	c->vp_old = v;
+	v[c->vp_nold++] = pg;
+}
+
+/* The page to read for the client's connection: "sockdir:port" (auto) or
+ * the option's path; "" when there is none. */
+static void
+vp_target(dd_client *c, char *buf, size_t len)
+{
+	const char *host = c->conn.pg ? PQhost(c->conn.pg) : NULL;
+	const char *port = c->conn.pg ? PQport(c->conn.pg) : NULL;
+
+	buf[0] = '\0';
+	if (c->vp_option)
+		snprintf(buf, len, "%s", c->vp_option);
+	else if (host && host[0] == '/' && port && port[0])
+		snprintf(buf, len, "%s:%s", host, port);
+}
+
+/*
+ * The client's lock held, the session set up: open the page if there is
+ * one to read (at most once per DD_VPAGE_REBIND_MS while none could be), or
+ * verify now and then that the open one is still our server's.
+ */
+static void
+vp_ensure(dd_client *c)
+{
+	ddict_vpage *pg = atomic_load(&c->vpage),
+			   *np = NULL;
+	int64_t		now = dd_now_us();
+	char		target[sizeof(c->vp_target)];
+	ddict_vpage_status st;
+
+	if (c->vp_option && strcmp(c->vp_option, "off") == 0)
+		return;
+	if (c->vp_tried && now - c->vp_verified_us < DD_VPAGE_REBIND_MS * 1000)
+		return;
+	c->vp_tried = true;
+	c->vp_verified_us = now;
+	vp_target(c, target, sizeof(target));
+	if (pg && strcmp(target, c->vp_target) == 0 && c->conn.dboid == atomic_load(&c->vp_dboid) &&
+		ddict_vpage_verify(pg) == DDICT_VPAGE_OK)
+		return;
+	vp_give_up(c);
+	c->vp_target[0] = '\0';
+	if (target[0] == '\0' || c->conn.dboid == 0 || !c->conn.changes_rel)
+		return;
+	if (c->vp_option)
+		st = ddict_vpage_open(c->vp_option, &np, NULL, 0);
+	else
+	{
+		char	   *colon = strrchr(target, ':');
+
+		*colon = '\0';
+		st = ddict_vpage_open_socket(target, atoi(colon + 1), &np, NULL, 0);
+		*colon = ':';
+	}
+	if (st != DDICT_VPAGE_OK)
+		return;					/* silently: the round trip */
+	snprintf(c->vp_target, sizeof(c->vp_target), "%s", target);
+	atomic_store(&c->vp_dboid, c->conn.dboid);
+	atomic_store(&c->vpage, np);
+}
+
+void
+dd_vpage_client_free(dd_client *c)
+{
+	ddict_vpage_close(atomic_load(&c->vpage));
+	for (size_t i = 0; i < c->vp_nold; i++)
+		ddict_vpage_close(c->vp_old[i]);
+	free(c->vp_old);
 }
 
 /* ---- one ddict_changes() ---- */
@@ -370,7 +576,12 @@ dd_publish(ddict *h, ddict_snapshot *snap, dd_build *b)
 	 * transaction can give both the same), so the file must be rewritten. */
 	if (old->relid != snap->relid)
 		h->snapfile_version = INT64_MIN;
+	/* the page's answer was for the old snapshot's relation and epoch */
+	if (old->relid != snap->relid || old->epoch != snap->epoch || b->from_file)
+		dd_vpage_forget(h);
 	atomic_store(&h->current, snap);
+	if (!b->from_file)
+		vp_refresh(h);
 	if (!b->from_file)
 		atomic_fetch_add_explicit(b->full ? &h->reloads : &h->deltas, 1, memory_order_relaxed);
 	if (b->compacted)
@@ -410,7 +621,10 @@ dd_mark(ddict *h, bool ok)
 		atomic_store(&h->stale, false);
 	}
 	else
+	{
+		dd_vpage_forget(h);		/* reads ask the server again */
 		atomic_store(&h->stale, true);
+	}
 }
 
 /* ---- pipelines of checks ---- */
@@ -527,6 +741,7 @@ apply(ddict *h, int rc, ddict_snapshot *snap, dd_build *b, bool refull, check_ou
 	dd_mark(h, true);
 	if (snap == NULL)
 	{
+		vp_refresh(h);
 		dd_snapfile_maybe_write(h);
 		o->rc = 0;
 		return;
@@ -750,6 +965,7 @@ probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 			atomic_fetch_add_explicit(&w[j]->checks, 1, memory_order_relaxed);
 			atomic_fetch_add_explicit(&w[j]->unchanged, 1, memory_order_relaxed);
 			dd_mark(w[j], true);
+			vp_refresh(w[j]);
 			dd_snapfile_maybe_write(w[j]);
 			out[idx[j]].rc = 0;
 			out[idx[j]].refull = false;
@@ -777,6 +993,7 @@ pg_checks(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read)
 	m = prepare_batch(c, v, n, out, read, idx);
 	if (m == 0)
 		return;
+	vp_ensure(c);
 	for (int j = 0; j < m; j++)
 	{
 		w[j] = v[idx[j]];
@@ -951,6 +1168,7 @@ dd_check_many(dd_client *c, ddict **v, int n, bool read, int *rcs)
 		{
 			atomic_store(&v[i]->last_check_us, now);
 			dd_mark(v[i], true);
+			vp_refresh(v[i]);
 			dd_snapfile_maybe_write(v[i]);
 			continue;
 		}
@@ -1066,16 +1284,66 @@ dd_collect_wanted(dd_client *c, ddict *skip, ddict **v, int max, int64_t now, bo
 	return n;
 }
 
+/* h's check and those of other dicts that are due, in one round trip: the
+ * caller holds h's sync_lock and the client's lock. */
+static void
+check_locked(dd_client *c, ddict *h, int64_t now)
+{
+	ddict	   *v[DD_BATCH_MAX];
+	int			n;
+
+	v[0] = h;
+	dd_list_lock(c);
+	n = 1 + dd_collect_wanted(c, h, v + 1, DD_BATCH_MAX - 1, now, true);
+	dd_list_unlock(c);
+	dd_check_many(c, v, n, true, NULL);
+	for (int i = 1; i < n; i++)
+		dd_unlock(v[i]);
+}
+
+/*
+ * The page has a newer version than our snapshot: wait for a check (ours,
+ * or the one another thread has in flight) instead of serving the snapshot
+ * — a read must see every commit acknowledged before it started.
+ */
+static void
+strict_check(ddict *h)
+{
+	dd_client  *c = h->client;
+
+	dd_lock(h);
+	if (vp_state(h) == VP_UNCHANGED)
+	{
+		dd_unlock(h);			/* another thread's check caught up */
+		return;
+	}
+	dd_client_lock(c);
+	check_locked(c, h, dd_now_us());
+	dd_client_unlock(c);
+	dd_unlock(h);
+}
+
 void
 dd_maybe_sync(ddict *h)
 {
 	dd_client  *c = h->client;
-	ddict	   *v[DD_BATCH_MAX];
 	int64_t		now;
-	int			n;
+	vp_answer	vp = VP_NONE;
 
 	if (h->opts.mode == DDICT_MANUAL || h->opts.mode == DDICT_PUSH)
 		return;
+	if (h->opts.mode == DDICT_AUTOSYNC)
+	{
+		vp = vp_state(h);
+		if (DD_LIKELY(vp == VP_UNCHANGED))
+			return;
+		/* (not from the dict's own change callback: its thread holds the lock) */
+		if (vp == VP_CHANGED && !dd_in_callback(h))
+		{
+			strict_check(h);
+			return;
+		}
+	}
 	now = dd_now_us();
 	if (h->opts.mode == DDICT_INTERVAL && !interval_due(h, now))
 		return;
@@ -1089,7 +1357,8 @@ dd_maybe_sync(ddict *h)
 	 * callback): do not wait — its result is at most a round trip newer. */
 	if (!dd_trylock(h))
 	{
-		coalesce(h);
+		if (vp != VP_REBIND)	/* (rebinding: the version is current) */
+			coalesce(h);
 		return;
 	}
 	if (h->opts.mode == DDICT_INTERVAL && !interval_due(h, dd_now_us()))
@@ -1104,16 +1373,11 @@ dd_maybe_sync(ddict *h)
 		atomic_store(&h->want, true);
 		dd_event_signal(c->kick_fd);
 		dd_unlock(h);
-		coalesce(h);
+		if (vp != VP_REBIND)
+			coalesce(h);
 		return;
 	}
-	v[0] = h;
-	dd_list_lock(c);
-	n = 1 + dd_collect_wanted(c, h, v + 1, DD_BATCH_MAX - 1, now, true);
-	dd_list_unlock(c);
-	dd_check_many(c, v, n, true, NULL);
-	for (int i = 1; i < n; i++)
-		dd_unlock(v[i]);
+	check_locked(c, h, now);
 	dd_client_unlock(c);
 	dd_unlock(h);
 }
