@@ -68,6 +68,7 @@ client_free(dd_client *c)
 	free(c->vp_option);
 	dd_rconn_free(c->get);
 	dd_rconn_free(c->sub);
+	dd_stream_close(c);
 	if (c->kick_fd >= 0)
 		close(c->kick_fd);
 	if (c->stop_fd >= 0)
@@ -150,6 +151,7 @@ client_new(const char *conninfo, PGconn *pg, const ddict_client_options *o, cons
 	c->conn.stop_fd = c->stop_fd;
 	c->conn.closing = &c->closing;
 	dd_backoff_init(&c->rbackoff, o->backoff_min_ms, o->backoff_max_ms);
+	dd_backoff_init(&c->xbackoff, o->backoff_min_ms, o->backoff_max_ms);
 	c->rtarget.timeout_ms = o->timeout_ms;
 	c->rtarget.connect_timeout_ms = o->connect_timeout_ms;
 	c->rtarget.stop_fd = c->stop_fd;
@@ -243,6 +245,7 @@ handle_free(ddict *h)
 	pthread_mutex_destroy(&h->err_lock);
 	free((char *) h->opts.snapshot_path);
 	free(atomic_load(&h->redis_key));
+	free(atomic_load(&h->stream_key));
 	free(h->dict);
 	free(h);
 }
@@ -282,6 +285,7 @@ handle_new(dd_client *c, const char *dict, const ddict_options *opts)
 	h->client = c;
 	atomic_init(&h->pushed, INT64_MIN);
 	atomic_init(&h->redis_key, NULL);
+	atomic_init(&h->stream_key, NULL);
 	atomic_init(&h->vp_index, UINT32_MAX);
 	pthread_mutex_init(&h->sync_lock, NULL);
 	pthread_mutex_init(&h->err_lock, NULL);
@@ -794,7 +798,9 @@ ddict_get_stats(ddict *d, ddict_stats *out)
 	LOAD(pushes);
 #undef LOAD
 	out->reconnects = atomic_load(&d->client->conn.reconnects);
-	out->redis = atomic_load(&d->client->redis_used) && atomic_load(&d->redis_key) != NULL &&
+	/* a dict following its published changes: its stream (stream.c) */
+	out->redis = atomic_load(&d->stream_key) != NULL ? atomic_load(&d->subscribed) :
+		atomic_load(&d->client->redis_used) && atomic_load(&d->redis_key) != NULL &&
 		(d->opts.mode != DDICT_PUSH || atomic_load(&d->subscribed));
 	out->rows_fetched = atomic_load_explicit(&d->rows, memory_order_relaxed);
 	out->versions_page = d->opts.mode == DDICT_AUTOSYNC && atomic_load(&d->client->vpage) != NULL &&

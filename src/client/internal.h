@@ -25,6 +25,9 @@
  *               (a version probe, then one pipeline), full loads, publish;
  *               the reads' checks
  *   write.c     set / delete / pop / setdefault
+ *   stream.c    published changes: follows dicts' Redis Streams (XREAD on
+ *               a connection of its own) and applies entries by the README's
+ *               contiguity rule, or hands the dict to a PostgreSQL check
  *   worker.c    the client's one thread: Redis connection, push mode,
  *               checks that readers handed over, polling
  *   api.c       clients and handles: open / close / reads / pins / stats
@@ -174,6 +177,10 @@ struct ddict_snapshot
 	uint32_t	relid;			/* OID of the relation the contents came from
 								 * (ddict_changes()'s header); 0: unknown (a
 								 * 1.0 server, an old snapshot file) */
+	int64_t		floor;			/* published changes (stream.c): a stream entry
+								 * applies only when its cursor >= floor; the
+								 * last PostgreSQL answer's "until", the
+								 * entry's cursor after one; INT64_MAX unknown */
 	uint64_t	seed[2];		/* hash key, copied so the snapshot outlives the handle */
 };
 
@@ -371,7 +378,7 @@ typedef struct redisReply redisReply;
 int			dd_rconn_open(const dd_rtarget *t, dd_rconn **out, char *err, size_t errsize);
 void		dd_rconn_free(dd_rconn *c);
 int			dd_rconn_fd(const dd_rconn *c);
-/* Queue one command (NUL-terminated arguments, at most 8). */
+/* Queue one command (NUL-terminated arguments, any number). */
 int			dd_rconn_command(dd_rconn *c, int argc, const char **argv);
 int			dd_rconn_flush(const dd_rtarget *t, dd_rconn *c, int64_t deadline,
 						   char *err, size_t errsize);
@@ -407,6 +414,8 @@ typedef struct dd_dict_meta
 {
 	bool		bytea;
 	char	   *key;			/* Redis key: prefix + "db:schema.table" (malloc'd) */
+	char	   *stream_key;		/* its published changes' stream (ddict_published),
+								 * NULL: not published (malloc'd) */
 } dd_dict_meta;
 
 /* Connected with a session set up (schema, statements)?  Connects when the
@@ -479,6 +488,16 @@ struct ddict
 	atomic_int_fast64_t pushed;	/* push/any mode: last version heard from
 								 * Redis while subscribed; INT64_MIN none */
 	atomic_bool redis_settled;	/* open waits for the first Redis attempt */
+	/* Published changes (stream.c; set once at meta, then the thread's
+	 * under the client's list_lock). */
+	_Atomic(char *) stream_key;	/* NULL: the dict's changes are not published
+								 * (or not a push dict): no stream */
+	char		stream_id[48];	/* last entry id handled; "" none yet */
+	bool		xs_ok;			/* followed on the stream connection */
+	bool		xs_hold;		/* sent to PostgreSQL by an entry: resume
+								 * after that check */
+	atomic_uint_fast64_t stream_entries;	/* entries applied from the stream */
+	atomic_uint_fast64_t stream_gaps;	/* entries that sent it to PostgreSQL */
 	atomic_bool subscribed;		/* stats.redis in push mode */
 
 	/*
@@ -528,6 +547,10 @@ struct dd_client
 	dd_rconn   *get;			/* lock: the checks' GET connection */
 	atomic_bool has_get;		/* get != NULL, for the thread without the lock */
 	dd_rconn   *sub;			/* the thread's: the subscription */
+	dd_rconn   *xs;				/* the thread's: XREAD of published changes */
+	bool		xs_waiting;		/* an XREAD is in flight */
+	int64_t		xs_deadline;	/* its answer is due by then */
+	dd_backoff	xbackoff;		/* the thread's, for xs */
 	dd_backoff	rbackoff;		/* the thread's */
 	atomic_bool redis_used;		/* stats.redis */
 	int64_t		ping_sent,
@@ -601,6 +624,15 @@ void		dd_vpage_client_free(dd_client *c);
 /* How long a versions-page answer stands without a round trip, which
  * re-checks which relation the dict's name means (and the page itself). */
 #define DD_VPAGE_REBIND_MS 1000
+
+/* ---- stream.c (the client's thread) ---- */
+/* Connect, record positions, send XREAD as the dicts need; next wake-up. */
+int64_t		dd_stream_step(dd_client *c);
+/* The XREAD connection's fd, -1 none. */
+int			dd_stream_fd(const dd_client *c);
+/* Its fd is readable: apply what came. */
+void		dd_stream_read(dd_client *c);
+void		dd_stream_close(dd_client *c);
 
 /* ---- worker.c ---- */
 /* Start the client's thread if it is not running (any dict needs it). */

@@ -65,16 +65,19 @@ dd_rconn_reply_free(redisReply *r)
 int
 dd_rconn_command(dd_rconn *c, int argc, const char **argv)
 {
-	size_t		lens[8];
+	size_t	   *lens;
 	char	   *cmd,
 			   *grown;
 	int			n;
 
-	if (argc < 1 || argc > 8)
+	if (argc < 1)
 		return DDICT_EINVAL;
+	if ((lens = malloc(sizeof(size_t) * (size_t) argc)) == NULL)
+		return DDICT_ENOMEM;
 	for (int i = 0; i < argc; i++)
 		lens[i] = strlen(argv[i]);
 	n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+	free(lens);
 	if (n < 0)
 		return DDICT_ENOMEM;
 	if (c->outpos == c->outlen)

@@ -46,9 +46,10 @@ build_statements(dd_conn *c, ddict *h)
 	const char *s = c->schema;
 
 	/* 1.1: $5 is the relation the cache came from; the header names the
-	 * relation the dict's name means now (sync.c) */
+	 * relation the dict's name means now, and "until" is the floor a stream
+	 * entry must reach to apply (sync.c, stream.c) */
 	c->sql[DD_SQL_CHANGES] = c->changes_rel ?
-		dd_asprintf("SELECT kind, key, value, version, epoch, cursor, dict FROM %s.ddict_changes("
+		dd_asprintf("SELECT kind, key, value, version, epoch, cursor, dict, \"until\" FROM %s.ddict_changes("
 					"$1::pg_catalog.regclass, $2::pg_catalog.int8, $3::pg_catalog.int8,"
 					" $4::pg_catalog.int8, $5::pg_catalog.oid)", s) :
 		dd_asprintf("SELECT kind, key, value, version, epoch, cursor FROM %s.ddict_changes("
@@ -214,26 +215,35 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 {
 	const char *params[1] = {dict};
 	PGresult   *r;
-	char	   *sql;
+	char	   *sql,
+			   *pub = NULL;
 	int			rc;
 
 	memset(out, 0, sizeof(*out));
+	/* 1.1: the key of its published changes' stream, NULL when it is not
+	 * published (ddict_published, readable by everyone) */
+	if (c->changes_rel &&
+		(pub = dd_asprintf(", (SELECT p.stream_key FROM %s.ddict_published p"
+						   " WHERE p.dict OPERATOR(pg_catalog.=) d.dict)", c->schema)) == NULL)
+		return dd_fail(h, DDICT_ENOMEM, "out of memory");
 	/* Also the dict's name as the server's Redis publisher spells it
 	 * ("database:schema.table", unquoted). */
 	sql = dd_asprintf("SELECT t.oid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype"
 					  " OR t.typbasetype OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype,"
-					  " pg_catalog.current_database(), n.nspname, c.relname"
+					  " pg_catalog.current_database(), n.nspname, c.relname%s"
 					  " FROM %s.ddict_dicts d JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) d.value_type"
 					  " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.dict::pg_catalog.oid"
 					  " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
-					  " WHERE d.dict OPERATOR(pg_catalog.=) $1::pg_catalog.regclass", c->schema);
+					  " WHERE d.dict OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+					  pub ? pub : "", c->schema);
+	free(pub);
 	if (sql == NULL)
 		return dd_fail(h, DDICT_ENOMEM, "out of memory");
 	rc = dd_conn_exec(c, h, sql, 1, params, &r, "looking up the dict");
 	free(sql);
 	if (rc != DDICT_OK)
 		return rc;
-	if (PQntuples(r) != 1 || PQnfields(r) != 4)
+	if (PQntuples(r) != 1 || PQnfields(r) != (c->changes_rel ? 5 : 4))
 	{
 		PQclear(r);
 		return dd_fail(h, DDICT_ESERVER,
@@ -244,6 +254,8 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 		asprintf(&out->key, "%s%s:%s.%s", redis_prefix, PQgetvalue(r, 0, 1),
 				 PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3)) < 0)
 		out->key = NULL;		/* no memory: Redis stays unused for it */
+	if (redis_prefix && c->changes_rel && !PQgetisnull(r, 0, 4))
+		out->stream_key = strdup(PQgetvalue(r, 0, 4));	/* NULL: no stream */
 	PQclear(r);
 	return DDICT_OK;
 }

@@ -362,6 +362,7 @@ dd_snapfile_read(const char *path, const char *dict, const uint64_t seed[2],
 	s->epoch = epoch;
 	s->cursor = cursor;
 	s->relid = relid;
+	s->floor = INT64_MAX;		/* a stream entry needs a server's answer first */
 	memcpy(s->seed, seed, sizeof(s->seed));
 	fclose(f);
 	free(buf);

@@ -31,6 +31,7 @@ dd_snap_empty(const uint64_t seed[2])
 	}
 	atomic_init(&s->refs, 1);
 	memcpy(s->seed, seed, sizeof(s->seed));
+	s->floor = INT64_MAX;
 	/* epoch 0: never loaded from a server; the first check asks in full. */
 	return s;
 }
@@ -301,6 +302,7 @@ dd_build_finish(dd_build *b, int64_t version, int64_t epoch, int64_t cursor,
 	s->version = version;
 	s->epoch = epoch;
 	s->cursor = cursor;
+	s->floor = INT64_MAX;		/* the caller sets it when known */
 
 	if (b->full)
 	{

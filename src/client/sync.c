@@ -407,6 +407,7 @@ typedef struct recv_state
 				epoch,
 				cursor;
 	uint32_t	relid;			/* the header's relation; 0 from a 1.0 server */
+	int64_t		until;			/* the header's ring head (1.1); INT64_MAX none */
 	uint64_t	rows;
 	char		errmsg[200];
 } recv_state;
@@ -427,6 +428,9 @@ take_header(recv_state *st, const PGresult *r, int i, char kind)
 	st->epoch = get_int8(r, i, 4);
 	st->cursor = get_int8(r, i, 5);
 	st->relid = get_oid(r, i, 6);
+	st->until = st->changes_rel ? get_int8(r, i, 7) : INT64_MIN;
+	if (st->until == INT64_MIN)
+		st->until = INT64_MAX;	/* unknown: no stream entry applies */
 	if (kind != 'u' && kind != 'd' && kind != 'f')
 		return proto_error(st, "no header row");
 	if (st->version == INT64_MIN || st->epoch == INT64_MIN || st->cursor == INT64_MIN)
@@ -488,7 +492,7 @@ recv_rows(recv_state *st, dd_conn *c, PGresult **err, int *qrc)
 
 		if (s == PGRES_SINGLE_TUPLE || s == PGRES_TUPLES_OK)
 		{
-			if (PQnfields(r) != (st->changes_rel ? 7 : 6) && rc == DDICT_OK)
+			if (PQnfields(r) != (st->changes_rel ? 8 : 6) && rc == DDICT_OK)
 				rc = proto_error(st, "wrong number of columns");
 			for (int i = 0; i < PQntuples(r) && rc == DDICT_OK; i++)
 				rc = take_row(st, r, i);
@@ -557,6 +561,7 @@ dd_recv_changes(ddict *h, dd_conn *c, ddict_snapshot **out, dd_build *b, bool *r
 		return dd_fail(h, rc, "out of memory while applying changes");
 	}
 	(*out)->relid = st.relid;	/* not yet published: ours to set */
+	(*out)->floor = st.until;
 	return DDICT_OK;
 }
 
@@ -709,6 +714,13 @@ dd_ensure_meta(ddict *h, dd_conn *c)
 	if (rc != DDICT_OK)
 		return rc;
 	h->bytea = m.bytea;
+	/* only push dicts follow a stream (the others check on reads) */
+	if (m.stream_key && h->opts.mode != DDICT_PUSH)
+	{
+		free(m.stream_key);
+		m.stream_key = NULL;
+	}
+	atomic_store(&h->stream_key, m.stream_key);
 	atomic_store(&h->redis_key, m.key);
 	h->meta_known = true;
 	dd_event_signal(cl->kick_fd);	/* the thread may wait for the key */

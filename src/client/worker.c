@@ -13,6 +13,8 @@
  *              notices a dead link; reconnects back off (io.c).
  *   checks     dicts whose readers found the connection busy (want), push
  *              dicts with a sync due, in one pipeline (sync.c).
+ *   streams    push dicts whose changes are published follow their Redis
+ *              Stream instead of the channel (stream.c, its own connection).
  *   polling    push dicts while there is no subscription: every interval_ms.
  *
  * Connections are made here, never by a read.  The thread takes the
@@ -67,8 +69,8 @@ what_is_needed(dd_client *c)
 
 		if (d->opts.mode == DDICT_PUSH)
 			n.push = true;
-		if (!key)
-			continue;
+		if (!key || atomic_load(&d->stream_key) != NULL)
+			continue;			/* no key, or its stream's (stream.c) */
 		if (d->opts.mode == DDICT_PUSH)
 			n.sub = true;
 		else if (d->opts.mode != DDICT_MANUAL)
@@ -151,7 +153,8 @@ subscribe_new(dd_client *c, char *err, size_t errsize)
 		ddict	   *d = c->dicts[i];
 		const char *key = atomic_load(&d->redis_key);
 
-		if (key == NULL || d->sub != DD_SUB_NONE || d->opts.mode == DDICT_MANUAL)
+		if (key == NULL || d->sub != DD_SUB_NONE || d->opts.mode == DDICT_MANUAL ||
+			atomic_load(&d->stream_key) != NULL)
 			continue;
 		rc = dd_redis_subscribe(c->sub, key);
 		d->sub = DD_SUB_SENT;
@@ -546,7 +549,7 @@ poll_step(dd_client *c, int64_t now)
 	{
 		ddict	   *d = c->dicts[i];
 
-		if (d->opts.mode == DDICT_PUSH && d->sub != DD_SUB_OK && !d->pending)
+		if (d->opts.mode == DDICT_PUSH && d->sub != DD_SUB_OK && !d->xs_ok && !d->pending)
 		{
 			d->pending = true;
 			d->sync_at = now;
@@ -608,6 +611,11 @@ check_step(dd_client *c)
 			v[i]->pending = true;
 			v[i]->sync_at = retry > lo ? retry : lo;
 		}
+		else if (rcs[i] >= 0 && v[i]->xs_hold)
+		{
+			v[i]->xs_hold = false;	/* the stream goes on (stream.c) */
+			dd_event_signal(c->kick_fd);
+		}
 		dd_unlock(v[i]);
 	}
 	for (size_t i = 0; i < c->ndicts; i++)
@@ -620,25 +628,37 @@ check_step(dd_client *c)
 			wake = min64(wake, d->sync_at);
 		if (atomic_load(&d->want))
 			wake = min64(wake, now + 1000);	/* its sync lock was busy */
-		if (d->opts.mode == DDICT_PUSH && d->sub != DD_SUB_OK)
+		if (d->opts.mode == DDICT_PUSH && d->sub != DD_SUB_OK && !d->xs_ok)
 			wake = min64(wake, c->next_poll);
 	}
 	dd_list_unlock(c);
 	return wake;
 }
 
-/* Wait for stop, a kick, or the subscription, until deadline. */
+/* Wait for stop, a kick, the subscription or the stream connection, until
+ * deadline: 0 timeout/kick, 1|2 bits: subscription (1), stream (2). */
 static int
 wait_events(dd_client *c, int64_t deadline)
 {
-	struct pollfd pfd[3];
+	struct pollfd pfd[4];
 	int			n = 0,
-				rc;
+				sub = -1,
+				xs = -1,
+				rc,
+				ev = 0;
 
 	pfd[n++] = (struct pollfd) {.fd = c->stop_fd, .events = POLLIN};
 	pfd[n++] = (struct pollfd) {.fd = c->kick_fd, .events = POLLIN};
 	if (c->sub)
+	{
+		sub = n;
 		pfd[n++] = (struct pollfd) {.fd = dd_rconn_fd(c->sub), .events = POLLIN};
+	}
+	if (dd_stream_fd(c) >= 0)
+	{
+		xs = n;
+		pfd[n++] = (struct pollfd) {.fd = dd_stream_fd(c), .events = POLLIN};
+	}
 	rc = poll(pfd, (nfds_t) n, dd_poll_timeout(deadline));
 	if (rc <= 0)
 		return 0;
@@ -646,7 +666,11 @@ wait_events(dd_client *c, int64_t deadline)
 		return DD_STOPPED;
 	if (pfd[1].revents)
 		dd_event_drain(c->kick_fd);
-	return n > 2 && pfd[2].revents ? 2 : 1;
+	if (sub >= 0 && pfd[sub].revents)
+		ev |= 1;
+	if (xs >= 0 && pfd[xs].revents)
+		ev |= 2;
+	return ev;
 }
 
 static void *
@@ -662,13 +686,16 @@ worker_main(void *arg)
 
 		if (atomic_load(&c->closing))
 			break;
+		wake = min64(wake, dd_stream_step(c));
 		wake = min64(wake, ping_step(c));
 		wake = min64(wake, check_step(c));
 		ev = wait_events(c, wake);
 		if (ev == DD_STOPPED)
 			break;
-		if (ev == 2 && c->sub)
+		if ((ev & 1) && c->sub)
 			read_sub(c);
+		if (ev & 2)
+			dd_stream_read(c);
 	}
 	return NULL;
 }

@@ -8,6 +8,8 @@
 #   ASan + UBSan    the same C tests again (-fsanitize=address,undefined)
 #   valgrind        the same C tests under memcheck (--error-exitcode)
 #   TSan            unit and server tests (-fsanitize=thread)
+#   streams         push dicts following published changes (test_streams,
+#                   also under ASan, valgrind and TSan)
 #   vpage           autosync answered by the server's versions page (strict
 #                   from threads and processes, restarts, slot reuse, fallback)
 #   shared clients  the client and Redis suites again with every dict on a
@@ -146,6 +148,7 @@ run_tap "redis" "$OUT/redis.log" "$P/test_redis"
 run_tap "redis_fake" "$OUT/redis_fake.log" "$P/test_redis_fake"
 run_tap "shared" "$OUT/shared.log" "$P/test_shared"
 run_tap "vpage" "$OUT/vpage.log" "$P/test_vpage"
+run_tap "streams" "$OUT/streams.log" "$P/test_streams"
 # The same suites with every dict opened on a shared ddict_client (one per
 # set of connection options), the check prepared (direct) for the first.
 DDICT_TEST_SHARED=1 DDICT_TEST_DIRECT=1 run_tap "shared client (direct)" "$OUT/client-shared.log" "$P/test_client"
@@ -354,7 +357,7 @@ if [[ $SKIP != *" asan "* ]]; then
   export ASAN_OPTIONS=detect_leaks=1:exitcode=86:abort_on_error=0:detect_stack_use_after_return=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86
   A=$BUILD/asan
-  for t in unit client stress redis redis_fake shared vpage; do
+  for t in unit client stress redis redis_fake shared vpage streams; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=200000 DDICT_STRESS_SECONDS=8 \
       run_tap "asan $t" "$OUT/asan-$t.log" "$A/test_$t"
     san_clean "asan+ubsan $t" "$OUT/asan-$t.log" $?
@@ -367,7 +370,7 @@ if [[ $SKIP != *" valgrind "* ]]; then
   # shellcheck disable=SC2054 # commas are part of valgrind's option values
   VG=(valgrind -q --error-exitcode=97 --leak-check=full --show-leak-kinds=definite,indirect
       --errors-for-leak-kinds=definite,indirect --fair-sched=yes)
-  for t in unit client stress redis redis_fake shared vpage; do
+  for t in unit client stress redis redis_fake shared vpage streams; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=20000 DDICT_STRESS_SECONDS=10 DDICT_STRESS_MIN=2 \
       run_tap "valgrind $t" "$OUT/valgrind-$t.log" "${VG[@]}" "$P/test_$t"
     rc=$?
@@ -382,7 +385,7 @@ fi
 # ---- ThreadSanitizer ----
 if [[ $SKIP != *" tsan "* ]]; then
   export TSAN_OPTIONS=exitcode=86:halt_on_error=0:second_deadlock_stack=1
-  for t in unit client redis redis_fake shared vpage; do
+  for t in unit client redis redis_fake shared vpage streams; do
     DDICT_TEST_NO_RSS=1 DDICT_TEST_LARGE_KEYS=100000 \
       run_tap "tsan $t" "$OUT/tsan-$t.log" "$BUILD/tsan/test_$t"
     san_clean "tsan $t" "$OUT/tsan-$t.log" $?

@@ -1,0 +1,615 @@
+/*
+ * test_streams.c — push dicts that follow their published changes (issue
+ * 10, src/client/stream.c) against a real PostgreSQL (the extension's
+ * change streamer) and a real Redis.
+ *
+ * What must hold: a cache fed from the stream applies each entry without
+ * PostgreSQL (pg_stat_statements counts), equals a fresh SELECT after
+ * quiescing, never shows a rolled-back or partial transaction, and goes to
+ * PostgreSQL exactly when the stream cannot be applied: TRUNCATE and a
+ * transaction larger than ddict.max_delta_keys (markers), a trimmed stream
+ * (a gap), a server restart (new epoch), a Redis restart (polling, then the
+ * server's marker).  DDICT_STREAMS_NOPUB=1 runs them without publishing
+ * (plain push, a baseline).  Needs DDICT_TEST_REDIS_URL (run.sh starts a Redis that
+ * the cluster publishes to); skipped without it.
+ */
+#include "common.h"
+
+#include <pthread.h>
+
+#include <hiredis/hiredis.h>
+
+#include "internal.h"			/* the handle's stream counters */
+
+static PGconn *admin;
+static const char *rurl;
+static char dbname[128];
+
+/* ---- helpers ---- */
+
+static int
+redis_port(void)
+{
+	const char *p = getenv("DDICT_TEST_REDIS_PORT");
+
+	return p ? atoi(p) : 6379;
+}
+
+static redisReply *
+redis_cmd(const char *fmt, const char *a, const char *b)
+{
+	struct timeval tv = {2, 0};
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port(), tv);
+	redisReply *r = NULL;
+
+	if (c && !c->err)
+		r = redisCommand(c, fmt, a, b);
+	if (c)
+		redisFree(c);
+	return r;
+}
+
+static long long
+redis_int(const char *fmt, const char *a, const char *b)
+{
+	redisReply *r = redis_cmd(fmt, a, b);
+	long long	n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+
+	if (r)
+		freeReplyObject(r);
+	return n;
+}
+
+static bool
+redis_up(void)
+{
+	redisReply *r = redis_cmd("PING", NULL, NULL);
+	bool		ok = r && r->type == REDIS_REPLY_STATUS;
+
+	if (r)
+		freeReplyObject(r);
+	return ok;
+}
+
+static void
+need_redis(void)
+{
+	if (rurl == NULL)
+		skip();
+	if (!redis_up())
+		assert_int_equal(run_env_cmd("DDICT_TEST_REDIS_START_CMD"), 0);
+}
+
+static void
+stream_of(const char *dict, char *buf, size_t size)
+{
+	snprintf(buf, size, "ddict:%s:public.%s:changes", dbname, dict);
+}
+
+/* A published dict with keys g<G>:<0..K) all = "init". */
+static void
+published_dict(const char *name, int groups, int keys)
+{
+	char		key[256];
+
+	fresh_dict(admin, name, "text");
+	stream_of(name, key, sizeof(key));
+	redis_int("DEL %s", key, NULL);
+	free(sqlf(admin, "INSERT INTO %s SELECT 'g' || g || ':' || k, 'init'"
+			  " FROM generate_series(0, %d) g, generate_series(0, %d) k",
+			  name, groups - 1, keys - 1));
+	if (!getenv("DDICT_STREAMS_NOPUB"))
+		free(sqlf(admin, "SELECT ddict_publish_changes('%s')", name));
+}
+
+static ddict *
+open_push(const char *dict, unsigned interval_ms, ddict_change_fn cb, void *arg)
+{
+	ddict_options o;
+	ddict	   *d;
+
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	o.redis_url = rurl;
+	o.interval_ms = interval_ms;
+	o.backoff_min_ms = 20;
+	o.backoff_max_ms = 200;
+	o.timeout_ms = 3000;
+	o.on_change = cb;
+	o.on_change_arg = arg;
+	d = ddict_open(test_conninfo(), dict, &o);
+	if (d == NULL)
+		fail_msg("ddict_open(%s): %s", dict, ddict_errmsg());
+	return d;
+}
+
+static uint64_t
+entries_of(ddict *d)
+{
+	return atomic_load(&d->stream_entries);
+}
+
+static uint64_t
+gaps_of(ddict *d)
+{
+	return atomic_load(&d->stream_gaps);
+}
+
+/* Following its stream, caught up (the catch-up check after the position). */
+static void
+wait_following(ddict *d)
+{
+	int64_t		deadline = mono_ms() + 5000;
+
+	while (stats_of(d).redis != 1 || ddict_version(d) !=
+		   sql_ll(admin, "SELECT ddict_last_updated('%s')", d->dict))
+	{
+		if (mono_ms() > deadline)
+			fail_msg("%s: not following its stream within 5 s (redis %d, key %s, ok %d, id %s,"
+					 " version %lld, last error: %s)", d->dict, stats_of(d).redis,
+					 atomic_load(&d->stream_key) ? atomic_load(&d->stream_key) : "(none)",
+					 d->xs_ok, d->stream_id, (long long) ddict_version(d), stats_of(d).last_error);
+		sleep_ms(5);
+	}
+	sleep_ms(50);
+}
+
+static int64_t
+wait_value(ddict *d, const char *key, const char *expect, int timeout_ms)
+{
+	int64_t		t0 = mono_ms();
+
+	for (;;)
+	{
+		char	   *v = NULL;
+		size_t		n;
+		int			rc = ddict_get(d, key, DDICT_NTS, &v, &n);
+		bool		same = expect ? rc == DDICT_OK && strcmp(v, expect) == 0 : rc == DDICT_NOTFOUND;
+
+		ddict_free(v);
+		if (same)
+			return mono_ms() - t0;
+		if (mono_ms() - t0 > timeout_ms)
+			return -1;
+		sleep_ms(1);
+	}
+}
+
+/* The cache equals a fresh SELECT once it has the table's version. */
+static void
+assert_equals_table(ddict *d, int timeout_ms)
+{
+	int64_t		deadline = mono_ms() + timeout_ms;
+	PGresult   *r;
+	char		q[256];
+
+	while (ddict_version(d) != sql_ll(admin, "SELECT ddict_last_updated('%s')", d->dict))
+	{
+		if (mono_ms() > deadline)
+			fail_msg("%s: version %lld never reached %lld", d->dict, (long long) ddict_version(d),
+					 sql_ll(admin, "SELECT ddict_last_updated('%s')", d->dict));
+		sleep_ms(5);
+	}
+	snprintf(q, sizeof(q), "SELECT key, value FROM %s", d->dict);
+	r = PQexec(admin, q);
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	assert_int_equal(ddict_len(d), PQntuples(r));
+	for (int i = 0; i < PQntuples(r); i++)
+	{
+		char	   *v = NULL;
+		size_t		n;
+
+		if (ddict_get(d, PQgetvalue(r, i, 0), DDICT_NTS, &v, &n) != DDICT_OK ||
+			strcmp(v, PQgetvalue(r, i, 1)) != 0)
+			fail_msg("%s: key %s: cache %s, table %s", d->dict, PQgetvalue(r, i, 0),
+					 v ? v : "(none)", PQgetvalue(r, i, 1));
+		ddict_free(v);
+	}
+	PQclear(r);
+}
+
+/* Statements of the clients (ddict_changes, the version probe) and of the
+ * streamer (its delta SELECTs and registry reads). */
+static long long
+pgss_calls(const char *what)
+{
+	return sql_ll(admin, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+				  " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+				  " AND (%s)", what);
+}
+
+#define CLIENT_STMTS "query LIKE '%%' || 'ddict_changes' || '(%%' OR query LIKE '%%' || 'ddict_last_updated(u.d' || '%%'"
+#define STREAMER_STMTS "query LIKE '%%FROM ON' || 'LY%%' OR query LIKE '%%WHERE publish' || '_changes%%'"
+
+/* ---- applying the stream ---- */
+
+/* Many push caches follow; every commit (multi-key, with rollbacks in
+ * between) is applied from the stream: PostgreSQL runs at most 2
+ * statements per commit for all of them, the clients none. */
+static void
+test_stream_applies(void **state)
+{
+	enum
+	{
+		H = 6, N = 30
+	};
+	ddict	   *d[H];
+	uint64_t	e0[H];
+	long long	cl,
+				st;
+	char		v[32];
+
+	(void) state;
+	need_redis();
+	published_dict("s_apply", 1, 5);
+	for (int i = 0; i < H; i++)
+		d[i] = open_push("s_apply", 60000, NULL, NULL);	/* no polling */
+	for (int i = 0; i < H; i++)
+	{
+		wait_following(d[i]);
+		e0[i] = entries_of(d[i]);
+	}
+	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
+	for (int n = 0; n < N; n++)
+	{
+		snprintf(v, sizeof(v), "v%d", n);
+		free(sqlf(admin, "BEGIN; UPDATE s_apply SET value = 'rb%d'; ROLLBACK", n));
+		free(sqlf(admin, "UPDATE s_apply SET value = '%s'", v));
+		for (int i = 0; i < H; i++)
+			if (wait_value(d[i], "g0:4", v, 5000) < 0)
+				fail_msg("commit %d not seen by cache %d within 5 s", n, i);
+	}
+	cl = pgss_calls(CLIENT_STMTS);
+	st = pgss_calls(STREAMER_STMTS);
+	print_message("# %d caches, %d commits: %lld client statements, %lld streamer statements\n",
+				  H, N, cl, st);
+	assert_int_equal(cl, 0);
+	assert_true(st <= 2 * N);
+	for (int i = 0; i < H; i++)
+	{
+		assert_true(entries_of(d[i]) - e0[i] >= N);
+		assert_equals_table(d[i], 5000);
+		ddict_close(d[i]);
+	}
+}
+
+/* Markers: TRUNCATE and a transaction larger than ddict.max_delta_keys
+ * send the cache to PostgreSQL; the stream goes on after them. */
+static void
+test_stream_markers(void **state)
+{
+	ddict	   *d;
+	uint64_t	g0,
+				e0;
+
+	(void) state;
+	need_redis();
+	published_dict("s_mark", 2, 3);
+	d = open_push("s_mark", 60000, NULL, NULL);
+	wait_following(d);
+	g0 = gaps_of(d);
+	free(sqlf(admin, "TRUNCATE s_mark"));
+	assert_true(wait_value(d, "g0:0", NULL, 5000) >= 0);
+	assert_equals_table(d, 5000);
+	assert_true(gaps_of(d) > g0);
+	free(sqlf(admin, "INSERT INTO s_mark SELECT 'big' || i, 'b' FROM generate_series(1, %lld) i",
+			  sql_ll(admin, "SELECT current_setting('ddict.max_delta_keys')::int + 5")));
+	assert_equals_table(d, 10000);
+	assert_true(gaps_of(d) > g0 + 1);
+	e0 = entries_of(d);
+	free(sqlf(admin, "INSERT INTO s_mark VALUES ('after', 'stream')"));
+	assert_true(wait_value(d, "after", "stream", 5000) >= 0);
+	assert_true(entries_of(d) > e0);
+	assert_equals_table(d, 5000);
+	ddict_close(d);
+}
+
+/* A cache that fell behind a trimmed stream finds a gap, catches up from
+ * PostgreSQL and follows the stream again. */
+static atomic_int hold_cb;
+
+static void
+slow_cb(const ddict_change *change, void *arg)
+{
+	(void) change, (void) arg;
+	while (atomic_load(&hold_cb))
+		sleep_ms(5);
+}
+
+static void
+test_stream_trimmed(void **state)
+{
+	ddict	   *d;
+	char		key[256];
+	uint64_t	g0,
+				e0;
+
+	(void) state;
+	need_redis();
+	published_dict("s_trim", 1, 1);
+	stream_of("s_trim", key, sizeof(key));
+	d = open_push("s_trim", 60000, slow_cb, NULL);
+	wait_following(d);
+	g0 = gaps_of(d);
+	atomic_store(&hold_cb, 1);	/* the cache stalls in its next change */
+	free(sqlf(admin, "UPDATE s_trim SET value = 'stall'"));
+	sleep_ms(200);
+	for (int n = 0; n < 5; n++)
+		free(sqlf(admin, "UPDATE s_trim SET value = 'behind%d'", n));
+	sleep_ms(300);				/* appended */
+	assert_true(redis_int("XTRIM %s MAXLEN 1", key, NULL) >= 4);
+	atomic_store(&hold_cb, 0);
+	assert_true(wait_value(d, "g0:0", "behind4", 5000) >= 0);
+	assert_true(gaps_of(d) > g0);
+	e0 = entries_of(d);
+	free(sqlf(admin, "UPDATE s_trim SET value = 'again'"));
+	assert_true(wait_value(d, "g0:0", "again", 5000) >= 0);
+	assert_true(entries_of(d) > e0);
+	assert_equals_table(d, 5000);
+	ddict_close(d);
+}
+
+/* Redis restarts: the cache polls PostgreSQL meanwhile, then reads on from
+ * its position; the server's marker for the lost stream sends it to
+ * PostgreSQL once; then entries apply again. */
+static void
+test_stream_redis_restart(void **state)
+{
+	ddict	   *d;
+	uint64_t	e0;
+
+	(void) state;
+	need_redis();
+	published_dict("s_redis", 1, 2);
+	d = open_push("s_redis", 100, NULL, NULL);
+	wait_following(d);
+	assert_int_equal(run_env_cmd("DDICT_TEST_REDIS_STOP_CMD"), 0);
+	free(sqlf(admin, "UPDATE s_redis SET value = 'while down'"));
+	assert_true(wait_value(d, "g0:1", "while down", 5000) >= 0);	/* polled */
+	assert_int_equal(run_env_cmd("DDICT_TEST_REDIS_START_CMD"), 0);
+	free(sqlf(admin, "UPDATE s_redis SET value = 'after restart'"));
+	assert_true(wait_value(d, "g0:1", "after restart", 5000) >= 0);
+	assert_true(stats_of(d).redis == 1 || (sleep_ms(1000), stats_of(d).redis == 1));
+	sleep_ms(300);
+	e0 = entries_of(d);
+	for (int n = 0; n < 5; n++)
+	{
+		char		v[16];
+
+		snprintf(v, sizeof(v), "r%d", n);
+		free(sqlf(admin, "UPDATE s_redis SET value = '%s'", v));
+		assert_true(wait_value(d, "g0:1", v, 5000) >= 0);
+	}
+	assert_true(entries_of(d) > e0);
+	assert_equals_table(d, 5000);
+	ddict_close(d);
+}
+
+/* The server restarts: new epoch, the streamer's first entry is a marker:
+ * the cache reloads from PostgreSQL, then follows the stream. */
+static void
+test_stream_server_restart(void **state)
+{
+	ddict	   *d;
+	uint64_t	e0;
+	ddict_stats s0;
+
+	(void) state;
+	need_redis();
+	if (!getenv("DDICT_TEST_RESTART_CMD"))
+		skip();
+	published_dict("s_pg", 1, 2);
+	d = open_push("s_pg", 100, NULL, NULL);
+	wait_following(d);
+	s0 = stats_of(d);
+	PQfinish(admin);
+	admin = NULL;
+	assert_int_equal(run_env_cmd("DDICT_TEST_RESTART_CMD"), 0);
+	admin = admin_connect();
+	assert_non_null(admin);
+	free(sqlf(admin, "UPDATE s_pg SET value = 'after'"));
+	assert_true(wait_value(d, "g0:0", "after", 10000) >= 0);
+	assert_true(stats_of(d).reloads > s0.reloads);
+	sleep_ms(500);
+	e0 = entries_of(d);
+	free(sqlf(admin, "UPDATE s_pg SET value = 'streamed'"));
+	assert_true(wait_value(d, "g0:0", "streamed", 5000) >= 0);
+	assert_true(entries_of(d) > e0);
+	assert_equals_table(d, 5000);
+	ddict_close(d);
+}
+
+/* ---- stress ---- */
+
+enum
+{
+	GROUPS = 4, KEYS = 5, WRITERS = 4, CACHES = 3
+};
+
+static atomic_int stop_all;
+static atomic_long commits,
+			rollbacks,
+			bad_reads,
+			missing_reads,
+			reads_done;
+
+static void *
+writer(void *arg)
+{
+	int			id = (int) (intptr_t) arg;
+	PGconn	   *c = PQconnectdb(admin_conninfo());
+	unsigned	seed = (unsigned) id * 7919u + 1;
+
+	if (PQstatus(c) != CONNECTION_OK)
+	{
+		atomic_fetch_add(&bad_reads, 1000000);
+		PQfinish(c);
+		return NULL;
+	}
+	PQclear(PQexec(c, "SET client_min_messages = warning"));
+	for (long n = 0; !atomic_load(&stop_all); n++)
+	{
+		int			g = (int) (rand_r(&seed) % GROUPS),
+					what = (int) (rand_r(&seed) % 40);
+		bool		rb = rand_r(&seed) % 5 == 0;
+		char		q[512];
+		PGresult   *r;
+
+		/* out of order: a random sleep inside each transaction */
+		if (what == 0 && id == 0)
+			snprintf(q, sizeof(q), "BEGIN; TRUNCATE s_stress;"
+					 " INSERT INTO s_stress SELECT 'g' || g || ':' || k, 'T%d-%ld'"
+					 " FROM generate_series(0, %d) g, generate_series(0, %d) k; %s",
+					 id, n, GROUPS - 1, KEYS - 1, rb ? "ROLLBACK" : "COMMIT");
+		else if (what == 1 && id == 1)
+			snprintf(q, sizeof(q), "BEGIN; INSERT INTO s_stress SELECT 'big' || i, 'x'"
+					 " FROM generate_series(1, current_setting('ddict.max_delta_keys')::int + 10) i"
+					 " ON CONFLICT (key) DO UPDATE SET value = 'y%ld'; DELETE FROM s_stress WHERE key LIKE 'big%%'"
+					 " AND random() < 0.5; %s", n, rb ? "ROLLBACK" : "COMMIT");
+		else
+			snprintf(q, sizeof(q), "BEGIN; UPDATE s_stress SET value = '%sw%d-%ld' WHERE key LIKE 'g%d:%%';"
+					 " SELECT pg_sleep(%f); %s", rb ? "RB" : "", id, n, g,
+					 (rand_r(&seed) % 20) / 1000.0, rb ? "ROLLBACK" : "COMMIT");
+		r = PQexec(c, q);
+		if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
+			atomic_fetch_add(rb ? &rollbacks : &commits, 1);
+		PQclear(r);
+	}
+	PQfinish(c);
+	return NULL;
+}
+
+/* Every read of a pinned version: each group's keys carry one value (a
+ * transaction moves together), never a rolled-back one. */
+static void *
+reader(void *arg)
+{
+	ddict	   *d = arg;
+
+	while (!atomic_load(&stop_all))
+	{
+		ddict_snapshot *s = ddict_pin(d);
+
+		for (int g = 0; g < GROUPS; g++)
+		{
+			const char *first = NULL;
+
+			for (int k = 0; k < KEYS; k++)
+			{
+				char		key[32];
+				const char *v;
+				size_t		n;
+
+				snprintf(key, sizeof(key), "g%d:%d", g, k);
+				if (ddict_snapshot_get(s, key, DDICT_NTS, &v, &n) != DDICT_OK)
+				{
+					/* TRUNCATE is not MVCC-safe: a full load whose snapshot
+					 * predates a TRUNCATE's commit reads the new, empty
+					 * table (also without streams: DDICT_STREAMS_NOPUB=1) */
+					if (atomic_fetch_add(&missing_reads, 1) == 0)
+						print_message("# version %lld: %s missing\n",
+									  (long long) ddict_snapshot_version(s), key);
+					continue;
+				}
+				if (strncmp(v, "RB", 2) == 0 || (first && strcmp(first, v) != 0))
+				{
+					if (atomic_fetch_add(&bad_reads, 1) == 0)
+						print_message("# version %lld: %s = %s, previous key %s\n",
+									  (long long) ddict_snapshot_version(s), key, v,
+									  first ? first : "-");
+				}
+				first = v;
+			}
+		}
+		ddict_unpin(s);
+		atomic_fetch_add(&reads_done, 1);
+	}
+	return NULL;
+}
+
+static void
+test_stream_stress(void **state)
+{
+	pthread_t	w[WRITERS],
+				r[CACHES];
+	ddict	   *d[CACHES];
+	uint64_t	e = 0,
+				g = 0;
+	const char *sec = getenv("DDICT_STRESS_SECONDS");
+	int			seconds = sec ? atoi(sec) : 8;
+
+	(void) state;
+	need_redis();
+	published_dict("s_stress", GROUPS, KEYS);
+	for (int i = 0; i < CACHES; i++)
+	{
+		d[i] = open_push("s_stress", i == 0 ? 60000 : 200, NULL, NULL);
+		wait_following(d[i]);
+	}
+	atomic_store(&stop_all, 0);
+	for (int i = 0; i < CACHES; i++)
+		assert_int_equal(pthread_create(&r[i], NULL, reader, d[i]), 0);
+	for (int i = 0; i < WRITERS; i++)
+		assert_int_equal(pthread_create(&w[i], NULL, writer, (void *) (intptr_t) i), 0);
+	sleep_ms(seconds * 1000);
+	atomic_store(&stop_all, 1);
+	for (int i = 0; i < WRITERS; i++)
+		pthread_join(w[i], NULL);
+	for (int i = 0; i < CACHES; i++)
+		pthread_join(r[i], NULL);
+	for (int i = 0; i < CACHES; i++)
+	{
+		assert_equals_table(d[i], 15000);
+		e += entries_of(d[i]);
+		g += gaps_of(d[i]);
+	}
+	print_message("# stress %d s: %ld commits, %ld rollbacks, %ld pinned reads (%ld saw a key"
+				  " missing); %llu entries applied from the stream, %llu sent to PostgreSQL\n",
+				  seconds, atomic_load(&commits), atomic_load(&rollbacks), atomic_load(&reads_done),
+				  atomic_load(&missing_reads), (unsigned long long) e, (unsigned long long) g);
+	assert_int_equal(atomic_load(&bad_reads), 0);
+	assert_true(atomic_load(&commits) > 10);
+	assert_true(e > 0 || getenv("DDICT_STREAMS_NOPUB"));
+	for (int i = 0; i < CACHES; i++)
+		ddict_close(d[i]);
+}
+
+static int
+setup(void **state)
+{
+	char	   *db;
+
+	(void) state;
+	rurl = getenv("DDICT_TEST_REDIS_URL");
+	admin = admin_connect();
+	if (admin == NULL)
+		return -1;
+	db = sqlf(admin, "SELECT current_database()");
+	snprintf(dbname, sizeof(dbname), "%s", db);
+	free(db);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void) state;
+	PQfinish(admin);
+	return 0;
+}
+
+int
+main(void)
+{
+	struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_stream_applies),
+		cmocka_unit_test(test_stream_markers),
+		cmocka_unit_test(test_stream_trimmed),
+		cmocka_unit_test(test_stream_redis_restart),
+		cmocka_unit_test(test_stream_stress),
+		cmocka_unit_test(test_stream_server_restart),
+	};
+	size_t		n = select_tests(tests, sizeof(tests) / sizeof(tests[0]));
+
+	return _cmocka_run_group_tests("streams", tests, n, setup, teardown);
+}
