@@ -114,10 +114,21 @@ CREATE FUNCTION @extschema@.ddict_publish_changes(dict regclass, enabled boolean
 COMMENT ON FUNCTION @extschema@.ddict_publish_changes(regclass, boolean) IS
   'ddict: publish (or stop publishing) each change of a dict to a Redis Stream; owner only; refused under row-level security';
 
+-- Each name component escaped as src/common/redis_key.c does ('\', ':' and
+-- '.' get a backslash), so that no two dicts share a key.
+CREATE FUNCTION @extschema@.ddict_redis_escape(name text) RETURNS text
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  RETURN pg_catalog.replace(pg_catalog.replace(pg_catalog.replace($1, E'\\', E'\\\\'),
+                                               ':', E'\\:'), '.', E'\\.');
+COMMENT ON FUNCTION @extschema@.ddict_redis_escape(text) IS
+  'ddict: a database, schema or table name as it appears in ddict''s Redis keys';
+
 CREATE VIEW @extschema@.ddict_published AS
   SELECT r.dict,
          pg_catalog.concat(pg_catalog.current_setting('ddict.redis_prefix', true),
-                           pg_catalog.current_database(), ':', n.nspname, '.', c.relname,
+                           @extschema@.ddict_redis_escape(pg_catalog.current_database()), ':',
+                           @extschema@.ddict_redis_escape(n.nspname), '.',
+                           @extschema@.ddict_redis_escape(c.relname),
                            ':changes') AS stream_key
     FROM @extschema@.ddict_registry r
     JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.dict::pg_catalog.oid

@@ -54,8 +54,11 @@ extern void ddict_version_resolve(Oid dboid, Oid relid);
 extern void ddict_version_forget(Oid dboid, Oid relid);
 extern uint64 ddict_epoch(void);
 
-/* "database:schema.table" of a dict, as the publisher names its Redis key */
-#define DDICT_NAME_LEN (NAMEDATALEN * 3 + 2)
+/*
+ * "database:schema.table" of a dict, as the publisher names its Redis key
+ * (src/common/redis_key.h: each component escaped, so up to twice as long)
+ */
+#define DDICT_NAME_LEN (NAMEDATALEN * 6 + 2)
 
 typedef struct PublishItem
 {

@@ -152,7 +152,7 @@ ddict_publisher_register(void)
 							   NULL, &ddict_redis_prefix, "ddict:",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("ddict.redis_timeout",
-							"Timeout of connecting to Redis and of each Redis operation.",
+							"Timeout of connecting to Redis and of each Redis command or pipeline (its whole reply).",
 							NULL, &ddict_redis_timeout_ms, 1000, 10, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("ddict.redis_batch_delay",
@@ -278,7 +278,10 @@ command_ok(const char *what, const char *expect, char *err, const char *fmt,...)
 	bool		ok;
 
 	va_start(ap, fmt);
-	r = redisvCommand(rc, fmt, ap);
+	if (redisvAppendCommand(rc, fmt, ap) == REDIS_OK)
+		(void) ddict_redis_get_reply(rc, &r, ddict_redis_deadline());
+	else
+		r = NULL;
 	va_end(ap);
 	ok = ddict_reply_is_status(r, expect);
 	if (!ok)
@@ -292,12 +295,9 @@ static bool
 try_connect(char *err)
 {
 	RedisTarget t;
-	struct timeval tv;
 
 	if (!ddict_redis_parse_url(ddict_redis_url, &t, err))
 		return false;
-	tv.tv_sec = ddict_redis_timeout_ms / 1000;
-	tv.tv_usec = (ddict_redis_timeout_ms % 1000) * 1000;
 
 	SpinLockAcquire(&pub->mutex);
 	if (t.path)
@@ -306,15 +306,12 @@ try_connect(char *err)
 		snprintf(pub->target, ERRLEN, "%s:%d", t.host, t.port);
 	SpinLockRelease(&pub->mutex);
 
-	rc = t.path ? redisConnectUnixWithTimeout(t.path, tv)
-		: redisConnectWithTimeout(t.host, t.port, tv);
-	if (rc == NULL || rc->err)
+	rc = ddict_redis_connect(&t, err);
+	if (rc == NULL)
 	{
-		snprintf(err, ERRLEN, "connect: %s", rc ? rc->errstr : "out of memory");
 		disconnect();
 		return false;
 	}
-	redisSetTimeout(rc, tv);
 	if (t.password &&
 		!(t.user ? command_ok("AUTH", "OK", err, "AUTH %s %s", t.user, t.password)
 		  : command_ok("AUTH", "OK", err, "AUTH %s", t.password)))
@@ -355,6 +352,8 @@ scan_pattern(StringInfo pattern)
 static bool
 delete_keys(const redisReply *keys, char *err)
 {
+	TimestampTz deadline = ddict_redis_deadline();
+
 	for (size_t i = 0; i < keys->elements; i++)
 		redisAppendCommand(rc, "DEL %b", keys->element[i]->str,
 						   (size_t) keys->element[i]->len);
@@ -363,8 +362,7 @@ delete_keys(const redisReply *keys, char *err)
 		redisReply *d = NULL;
 		bool		ok;
 
-		if (redisGetReply(rc, (void **) &d) != REDIS_OK)
-			d = NULL;
+		(void) ddict_redis_get_reply(rc, &d, deadline);
 		ok = reply_is_integer(d);
 		if (!ok)
 			reply_error("DEL", d, err);
@@ -385,7 +383,7 @@ clear_stale_keys(char *err)
 	scan_pattern(&pattern);
 	do
 	{
-		redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern.data);
+		redisReply *r = ddict_redis_command(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern.data);
 		bool		ok = reply_is_scan(r);
 
 		if (!ok)
@@ -425,6 +423,7 @@ publish(bool all, char *err)
 	PublishItem *items;
 	int			n = ddict_publish_collect(all, &items);
 	TimestampTz now;
+	TimestampTz deadline = ddict_redis_deadline();
 	double		lag = 0,
 				maxlag = 0;
 
@@ -443,8 +442,7 @@ publish(bool all, char *err)
 		redisReply *r = NULL;
 		bool		ok;
 
-		if (redisGetReply(rc, (void **) &r) != REDIS_OK)
-			r = NULL;
+		(void) ddict_redis_get_reply(rc, &r, deadline);
 		/* SET answers +OK, PUBLISH the number of receivers */
 		ok = i % 2 == 0 ? ddict_reply_is_status(r, "OK") : reply_is_integer(r);
 		if (!ok)

@@ -1,12 +1,20 @@
 /*
  * redisconn.h — the server's Redis helpers, shared by the version publisher
  * (publisher.c) and the change streamers (streamer.c): one URL parser for
- * ddict.redis_url, and the reply checks every hiredis reply goes through.
+ * ddict.redis_url, the connection and its bounded I/O, and the reply checks
+ * every hiredis reply goes through.
+ *
+ * Every exchange with Redis (a connect, a command, a pipeline) has one
+ * deadline, ddict.redis_timeout after it starts, that bounds the whole
+ * reply however slowly it trickles in, and SIGTERM or SIGHUP end the wait at
+ * once: the context is non-blocking and waits go through WaitLatchOrSocket.
  */
 #ifndef DDICT_REDISCONN_H
 #define DDICT_REDISCONN_H
 
 #include <hiredis/hiredis.h>
+
+#include "datatype/timestamp.h"
 
 #define DDICT_REDIS_ERRLEN 256
 
@@ -22,6 +30,26 @@ typedef struct RedisTarget
 
 /* Parse url into t (palloc'd); on failure return false and say why in err. */
 extern bool ddict_redis_parse_url(const char *url, RedisTarget *t, char *err);
+
+/* The deadline of an exchange starting now (ddict.redis_timeout). */
+extern TimestampTz ddict_redis_deadline(void);
+
+/*
+ * Connect (non-blocking) to t within ddict.redis_timeout; NULL with err on
+ * failure.  AUTH and SELECT are the caller's (ddict_redis_command()).
+ */
+extern redisContext *ddict_redis_connect(const RedisTarget *t, char *err);
+
+/*
+ * Send what is buffered and read the next reply by deadline.  REDIS_ERR
+ * (c->errstr says why: I/O, timeout, interrupted by SIGTERM/SIGHUP) leaves
+ * *reply NULL; the caller then drops the connection.
+ */
+extern int	ddict_redis_get_reply(redisContext *c, redisReply **reply,
+								  TimestampTz deadline);
+
+/* One command and its reply (NULL on failure, c->errstr says why). */
+extern redisReply *ddict_redis_command(redisContext *c, const char *fmt,...);
 
 static inline bool
 ddict_reply_is_bulk(const redisReply *r)

@@ -9,6 +9,7 @@
  * checks the registry and creates the slot.
  */
 #include "ddict.h"
+#include "common/redis_key.h"
 
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -42,7 +43,10 @@ ddict_current_version(Oid relid)
 	return v;
 }
 
-/* Record "database:schema.table" for the publisher (see publisher.c). */
+/*
+ * Record "database:schema.table" for the publisher (see publisher.c), each
+ * component escaped (src/common/redis_key.h).
+ */
 void
 ddict_note_name(Oid relid)
 {
@@ -53,8 +57,8 @@ ddict_note_name(Oid relid)
 
 	if (db && rel && nsp)
 	{
-		snprintf(name, sizeof(name), "%s:%s.%s", db, nsp, rel);
-		ddict_version_set_name(MyDatabaseId, relid, name);
+		if (ddict_redis_dict_name(name, sizeof(name), db, nsp, rel, NULL) < sizeof(name))
+			ddict_version_set_name(MyDatabaseId, relid, name);
 	}
 }
 

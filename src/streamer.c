@@ -44,6 +44,7 @@
  */
 #include "ddict.h"
 #include "redisconn.h"
+#include "common/redis_key.h"
 
 #include "access/xact.h"
 #include "catalog/pg_class.h"
@@ -577,7 +578,10 @@ command_ok(const char *what, char *err, const char *fmt,...)
 	bool		ok;
 
 	va_start(ap, fmt);
-	r = redisvCommand(rc, fmt, ap);
+	if (redisvAppendCommand(rc, fmt, ap) == REDIS_OK)
+		(void) ddict_redis_get_reply(rc, &r, ddict_redis_deadline());
+	else
+		r = NULL;
 	va_end(ap);
 	ok = ddict_reply_is_status(r, "OK");
 	if (!ok)
@@ -591,20 +595,12 @@ static bool
 try_connect(char *err)
 {
 	RedisTarget t;
-	struct timeval tv;
 
 	if (!ddict_redis_parse_url(ddict_redis_url, &t, err))
 		return false;
-	tv.tv_sec = ddict_redis_timeout_ms / 1000;
-	tv.tv_usec = (ddict_redis_timeout_ms % 1000) * 1000;
-	rc = t.path ? redisConnectUnixWithTimeout(t.path, tv)
-		: redisConnectWithTimeout(t.host, t.port, tv);
-	if (rc == NULL || rc->err)
-	{
-		snprintf(err, ERRLEN, "connect: %s", rc ? rc->errstr : "out of memory");
+	rc = ddict_redis_connect(&t, err);
+	if (rc == NULL)
 		return false;
-	}
-	redisSetTimeout(rc, tv);
 	if (t.password &&
 		!(t.user ? command_ok("AUTH", err, "AUTH %s %s", t.user, t.password)
 		  : command_ok("AUTH", err, "AUTH %s", t.password)))
@@ -622,23 +618,29 @@ stream_key(StreamDict *d, char *out, size_t len)
 	char	   *rel = get_rel_name(d->relid);
 	char	   *nsp = rel ? get_namespace_name(get_rel_namespace(d->relid)) : NULL;
 
-	if (db == NULL || rel == NULL || nsp == NULL)
+	char		name[DDICT_NAME_LEN + sizeof(DDICT_REDIS_STREAM_SUFFIX)];
+
+	if (db == NULL || rel == NULL || nsp == NULL ||
+		ddict_redis_dict_name(name, sizeof(name), db, nsp, rel,
+							  DDICT_REDIS_STREAM_SUFFIX) >= sizeof(name))
 		return false;
-	snprintf(out, len, "%s%s:%s.%s:changes", ddict_redis_prefix, db, nsp, rel);
+	snprintf(out, len, "%s%s", ddict_redis_prefix, name);
 	return true;
 }
 
 /*
  * XREVRANGE key + - COUNT 1: the id of the stream's last entry ("" when the
- * stream is empty or missing).  False, with err, on a malformed reply.
+ * stream is empty or missing).  False, with err, on a malformed reply;
+ * *key_error when it is an error reply (WRONGTYPE: a problem of this key).
  */
 static bool
-stream_tip(const char *key, char *id, char *err)
+stream_tip(const char *key, char *id, bool *key_error, char *err)
 {
-	redisReply *r = redisCommand(rc, "XREVRANGE %s + - COUNT 1", key);
+	redisReply *r = ddict_redis_command(rc, "XREVRANGE %s + - COUNT 1", key);
 	bool		ok = ddict_reply_is_array(r) && r->elements <= 1;
 
 	id[0] = '\0';
+	*key_error = r != NULL && r->type == REDIS_REPLY_ERROR;
 	if (ok && r->elements == 1)
 	{
 		redisReply *e = r->element[0];
@@ -669,15 +671,23 @@ verify_streams(char *err)
 	{
 		StreamDict *d = &dicts[i];
 		char		tip[STREAM_ID_LEN];
+		bool		key_error;
 
 		if (!d->chained || d->last_id[0] == '\0')
 		{
 			d->chained = false;
 			continue;
 		}
-		ok = stream_tip(d->key, tip, err);
+		ok = stream_tip(d->key, tip, &key_error, err);
 		if (ok && strcmp(tip, d->last_id) != 0)
 			d->chained = false;
+		else if (!ok && key_error && no_extra_reply("XREVRANGE", err))
+		{
+			/* an error reply for this key only: its next entry is a marker */
+			slot_error(err);
+			d->chained = false;
+			ok = true;
+		}
 	}
 	return ok;
 }
@@ -1061,6 +1071,7 @@ step_append(List *entries)
 	uint64		nd = 0,
 				nf = 0;
 	bool		ok = true;
+	TimestampTz deadline = ddict_redis_deadline();
 
 	if (entries == NIL)
 		return;
@@ -1077,10 +1088,18 @@ step_append(List *entries)
 
 		if (!ok)
 			break;
-		if (redisGetReply(rc, (void **) &r) != REDIS_OK)
-			r = NULL;
-		ok = reply_is_stream_id(r);
-		if (!ok)
+		(void) ddict_redis_get_reply(rc, &r, deadline);
+		if (r != NULL && r->type == REDIS_REPLY_ERROR)
+		{
+			/*
+			 * This key only (WRONGTYPE: something else holds it): the other
+			 * dicts' entries go on; this dict's next entry is a marker.
+			 */
+			reply_error("XADD", r, err);
+			slot_error(err);
+			e->dict->chained = false;
+		}
+		else if (!(ok = reply_is_stream_id(r)))
 			reply_error("XADD", r, err);
 		else
 		{

@@ -33,6 +33,8 @@
 #   extra     the right reply twice, so that a client that does not notice
 #             takes the second for the answer to its next command
 #   badmsg    (SUBSCRIBE) a good confirmation, then a malformed message
+#   drip      the header of a 100 MB bulk reply, then one byte every 0.4 s:
+#             each read gets data well within any per-read timeout
 #
 # SUBSCRIBE in mode wrong: variants with a bad confirmation, then variants
 # with a good confirmation followed by a malformed message.  STATS_FILE, if
@@ -191,6 +193,18 @@ sub answer
 		send_all($sock, substr($r, 0, int(length($r) / 2) || 1));
 		exit 0 if $mode eq 'truncate';
 		$st->{hung} = 1;
+	}
+	elsif ($mode eq 'drip')
+	{
+		# the header of a 100 MB reply, then a byte every 0.4 s (under any
+		# per-read timeout) until the client or the listener goes
+		send_all($sock, "\$100000000\r\n");
+		while (kill 0, $parent)
+		{
+			defined(syswrite($sock, 'a')) or exit 0;
+			select(undef, undef, undef, 0.4);
+		}
+		exit 0;
 	}
 	elsif ($mode eq 'extra')
 	{
