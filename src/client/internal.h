@@ -561,6 +561,8 @@ struct dd_client
 	atomic_int	bad_replies;	/* checks' GETs that met a misbehaving Redis in
 								 * a row: the thread reconnects with backoff */
 	int			seen_bad;		/* the thread's */
+	struct dd_connector *connector; /* the thread's: a connection being opened
+									 * off it, so that polling goes on (worker.c) */
 
 	/* The versions page (sync.c): opened under lock, read by anyone. */
 	char	   *vp_option;		/* NULL: beside the Unix socket; "off"; a path */

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "../common/redis_key.h"
 
 static char *
 dd_asprintf(const char *fmt, ...) DD_PRINTF(1, 2);
@@ -209,6 +210,21 @@ dd_session_ensure(dd_conn *c, ddict *h, bool force)
 	return DDICT_OK;
 }
 
+/* <prefix><db>:<schema>.<table>, escaped (malloc'd; NULL: no memory). */
+static char *
+redis_key(const char *prefix, const char *db, const char *schema, const char *table)
+{
+	size_t		plen = strlen(prefix);
+	size_t		nlen = ddict_redis_dict_name(NULL, 0, db, schema, table, NULL);
+	char	   *key = malloc(plen + nlen + 1);
+
+	if (key == NULL)
+		return NULL;
+	memcpy(key, prefix, plen);
+	ddict_redis_dict_name(key + plen, nlen + 1, db, schema, table, NULL);
+	return key;
+}
+
 int
 dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix,
 				dd_dict_meta *out)
@@ -226,8 +242,8 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 		(pub = dd_asprintf(", (SELECT p.stream_key FROM %s.ddict_published p"
 						   " WHERE p.dict OPERATOR(pg_catalog.=) d.dict)", c->schema)) == NULL)
 		return dd_fail(h, DDICT_ENOMEM, "out of memory");
-	/* Also the dict's name as the server's Redis publisher spells it
-	 * ("database:schema.table", unquoted). */
+	/* Also the dict's name, for its Redis key as the server's publisher
+	 * spells it (../common/redis_key.h). */
 	sql = dd_asprintf("SELECT t.oid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype"
 					  " OR t.typbasetype OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype,"
 					  " pg_catalog.current_database(), n.nspname, c.relname%s"
@@ -250,10 +266,9 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 					   "table \"%s\" is not a ddict dict (attach it with ddict_attach())", dict);
 	}
 	out->bytea = PQgetvalue(r, 0, 0)[0] == 't';
-	if (redis_prefix &&
-		asprintf(&out->key, "%s%s:%s.%s", redis_prefix, PQgetvalue(r, 0, 1),
-				 PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3)) < 0)
-		out->key = NULL;		/* no memory: Redis stays unused for it */
+	if (redis_prefix)
+		out->key = redis_key(redis_prefix, PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
+							 PQgetvalue(r, 0, 3));	/* NULL: Redis stays unused for it */
 	if (redis_prefix && c->changes_rel && !PQgetisnull(r, 0, 4))
 		out->stream_key = strdup(PQgetvalue(r, 0, 4));	/* NULL: no stream */
 	PQclear(r);

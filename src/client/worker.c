@@ -17,13 +17,18 @@
  *              Stream instead of the channel (stream.c, its own connection).
  *   polling    push dicts while there is no subscription: every interval_ms.
  *
- * Connections are made here, never by a read.  The thread takes the
+ * Connections are made here, never by a read, and opened off the thread: a
+ * short-lived connector thread connects, AUTHs, SELECTs and (for the
+ * subscription) GETs the keys, so that a Redis that hangs delays none of
+ * the loop — push dicts are polled every interval_ms meanwhile.  The thread
+ * takes the
  * client's lock for the list and the checks (blocking: readers never wait
  * for it, they trylock), never while it waits for Redis; it only trylocks
  * dicts' sync locks.
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,22 +212,103 @@ warn_missing(dd_client *c, dd_rconn *r, char *err, size_t errsize)
 	return rc;
 }
 
-static void
-connect_sub(dd_client *c)
+/* ---- connections opened off the thread ---- */
+
+typedef struct dd_connector
 {
+	dd_client  *c;
+	bool		sub;			/* for the subscription (warn_missing) */
+	pthread_t	thread;
+	atomic_bool done;
+	int			rc;				/* the outcome, once done */
 	dd_rconn   *r;
 	char		err[400];
-	int			rc = dd_rconn_open(&c->rtarget, &r, err, sizeof(err));
+} dd_connector;
 
-	if (rc == DDICT_OK && (rc = warn_missing(c, r, err, sizeof(err))) != DDICT_OK)
+/* The connector thread: every wait bounded by the timeouts and ended by the
+ * client's stop fd (rconn.c). */
+static void *
+connector_main(void *arg)
+{
+	dd_connector *k = arg;
+	dd_client  *c = k->c;
+
+	k->rc = dd_rconn_open(&c->rtarget, &k->r, k->err, sizeof(k->err));
+	if (k->rc == DDICT_OK && k->sub &&
+		(k->rc = warn_missing(c, k->r, k->err, sizeof(k->err))) != DDICT_OK)
 	{
-		char		msg[sizeof(err)];
+		char		msg[sizeof(k->err)];
 
-		snprintf(msg, sizeof(msg), "Redis %.100s: %.280s", c->rtarget.url.desc, err);
-		memcpy(err, msg, sizeof(err));
-		dd_rconn_free(r);
-		rc = DDICT_ECONN;
+		snprintf(msg, sizeof(msg), "Redis %.100s: %.280s", c->rtarget.url.desc, k->err);
+		memcpy(k->err, msg, sizeof(k->err));
+		dd_rconn_free(k->r);
+		k->r = NULL;
+		k->rc = DDICT_ECONN;
 	}
+	atomic_store(&k->done, true);
+	dd_event_signal(c->kick_fd);
+	return NULL;
+}
+
+/* Start opening a connection off the thread; false: could not (noted). */
+static bool
+connector_start(dd_client *c, bool sub)
+{
+	dd_connector *k = calloc(1, sizeof(*k));
+	int			rc = k ? 0 : ENOMEM;
+
+	if (k)
+	{
+		k->c = c;
+		k->sub = sub;
+		atomic_init(&k->done, false);
+		rc = pthread_create(&k->thread, NULL, connector_main, k);
+	}
+	if (rc != 0)
+	{
+		char		err[200];
+
+		free(k);
+		snprintf(err, sizeof(err), "Redis %.100s: could not start a thread to connect: %s",
+				 c->rtarget.url.desc, strerror(rc));
+		dd_backoff_failed(&c->rbackoff);
+		dd_list_lock(c);
+		redis_outcome(c, err);
+		dd_list_unlock(c);
+		return false;
+	}
+	c->connector = k;
+	return true;
+}
+
+/* Wait for the connector (done, or ended by the stop fd) and free it;
+ * returns it joined (caller frees) or NULL when none. */
+static dd_connector *
+connector_join(dd_client *c)
+{
+	dd_connector *k = c->connector;
+
+	if (k)
+		pthread_join(k->thread, NULL);
+	c->connector = NULL;
+	return k;
+}
+
+/* At the thread's end: no connector outlives it. */
+static void
+connector_discard(dd_client *c)
+{
+	dd_connector *k = connector_join(c);
+
+	if (k)
+		dd_rconn_free(k->r);
+	free(k);
+}
+
+/* The subscription's connection is open (rc DDICT_OK, r) or not (err). */
+static void
+connect_sub(dd_client *c, int rc, dd_rconn *r, char *err, size_t errsize)
+{
 	if (rc == DDICT_OK)
 	{
 		c->sub_healthy = false;
@@ -230,7 +316,7 @@ connect_sub(dd_client *c)
 		c->sub = r;
 		for (size_t i = 0; i < c->ndicts; i++)
 			c->dicts[i]->sub = DD_SUB_NONE;
-		rc = subscribe_new(c, err, sizeof(err));
+		rc = subscribe_new(c, err, errsize);
 		dd_list_unlock(c);
 		if (rc == DDICT_OK)
 		{
@@ -254,13 +340,10 @@ connect_sub(dd_client *c)
 	dd_list_unlock(c);
 }
 
+/* The checks' GET connection is open (rc DDICT_OK, r) or not (err). */
 static void
-connect_get(dd_client *c)
+connect_get(dd_client *c, int rc, dd_rconn *r, const char *err)
 {
-	dd_rconn   *r;
-	char		err[400];
-	int			rc = dd_rconn_open(&c->rtarget, &r, err, sizeof(err));
-
 	if (rc == DD_STOPPED || atomic_load(&c->closing))
 	{
 		if (rc == DDICT_OK)
@@ -290,6 +373,20 @@ connect_get(dd_client *c)
 		redis_outcome(c, err);
 	}
 	dd_list_unlock(c);
+}
+
+/* The connector is done: the connection takes its role (or the attempt
+ * failed).  Whatever the dicts need now, redis_step() sorts out next. */
+static void
+finish_connect(dd_client *c)
+{
+	dd_connector *k = connector_join(c);
+
+	if (k->sub)
+		connect_sub(c, k->rc, k->r, k->err, sizeof(k->err));
+	else
+		connect_get(c, k->rc, k->r, k->err);
+	free(k);
 }
 
 /* Connect or switch roles as the dicts need; returns when to try again. */
@@ -345,12 +442,16 @@ redis_step(dd_client *c)
 			dd_backoff_failed(&c->rbackoff);
 		c->seen_bad = bad;
 	}
-	if (!dd_backoff_due(&c->rbackoff, dd_now_us()))
-		return c->rbackoff.next_us;
-	if (n.sub)
-		connect_sub(c);
-	else
-		connect_get(c);
+	if (c->connector == NULL)
+	{
+		if (!dd_backoff_due(&c->rbackoff, dd_now_us()))
+			return c->rbackoff.next_us;
+		/* the connector kicks the thread when it is done */
+		return connector_start(c, n.sub) ? INT64_MAX : dd_now_us();
+	}
+	if (!atomic_load(&c->connector->done))
+		return INT64_MAX;
+	finish_connect(c);
 	return dd_now_us();
 }
 
@@ -697,6 +798,7 @@ worker_main(void *arg)
 		if (ev & 2)
 			dd_stream_read(c);
 	}
+	connector_discard(c);
 	return NULL;
 }
 

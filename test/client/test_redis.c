@@ -750,6 +750,60 @@ test_push_latency(void **state)
 	ddict_close(d);
 }
 
+/*
+ * Names with ':' or '.' (src/common/redis_key.h): the server publishes under
+ * the escaped key and the client subscribes to that same key, so a push
+ * dict named "r:colon" or "r.dot" follows its commits through Redis (no
+ * polling: interval 60 s), and "r:colon" does not take the stream key of a
+ * dict "r" (its own key is ...public.r\:colon).
+ */
+static void
+test_push_escaped_names(void **state)
+{
+	static const char *const names[] = {"\"r:colon\"", "\"r.dot\""};
+	static const char *const keys[] = {"public.r\\:colon", "public.r\\.dot"};
+
+	(void) state;
+	need_redis();
+	for (int i = 0; i < 2; i++)
+	{
+		ddict	   *d;
+		char		key[256],
+					expect[32];
+		char	   *got;
+
+		fresh_dict(admin, names[i], "text");
+		free(sqlf(admin, "SELECT ddict_set('%s', 'k', 'v0')", names[i]));
+		d = open_redis(names[i], DDICT_PUSH, 60000, rurl);
+		assert_int_equal(stats_of(d).redis, 1);	/* subscribed */
+		snprintf(key, sizeof(key), "ddict:%s:%s", dbname, keys[i]);
+		for (int64_t until = mono_ms() + 5000; mono_ms() < until; sleep_ms(10))
+		{
+			got = redis_get(key);
+			if (got && atoll(got) == sql_ll(admin, "SELECT ddict_last_updated('%s')", names[i]))
+			{
+				free(got);
+				break;
+			}
+			free(got);
+		}
+		got = redis_get(key);
+		assert_non_null(got);
+		assert_true(atoll(got) == sql_ll(admin, "SELECT ddict_last_updated('%s')", names[i]));
+		free(got);
+		sleep_ms(100);			/* the catch-up sync after subscribing */
+		for (int j = 1; j <= 3; j++)
+		{
+			snprintf(expect, sizeof(expect), "v%d", j);
+			free(sqlf(admin, "SELECT ddict_set('%s', 'k', '%s')", names[i], expect));
+			if (wait_value(d, "k", expect, 5000) < 0)
+				fail_msg("%s: commit %d not pushed within 5 s", names[i], j);
+		}
+		assert_true(stats_of(d).pushes >= 3);
+		ddict_close(d);
+	}
+}
+
 static void
 test_push_redis_restart(void **state)
 {
@@ -1018,6 +1072,7 @@ main(void)
 		cmocka_unit_test(test_redis_prefix),
 		cmocka_unit_test(test_redis_other_modes),
 		cmocka_unit_test(test_push_latency),
+		cmocka_unit_test(test_push_escaped_names),
 		cmocka_unit_test(test_push_redis_restart),
 		cmocka_unit_test(test_push_server_restart),
 		cmocka_unit_test(test_push_without_redis),

@@ -402,6 +402,55 @@ test_extra_reply_not_believed(void **state)
 	ddict_close(d);
 }
 
+/*
+ * A Redis that accepts connections and then never answers: each attempt to
+ * subscribe waits timeout_ms for a reply.  Those waits happen off the
+ * client's thread, so push mode still polls PostgreSQL every interval_ms:
+ * every commit is visible within a few intervals, not a timeout later.
+ */
+static void
+test_push_polls_while_redis_hangs(void **state)
+{
+	ddict_options o;
+	ddict	   *d;
+	int64_t		worst = 0;
+	long		c0 = fake_connections();
+
+	(void) state;
+	fresh_dict(admin, "fake_hang", "text");
+	free(sqlf(admin, "SELECT ddict_set('fake_hang', 'k', 'v0')"));
+	fake_mode("hang");
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	o.redis_url = url;
+	o.interval_ms = 200;
+	o.timeout_ms = 3000;		/* each attempt hangs this long */
+	o.connect_timeout_ms = 2000;
+	o.backoff_min_ms = 20;
+	o.backoff_max_ms = 100;
+	d = ddict_open(test_conninfo(), "fake_hang", &o);
+	if (d == NULL)
+		fail_msg("ddict_open(fake_hang): %s", ddict_errmsg());
+	assert_value(d, "k", "v0");
+	for (int i = 0; i < 6; i++)
+	{
+		const char *v = commit_value("fake_hang");
+		int64_t		t0 = mono_ms();
+
+		if (!reads_see(d, v, 10000))
+			fail_msg("commit %d not seen within 10 s", i);
+		if (mono_ms() - t0 > worst)
+			worst = mono_ms() - t0;
+		sleep_ms(150 + 290 * i % 700);	/* land anywhere in an attempt */
+	}
+	print_message("# hanging Redis: commits seen within %lld ms (interval 200 ms, timeout 3000 ms)\n",
+				  (long long) worst);
+	assert_true(worst <= 3 * 200 + 300);
+	assert_true(fake_connections() - c0 >= 2);	/* Redis was tried meanwhile */
+	fake_mode("ok");
+	ddict_close(d);
+}
+
 int
 main(void)
 {
@@ -411,6 +460,7 @@ main(void)
 		cmocka_unit_test(test_version_source_survives),
 		cmocka_unit_test(test_version_source_backoff),
 		cmocka_unit_test(test_extra_reply_not_believed),
+		cmocka_unit_test(test_push_polls_while_redis_hangs),
 	};
 
 	return cmocka_run_group_tests_name("redis_fake", tests, group_setup, group_teardown);
