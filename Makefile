@@ -62,3 +62,9 @@ install: install-client
 .PHONY: bench
 bench:
 	QUICK=$(QUICK) bash test/bench/run.sh
+
+# make bench-fleet [QUICK=1]: 1,000 push processes (100 with QUICK) following
+# published changes vs version-only push (test/bench/fleet.sh; run.sh calls it).
+.PHONY: bench-fleet
+bench-fleet:
+	QUICK=$(QUICK) bash test/bench/fleet.sh

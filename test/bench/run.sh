@@ -161,6 +161,9 @@ step "writes: pgbench upserts without and with the ddict triggers, and with Redi
 RESULTS=$RESULTS REPS=$WRITE_REPS SECS=$SECS PUBLISH_URL="redis://127.0.0.1:$RPORT/0" \
   bash test/bench/pg_writes.sh >/dev/null
 
+step "fleet: $([[ $QUICK ]] && echo 100 || echo 1,000) push processes, published changes vs version-only push (test/bench/fleet.sh)"
+OUT=$OUT QUICK=$QUICK bash test/bench/fleet.sh | tail -8
+
 step "machine facts, summary, plot"
 {
   echo "date:          $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
@@ -197,4 +200,4 @@ fi
 step "done"
 cat "$OUT/summary.md"
 echo
-echo "results: ${OUT#"$ROOT"/}/{results.csv,machine.txt,summary.md,bench.png}"
+echo "results: ${OUT#"$ROOT"/}/{results.csv,machine.txt,summary.md,bench.png,fleet.csv,fleet.md,fleet.png}"
