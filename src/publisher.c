@@ -14,7 +14,8 @@
  * logging one line when an outage starts and one when it ends; after every
  * (re)connect it republishes every current version, because a restarted
  * Redis has lost its keys.  A slow Redis is bounded by ddict.redis_timeout
- * per operation and delays only this worker.
+ * per command or pipeline, for its whole reply (redisconn.c), delays only
+ * this worker, and never holds off a reload or a shutdown.
  *
  * Every reply is type-checked before it is used (the reply_is_*() checks): a
  * server that answers with the wrong type, nil, an error, garbage or half a
