@@ -498,6 +498,9 @@ struct ddict
 								 * after that check */
 	atomic_uint_fast64_t stream_entries;	/* entries applied from the stream */
 	atomic_uint_fast64_t stream_gaps;	/* entries that sent it to PostgreSQL */
+	int64_t		xs_lag_version;	/* a version the version key showed and the
+								 * stream has not brought yet; 0 none */
+	int64_t		xs_lag_since;	/* when it was seen */
 	atomic_bool subscribed;		/* stats.redis in push mode */
 
 	/*
@@ -551,6 +554,8 @@ struct dd_client
 	bool		xs_waiting;		/* an XREAD is in flight */
 	int64_t		xs_deadline;	/* its answer is due by then */
 	dd_backoff	xbackoff;		/* the thread's, for xs */
+	int64_t		xs_next_vcheck;	/* the thread's: next GET of followed dicts'
+								 * version keys (stream.c) */
 	dd_backoff	rbackoff;		/* the thread's */
 	atomic_bool redis_used;		/* stats.redis */
 	int64_t		ping_sent,

@@ -19,7 +19,9 @@
  * A client whose push dicts are all published has only this one; a client
  * with both kinds has two.  XREAD BLOCK interval_ms: an answer (nil) at
  * least every interval proves the link alive, no PING needed; no answer
- * within interval + timeout_ms is a lost connection.
+ * within interval + timeout_ms is a lost connection.  Between two XREADs,
+ * once per interval, a GET of the dicts' version keys catches entries that
+ * never come (an opted-out dict, a stopped streamer): see check_versions().
  *
  * Positions: before following a dict the thread records its stream's last
  * id (XREVRANGE key + - COUNT 1) and then checks the dict once on
@@ -206,6 +208,76 @@ take_positions(dd_client *c, char *err, size_t errsize)
 	}
 }
 
+/* ---- the version keys: entries that never come ---- */
+
+/*
+ * Every interval, between two XREADs: GET the version keys of the followed
+ * dicts.  A version newer than the cache's that the stream has not brought
+ * within one more interval (the dict was opted out, the streamer is down,
+ * Redis' clock went back) hands the dict to PostgreSQL — the staleness
+ * bound holds without entries.  One round trip per interval per client.
+ */
+static int
+check_versions(dd_client *c, char *err, size_t errsize)
+{
+	char	   *keys[64];
+	int64_t		versions[64];
+	int			rcs[64],
+				n = 0,
+				rc;
+	int64_t		now = dd_now_us();
+
+	if (now < c->xs_next_vcheck)
+		return DDICT_OK;
+	c->xs_next_vcheck = now + block_ms(c) * 1000;
+	dd_list_lock(c);
+	for (size_t i = 0; i < c->ndicts && n < 64; i++)
+	{
+		ddict	   *d = c->dicts[i];
+		const char *key = atomic_load(&d->redis_key);
+
+		if (followable(d) && d->xs_ok && !d->xs_hold && key && (keys[n] = strdup(key)) != NULL)
+			n++;
+	}
+	dd_list_unlock(c);
+	rc = n ? dd_redis_get_many(&c->rtarget, c->xs, (const char *const *) keys, n, versions, rcs,
+							   err, errsize) : DDICT_OK;
+	dd_list_lock(c);
+	for (size_t i = 0; i < c->ndicts && rc == DDICT_OK; i++)
+	{
+		ddict	   *d = c->dicts[i];
+		const char *key = atomic_load(&d->redis_key);
+
+		for (int k = 0; k < n && key && followable(d) && d->xs_ok && !d->xs_hold; k++)
+		{
+			if (strcmp(keys[k], key) != 0)
+				continue;
+			int64_t		cur = dd_current_version(d);
+
+			if (d->xs_lag_version != 0 && cur >= d->xs_lag_version)
+				d->xs_lag_version = 0;	/* it came */
+			if (d->xs_lag_version == 0 && rcs[k] == 1 && versions[k] > cur)
+			{
+				d->xs_lag_version = versions[k];
+				d->xs_lag_since = now;
+			}
+			else if (d->xs_lag_version != 0 && now - d->xs_lag_since >= block_ms(c) * 1000)
+			{
+				d->xs_lag_version = 0;
+				atomic_fetch_add_explicit(&d->stream_gaps, 1, memory_order_relaxed);
+				d->xs_hold = true;
+				d->pending = true;
+				d->sync_at = now;
+			}
+			break;
+		}
+	}
+	dd_list_unlock(c);
+	for (int k = 0; k < n; k++)
+		free(keys[k]);
+	return rc;
+}
+
 /* ---- XREAD ---- */
 
 /* XREAD COUNT n BLOCK ms STREAMS k... id...: each stream once, from the
@@ -297,6 +369,8 @@ dd_stream_step(dd_client *c)
 		}
 	}
 	rc = take_positions(c, err, sizeof(err));
+	if (rc == DDICT_OK)
+		rc = check_versions(c, err, sizeof(err));
 	if (rc == DDICT_OK)
 	{
 		dd_list_lock(c);

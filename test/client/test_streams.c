@@ -421,6 +421,31 @@ test_stream_server_restart(void **state)
 	ddict_close(d);
 }
 
+/* Opted out while followed: no more entries, but the version key moves:
+ * within about two intervals the cache goes to PostgreSQL. */
+static void
+test_stream_opt_out(void **state)
+{
+	ddict	   *d;
+	uint64_t	g0;
+	int64_t		ms;
+
+	(void) state;
+	need_redis();
+	published_dict("s_out", 1, 1);
+	d = open_push("s_out", 200, NULL, NULL);
+	wait_following(d);
+	g0 = gaps_of(d);
+	free(sqlf(admin, "SELECT ddict_publish_changes('s_out', false)"));
+	free(sqlf(admin, "UPDATE s_out SET value = 'unpublished'"));
+	ms = wait_value(d, "g0:0", "unpublished", 5000);
+	assert_true(ms >= 0);
+	assert_true(gaps_of(d) > g0);
+	print_message("# opted out: a commit seen after %lld ms (interval 200 ms)\n", (long long) ms);
+	assert_equals_table(d, 5000);
+	ddict_close(d);
+}
+
 /* ---- stress ---- */
 
 enum
@@ -608,6 +633,7 @@ main(void)
 		cmocka_unit_test(test_stream_markers),
 		cmocka_unit_test(test_stream_trimmed),
 		cmocka_unit_test(test_stream_redis_restart),
+		cmocka_unit_test(test_stream_opt_out),
 		cmocka_unit_test(test_stream_stress),
 		cmocka_unit_test(test_stream_server_restart),
 	};
