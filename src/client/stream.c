@@ -328,6 +328,19 @@ send_xread(dd_client *c, int *nstreams)
 	return dd_rconn_command(c->xs, argc, argv);
 }
 
+/* A followable dict without a position yet (its open waits for it)? */
+static bool
+new_dicts(dd_client *c)
+{
+	bool		any = false;
+
+	dd_list_lock(c);
+	for (size_t i = 0; i < c->ndicts && !any; i++)
+		any = followable(c->dicts[i]) && !c->dicts[i]->xs_ok && c->dicts[i]->stream_id[0] == '\0';
+	dd_list_unlock(c);
+	return any;
+}
+
 int64_t
 dd_stream_step(dd_client *c)
 {
@@ -348,6 +361,9 @@ dd_stream_step(dd_client *c)
 		dd_stream_close(c);
 		return INT64_MAX;
 	}
+	if (c->xs_waiting && new_dicts(c))
+		dd_stream_close(c);		/* a dict was opened: do not make it wait for
+								 * the XREAD in flight (positions are kept) */
 	if (c->xs_waiting)
 	{
 		if (now < c->xs_deadline)

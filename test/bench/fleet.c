@@ -86,7 +86,6 @@ client_main(int argc, char **argv)
 	(void) argc;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	ddict_client_options_init(&co);
 	co.redis_url = rurl;
 	co.interval_ms = 1000;
@@ -136,6 +135,9 @@ client_main(int argc, char **argv)
 		}
 		nanosleep(&(struct timespec) {0, 10000000}, NULL);
 	}
+	/* from here on SIGTERM means: write the figures and exit (before, it
+	 * kills: fleet.sh may stop a process that never got ready) */
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	snprintf(path, sizeof(path), "%s/ready.%d", dir, (int) getpid());
 	if ((out = fopen(path, "w")) != NULL)
 		fclose(out);

@@ -401,7 +401,7 @@ test_stream_server_restart(void **state)
 	if (!getenv("DDICT_TEST_RESTART_CMD"))
 		skip();
 	published_dict("s_pg", 1, 2);
-	d = open_push("s_pg", 100, NULL, NULL);
+	d = open_push("s_pg", 500, NULL, NULL);
 	wait_following(d);
 	s0 = stats_of(d);
 	PQfinish(admin);
@@ -412,7 +412,7 @@ test_stream_server_restart(void **state)
 	free(sqlf(admin, "UPDATE s_pg SET value = 'after'"));
 	assert_true(wait_value(d, "g0:0", "after", 10000) >= 0);
 	assert_true(stats_of(d).reloads > s0.reloads);
-	sleep_ms(500);
+	sleep_ms(1500);				/* the streamer's marker handled */
 	e0 = entries_of(d);
 	free(sqlf(admin, "UPDATE s_pg SET value = 'streamed'"));
 	assert_true(wait_value(d, "g0:0", "streamed", 5000) >= 0);
