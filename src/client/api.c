@@ -109,6 +109,7 @@ static dd_client *
 client_new(const char *conninfo, PGconn *pg, const ddict_client_options *o, const char *fn)
 {
 	dd_client  *c = calloc(1, sizeof(dd_client));
+	const char *vp;
 	int			rc;
 
 	if (c == NULL)
@@ -132,9 +133,10 @@ client_new(const char *conninfo, PGconn *pg, const ddict_client_options *o, cons
 		return NULL;
 	}
 	c->conn.prepare = o->direct != 0;
-	if (o->size >= offsetof(ddict_client_options, versions_page) + sizeof(char *) &&
-		o->versions_page && o->versions_page[0] &&
-		(c->vp_option = strdup(o->versions_page)) == NULL)
+	/* the option, else the environment's DDICT_VERSIONS_PAGE (libddict.h) */
+	vp = o->size >= offsetof(ddict_client_options, versions_page) + sizeof(char *) &&
+		o->versions_page && o->versions_page[0] ? o->versions_page : getenv("DDICT_VERSIONS_PAGE");
+	if (vp && vp[0] && (c->vp_option = strdup(vp)) == NULL)
 	{
 		client_free(c);
 		dd_seterr(DDICT_ENOMEM, "out of memory");
@@ -608,9 +610,8 @@ ddict_get(ddict *d, const char *key, size_t keylen, char **value, size_t *len)
 	}
 	dd_guard_exit(slot, phase);
 
-	atomic_fetch_add_explicit(&slot->reads, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(rc == DDICT_NOTFOUND ? &slot->misses : &slot->hits, 1,
-							  memory_order_relaxed);
+	dd_slot_count(&slot->reads);
+	dd_slot_count(rc == DDICT_NOTFOUND ? &slot->misses : &slot->hits);
 	if (rc == DDICT_ENOMEM)
 	{
 		if (len)
@@ -655,9 +656,8 @@ ddict_get_buf(ddict *d, const char *key, size_t keylen, void *buf, size_t bufsiz
 	}
 	dd_guard_exit(slot, phase);
 
-	atomic_fetch_add_explicit(&slot->reads, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(rc == DDICT_NOTFOUND ? &slot->misses : &slot->hits, 1,
-							  memory_order_relaxed);
+	dd_slot_count(&slot->reads);
+	dd_slot_count(rc == DDICT_NOTFOUND ? &slot->misses : &slot->hits);
 	if (rc == DDICT_ERANGE)
 		return dd_seterr(rc, "ddict_get_buf: the value needs %zu bytes, the buffer has %zu",
 						 *len, bufsize);
@@ -677,7 +677,7 @@ ddict_len(ddict *d)
 	slot = dd_guard_enter(&d->guard, &phase);
 	n = (int64_t) atomic_load(&d->current)->len;
 	dd_guard_exit(slot, phase);
-	atomic_fetch_add_explicit(&slot->reads, 1, memory_order_relaxed);
+	dd_slot_count(&slot->reads);
 	return n;
 }
 
@@ -708,7 +708,7 @@ pin_current(ddict *d)
 	/* Safe: inside the section the handle's own reference cannot go away. */
 	dd_snap_ref(s);
 	dd_guard_exit(slot, phase);
-	atomic_fetch_add_explicit(&slot->reads, 1, memory_order_relaxed);
+	dd_slot_count(&slot->reads);
 	return s;
 }
 
@@ -778,7 +778,7 @@ ddict_get_stats(ddict *d, ddict_stats *out)
 	if (d == NULL || out == NULL)
 		return dd_seterr(DDICT_EINVAL, "ddict_get_stats: handle and out must not be NULL");
 	memset(out, 0, sizeof(*out));
-	for (int i = 0; i < DD_GUARD_SLOTS; i++)
+	for (int i = 0; i <= DD_GUARD_SLOTS; i++)
 	{
 		out->reads += atomic_load_explicit(&d->guard.slots[i].reads, memory_order_relaxed);
 		out->hits += atomic_load_explicit(&d->guard.slots[i].hits, memory_order_relaxed);

@@ -2,26 +2,44 @@
  * guard.c — when may a reload free the snapshot it replaced?
  *
  * Readers must never lock, never wait for a reload, and never wait for each
- * other.  A plain reference count on the current snapshot does not work by
- * itself: between loading the pointer and incrementing its count, the
- * snapshot could be freed.  We use a small read-copy-update scheme of our
- * own, scoped to one handle:
+ * other; and a read costs a hash lookup plus as little as we can manage.  A
+ * plain reference count on the current snapshot does not work by itself:
+ * between loading the pointer and incrementing its count, the snapshot could
+ * be freed.  We use a small read-copy-update scheme of our own, scoped to
+ * one handle:
  *
- *   reader:  enter (count +1 in its slot), load the current pointer, use it
- *            for a bounded moment (a lookup and a copy, or taking a pin's
- *            reference), exit (count -1).  Two atomic adds on a cache line
- *            that, with up to 64 threads, no other thread writes.
- *   reload:  publish the new pointer; drop the old one once every reader
- *            that could have loaded it has exited (see "Reclamation" below).
+ *   reader:  enter, load the current pointer, use it for a bounded moment (a
+ *            lookup and a copy, or taking a pin's reference), exit.
+ *   reload:  publish the new pointer; free the old one after a grace period:
+ *            once every reader that could have loaded it has exited.
  *
- * Each slot has two counters selected by a phase bit.  After publishing, the
- * reloader flips the phase and looks for the old phase's counters at zero;
- * the old snapshot is freed once that has happened for two flips made after
- * it was replaced.  New readers use the new phase, so a steady stream of
- * them cannot keep a phase from draining; the second flip covers a reader
- * that read the phase just before the first one.  All accesses are
- * sequentially consistent: if the reloader's look does not see a reader's
- * increment, that reader's later load of the pointer sees the new snapshot.
+ * Owned slots (the read path).  The first DD_GUARD_SLOTS threads that read
+ * get a slot each, for as long as they live (a thread-exit destructor gives
+ * it back).  Its owner alone writes it, so entering is a plain load and store
+ * of a counter (odd: inside a section), exiting another, and the per-read
+ * counters are plain adds: no atomic read-modify-write, no shared cache line.
+ * The order a reader needs — its counter store before its load of the
+ * pointer — costs it only a compiler barrier: the reclaimer runs
+ * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) after publishing, which
+ * makes every running thread of the process execute a full barrier, so a
+ * reader either already shows an odd counter to the reclaimer's next look,
+ * or loads the new pointer (the scheme of liburcu's "memb" flavour, without
+ * its thread registration: the slot is taken on first use).  Where
+ * membarrier is unavailable, the readers' counter stores are sequentially
+ * consistent instead (a full barrier each).
+ *
+ * Grace period ("round"): after the membarrier, note every owned slot's
+ * counter; the round is complete when each that was odd has moved (its
+ * section ended — a later section does not matter: it began after the
+ * publication and loads the new pointer).  Rounds are polled, never waited
+ * for on the read path, so a reader descheduled inside its section delays
+ * only the freeing of old snapshots.
+ *
+ * The shared slot.  Threads beyond DD_GUARD_SLOTS share one more slot with
+ * the previous scheme: two counters selected by a phase bit, sequentially
+ * consistent atomic adds; a round flips the phase and waits for the old
+ * phase's counter to drain (new readers use the new phase, so a steady
+ * stream of them cannot keep it from draining).
  *
  * Why not liburcu: its default flavours need every reader thread to call
  * rcu_register_thread() (or announce quiescent states), which a library
@@ -32,41 +50,86 @@
  * section, so they can last as long as the caller wants and be released in
  * any thread.
  */
+#include <linux/membarrier.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
-static atomic_uint next_slot;
-static _Thread_local unsigned tl_slot = ~0u;
+_Thread_local unsigned dd_tl_slot __attribute__((tls_model("initial-exec"))) = ~0u;
+bool		dd_guard_membarrier;
+
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t owners_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t owners;			/* bit i: owned slot i is taken */
+static pthread_key_t owner_key;
+
+static void
+give_back(void *p)
+{
+	unsigned	i = (unsigned) ((uintptr_t) p - 1);
+
+	pthread_mutex_lock(&owners_lock);
+	owners &= ~(UINT64_C(1) << i);
+	pthread_mutex_unlock(&owners_lock);
+}
+
+static void
+guard_init(void)
+{
+	(void) pthread_key_create(&owner_key, give_back);
+	/* readers may use a compiler barrier only if the reclaimer can fence them */
+	dd_guard_membarrier =
+		syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+/* The library may be unloaded while threads that read still run. */
+__attribute__((destructor)) static void
+guard_fini(void)
+{
+	if (pthread_once(&guard_once, guard_init) == 0)
+		(void) pthread_key_delete(owner_key);
+}
+
+/* First section of this thread: an owned slot if one is free. */
+unsigned
+dd_guard_thread_slot(void)
+{
+	unsigned	t = DD_GUARD_SHARED;
+
+	pthread_once(&guard_once, guard_init);
+	pthread_mutex_lock(&owners_lock);
+	if (~owners != 0)
+	{
+		t = (unsigned) __builtin_ctzll(~owners);
+		if (pthread_setspecific(owner_key, (void *) (uintptr_t) (t + 1)) == 0)
+			owners |= UINT64_C(1) << t;
+		else
+			t = DD_GUARD_SHARED;
+	}
+	pthread_mutex_unlock(&owners_lock);
+	dd_tl_slot = t;
+	return t;
+}
 
 dd_reader_slot *
-dd_guard_enter(dd_guard *g, unsigned *phase)
+dd_guard_enter_shared(dd_guard *g, unsigned *phase)
 {
-	dd_reader_slot *s;
-	unsigned	p;
+	dd_reader_slot *s = &g->slots[DD_GUARD_SHARED];
+	unsigned	p = atomic_load(&g->phase) & 1;
 
-	if (DD_UNLIKELY(tl_slot == ~0u))
-		tl_slot = atomic_fetch_add_explicit(&next_slot, 1, memory_order_relaxed) % DD_GUARD_SLOTS;
-	s = &g->slots[tl_slot];
-	p = atomic_load(&g->phase) & 1;
 	atomic_fetch_add(&s->active[p], 1);
 	*phase = p;
 	return s;
 }
 
-void
-dd_guard_exit(dd_reader_slot *slot, unsigned phase)
-{
-	atomic_fetch_sub(&slot->active[phase], 1);
-}
-
 /*
- * Reclamation, by the single reloading thread (sync_lock held).  A grace
- * "round" is: flip the phase, then observe every slot's counter of the old
- * phase at zero.  An object retired while `started` rounds had begun is safe
- * once two more rounds have completed.  Rounds are polled, not waited for, so
+ * Reclamation, by the single reloading thread (sync_lock held); a grace
+ * round is described in the header.  An object retired while `started`
+ * rounds had begun is safe once two more rounds have completed.  Rounds are polled, not waited for, so
  * a reader descheduled inside its section delays only the freeing of old
  * snapshots, never the reload itself; if more than DD_LIMBO_MAX objects wait,
  * the reloader waits for rounds to complete (bounding memory).
@@ -89,8 +152,11 @@ round_done(dd_guard *g)
 	if (!g->in_round)
 		return true;
 	p = (atomic_load(&g->phase) & 1) ^ 1;	/* the phase before the flip */
+	if (atomic_load(&g->slots[DD_GUARD_SHARED].active[p]) != 0)
+		return false;
 	for (int i = 0; i < DD_GUARD_SLOTS; i++)
-		if (atomic_load(&g->slots[i].active[p]) != 0)
+		if ((g->seen[i] & 1) &&
+			atomic_load_explicit(&g->slots[i].ctr, memory_order_acquire) == g->seen[i])
 			return false;
 	g->in_round = false;
 	g->completed++;
@@ -100,7 +166,15 @@ round_done(dd_guard *g)
 static void
 round_start(dd_guard *g)
 {
+	pthread_once(&guard_once, guard_init);
 	atomic_fetch_xor(&g->phase, 1);
+	/* every reader's counter store is now visible, or it loads the new pointer */
+	if (dd_guard_membarrier)
+		(void) syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	/* (else: readers' stores and these loads are sequentially consistent,
+	 * as are the publication of the pointer and the readers' loads of it) */
+	for (int i = 0; i < DD_GUARD_SLOTS; i++)
+		g->seen[i] = atomic_load(&g->slots[i].ctr);
 	g->started++;
 	g->in_round = true;
 }

@@ -219,12 +219,20 @@ void		dd_snap_diff(const ddict_snapshot *old, const ddict_snapshot *new,
 
 /* ---- guard.c ---- */
 
+/*
+ * Reader slots: DD_GUARD_SLOTS owned by one thread each (plain loads and
+ * stores: no read-modify-write on the read path), and one more shared by the
+ * threads beyond them (atomic adds).  See guard.c.
+ */
 #define DD_GUARD_SLOTS 64
+#define DD_GUARD_SHARED DD_GUARD_SLOTS	/* index of the shared slot */
 #define DD_CACHELINE 64
 
 typedef struct dd_reader_slot
 {
-	_Alignas(DD_CACHELINE) atomic_uint_fast64_t active[2];
+	_Alignas(DD_CACHELINE) atomic_uint_fast64_t ctr;	/* owned: odd while
+														 * inside a section */
+	atomic_uint_fast64_t active[2];	/* the shared slot: readers inside, per phase */
 	atomic_uint_fast64_t reads;
 	atomic_uint_fast64_t hits;
 	atomic_uint_fast64_t misses;
@@ -233,18 +241,77 @@ typedef struct dd_reader_slot
 
 typedef struct dd_guard
 {
-	_Alignas(DD_CACHELINE) atomic_uint phase;
-	dd_reader_slot slots[DD_GUARD_SLOTS];
+	_Alignas(DD_CACHELINE) atomic_uint phase;	/* of the shared slot */
+	dd_reader_slot slots[DD_GUARD_SLOTS + 1];
 	/* reclaimer state: only the thread holding sync_lock */
 	uint64_t	started;		/* grace rounds begun */
 	uint64_t	completed;		/* grace rounds observed complete */
 	bool		in_round;
+	uint64_t	seen[DD_GUARD_SLOTS];	/* owned slots' ctr at the round's start */
 	struct dd_retired *limbo;	/* retired objects not yet freed */
 	size_t		nlimbo;
 } dd_guard;
 
-dd_reader_slot *dd_guard_enter(dd_guard *g, unsigned *phase);
-void		dd_guard_exit(dd_reader_slot *slot, unsigned phase);
+/* This thread's slot index (DD_GUARD_SHARED when none is free), ~0u until
+ * the first section; dd_guard_fence: readers' fence is only a compiler
+ * barrier (the reclaimer calls membarrier()). */
+extern _Thread_local unsigned dd_tl_slot __attribute__((tls_model("initial-exec")));
+extern bool dd_guard_membarrier;
+unsigned	dd_guard_thread_slot(void);
+dd_reader_slot *dd_guard_enter_shared(dd_guard *g, unsigned *phase);
+
+static inline dd_reader_slot *
+dd_guard_enter(dd_guard *g, unsigned *phase)
+{
+	unsigned	t = dd_tl_slot;
+	dd_reader_slot *s;
+	uint_fast64_t c;
+
+	if (DD_UNLIKELY(t >= DD_GUARD_SLOTS))
+	{
+		if (t == ~0u)
+			t = dd_guard_thread_slot();
+		if (t == DD_GUARD_SHARED)
+			return dd_guard_enter_shared(g, phase);
+	}
+	s = &g->slots[t];
+	c = atomic_load_explicit(&s->ctr, memory_order_relaxed);
+	/* the store before the caller's (sequentially consistent) load of the
+	 * current pointer: membarrier() orders it, else the store is seq_cst */
+	if (DD_LIKELY(dd_guard_membarrier))
+	{
+		atomic_store_explicit(&s->ctr, c + 1, memory_order_relaxed);
+		atomic_signal_fence(memory_order_seq_cst);
+	}
+	else
+		atomic_store_explicit(&s->ctr, c + 1, memory_order_seq_cst);
+	*phase = 2;
+	return s;
+}
+
+static inline void
+dd_guard_exit(dd_reader_slot *slot, unsigned phase)
+{
+	if (DD_LIKELY(phase == 2))
+		atomic_store_explicit(&slot->ctr,
+							  atomic_load_explicit(&slot->ctr, memory_order_relaxed) + 1,
+							  memory_order_release);
+	else
+		atomic_fetch_sub(&slot->active[phase], 1);
+}
+
+/* Count one event in a reader's slot (its owner's plain add, or an atomic
+ * add on the shared slot). */
+static inline void
+dd_slot_count(atomic_uint_fast64_t *ctr)
+{
+	if (DD_LIKELY(dd_tl_slot < DD_GUARD_SLOTS))
+		atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) + 1,
+							  memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
+}
+
 /* Free obj with free_fn once no reader can still see it (maybe later). */
 int			dd_guard_retire(dd_guard *g, void *obj, void (*free_fn) (void *));
 /* Free everything retired, waiting for readers if needed. */

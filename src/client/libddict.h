@@ -233,7 +233,9 @@ typedef struct ddict_client_options
 	 * which answers autosync checks with a few memory loads while nothing
 	 * changed.  NULL or "" (default): the page beside the server's Unix
 	 * socket when the connection goes through one; "off": never; else the
-	 * page's path.  A page that cannot be read is silently not used. */
+	 * page's path.  A page that cannot be read is silently not used.  NULL
+	 * or "" take the environment variable DDICT_VERSIONS_PAGE if set (the
+	 * same values), which also applies to ddict_open()'s own clients. */
 	const char *versions_page;
 } ddict_client_options;
 

@@ -43,6 +43,7 @@
  * header names another epoch (server restarted) or a version older than
  * ours (a failover to a server that is behind, a restored backup), we drop
  * it and ask again in full.
+ *
  * The versions page (a client on the server's host, README "The versions
  * page"): an autosync read first compares the page's version of the dict
  * with the version of the snapshot it is about to read.  Equal: nothing was
@@ -163,14 +164,15 @@ vp_write(ddict *h, uint32_t index, uint64_t ident, uint64_t gen, uint64_t epoch,
 {
 	uint64_t	seq = atomic_load_explicit(&h->vp_seq, memory_order_relaxed);
 
+	/* (release stores: none may be seen before the odd seq; no fences, which
+	 * ThreadSanitizer does not model) */
 	atomic_store_explicit(&h->vp_seq, seq + 1, memory_order_relaxed);
-	atomic_thread_fence(memory_order_release);
-	atomic_store_explicit(&h->vp_index, index, memory_order_relaxed);
-	atomic_store_explicit(&h->vp_ident, ident, memory_order_relaxed);
-	atomic_store_explicit(&h->vp_gen, gen, memory_order_relaxed);
-	atomic_store_explicit(&h->vp_epoch, epoch, memory_order_relaxed);
-	atomic_store_explicit(&h->vp_version, version, memory_order_relaxed);
-	atomic_store_explicit(&h->vp_until_us, until, memory_order_relaxed);
+	atomic_store_explicit(&h->vp_index, index, memory_order_release);
+	atomic_store_explicit(&h->vp_ident, ident, memory_order_release);
+	atomic_store_explicit(&h->vp_gen, gen, memory_order_release);
+	atomic_store_explicit(&h->vp_epoch, epoch, memory_order_release);
+	atomic_store_explicit(&h->vp_version, version, memory_order_release);
+	atomic_store_explicit(&h->vp_until_us, until, memory_order_release);
 	atomic_store_explicit(&h->vp_seq, seq + 2, memory_order_release);
 }
 
@@ -228,14 +230,14 @@ vp_state(ddict *h)
 
 	if (pg == NULL)
 		return VP_NONE;
+	/* (acquire loads: the second load of seq cannot move before them) */
 	s1 = atomic_load_explicit(&h->vp_seq, memory_order_acquire);
-	sl.index = (uint32_t) atomic_load_explicit(&h->vp_index, memory_order_relaxed);
-	ident = atomic_load_explicit(&h->vp_ident, memory_order_relaxed);
-	sl.gen = atomic_load_explicit(&h->vp_gen, memory_order_relaxed);
-	epoch = atomic_load_explicit(&h->vp_epoch, memory_order_relaxed);
-	version = atomic_load_explicit(&h->vp_version, memory_order_relaxed);
-	until = atomic_load_explicit(&h->vp_until_us, memory_order_relaxed);
-	atomic_thread_fence(memory_order_acquire);
+	sl.index = (uint32_t) atomic_load_explicit(&h->vp_index, memory_order_acquire);
+	ident = atomic_load_explicit(&h->vp_ident, memory_order_acquire);
+	sl.gen = atomic_load_explicit(&h->vp_gen, memory_order_acquire);
+	epoch = atomic_load_explicit(&h->vp_epoch, memory_order_acquire);
+	version = atomic_load_explicit(&h->vp_version, memory_order_acquire);
+	until = atomic_load_explicit(&h->vp_until_us, memory_order_acquire);
 	if ((s1 & 1) || atomic_load_explicit(&h->vp_seq, memory_order_relaxed) != s1 ||
 		sl.index == UINT32_MAX)
 		return VP_NONE;
@@ -1263,7 +1265,7 @@ coalesce(ddict *h)
 
 	/* the guard section only locates this thread's slot */
 	dd_guard_exit(slot, phase);
-	atomic_fetch_add_explicit(&slot->coalesced, 1, memory_order_relaxed);
+	dd_slot_count(&slot->coalesced);
 }
 
 static bool

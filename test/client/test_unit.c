@@ -315,19 +315,23 @@ mono_ms(void)
 	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*
+ * nt readers (beyond DD_GUARD_SLOTS some share the shared slot), every
+ * reclamation poisoning the freed object; fence_only: readers use a full
+ * fence instead of relying on membarrier().
+ */
 static void
-test_guard(void **state)
+run_guard(int nt, bool fence_only)
 {
 	int64_t		t0 = mono_ms();
 	long		published = 0;
-	enum
-	{
-		NT = 8
-	};
-	pthread_t	th[NT];
+	pthread_t	th[96];
 	long		total = 0;
+	bool		memb = dd_guard_membarrier;
 
-	(void) state;
+	assert_true(nt <= 96);
+	if (fence_only)
+		dd_guard_membarrier = false;
 	memset(&guard, 0, sizeof(guard));
 	{
 		obj		   *o = malloc(sizeof(obj));
@@ -337,8 +341,8 @@ test_guard(void **state)
 		atomic_store(&shared, o);
 	}
 	atomic_store(&stop_readers, 0);
-	for (int i = 0; i < NT; i++)
-		pthread_create(&th[i], NULL, guard_reader, NULL);
+	for (int i = 0; i < nt; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, guard_reader, NULL), 0);
 	/* Bounded in time: a few seconds at most, also under valgrind. */
 	for (int i = 1; i <= 200000 && (i < 200 || mono_ms() - t0 < 2000); i++)
 	{
@@ -355,7 +359,7 @@ test_guard(void **state)
 	dd_guard_drain(&guard);
 	assert_int_equal(guard.nlimbo, 0);
 	atomic_store(&stop_readers, 1);
-	for (int i = 0; i < NT; i++)
+	for (int i = 0; i < nt; i++)
 	{
 		void	   *r;
 
@@ -363,8 +367,28 @@ test_guard(void **state)
 		total += (long) r;
 	}
 	free(atomic_load(&shared));
-	print_message("# %ld guarded reads during %ld reclamations\n", total, published);
+	print_message("# %d readers%s: %ld guarded reads during %ld reclamations\n", nt,
+				  fence_only ? " (fences)" : "", total, published);
 	assert_true(total > 0);
+	dd_guard_membarrier = memb;
+}
+
+static void
+test_guard(void **state)
+{
+	(void) state;
+	run_guard(8, false);
+}
+
+/* More readers than owned slots (the shared slot too), threads that exit and
+ * give their slots back, and readers on full fences. */
+static void
+test_guard_many(void **state)
+{
+	(void) state;
+	run_guard(80, false);
+	run_guard(8, false);
+	run_guard(8, true);
 }
 
 /* ---- the Redis URL grammar (src/common/redis_url.c, shared with the server) ---- */
@@ -452,6 +476,7 @@ main(void)
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_builder_model),
 		cmocka_unit_test(test_guard),
+		cmocka_unit_test(test_guard_many),
 		cmocka_unit_test(test_redis_url),
 	};
 
