@@ -506,6 +506,7 @@ handle_entry(ddict *h, const entry *e)
 		e->epoch == cur->epoch && cur->floor != INT64_MAX;
 
 	snprintf(h->stream_id, sizeof(h->stream_id), "%s", e->id);
+	atomic_fetch_add_explicit(&h->pushes, 1, memory_order_relaxed);	/* stats.pushes */
 	if (same && e->from <= cur->cursor && e->cursor < cur->floor)
 		return true;			/* older than the cache: skip */
 	if (same && e->from <= cur->cursor && apply_entry(h, cur, e) == DDICT_OK)
@@ -542,7 +543,8 @@ apply_stream(ddict *h, const redisReply *entries)
 }
 
 /* A well-formed XREAD answer: nil, or [[key, [entry...]]...].  Client lock
- * and list lock held.  false: malformed. */
+ * and list lock held (change callbacks run under them, as for the thread's
+ * checks: they must not open or close dicts).  false: malformed. */
 static bool
 apply_reply(dd_client *c, const redisReply *r)
 {
