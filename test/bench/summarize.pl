@@ -94,21 +94,33 @@ my $auto = med('reads|rt_p50_us|ddict_get_buf autosync (PG version)');
 my $autor = med('reads|rt_p50_us|ddict_get_buf autosync (Redis version)');
 my $hfloor = med('reads|hot_p50_ns|hash floor');
 my $hget = med('reads|hot_p50_ns|ddict_get_buf manual');
+my $vget = med('reads|get_p50_ns|ddict_get_buf autosync (versions page)');
+my $vhot = med('reads|hot_p50_ns|ddict_get_buf autosync (versions page)');
 
 my $rg = ratio($get, $floor);
-target('cached get p50 no slower than a plain open-addressing hash lookup (100k random keys)',
+target('cached get p50 ≤ 1.1× a plain open-addressing hash lookup (100k random keys; issue 11)',
 	defined $rg ? sprintf('`ddict_get_buf` %s ns vs hash table %s ns: %s%s', fmt($get), fmt($floor), x($rg),
 		defined $snap ? sprintf('; pinned `ddict_snapshot_get` %s ns: %s', fmt($snap), x(ratio($snap, $floor))) : '')
 	  : 'not measured',
-	defined $rg ? $rg <= 1.0 : undef);
+	defined $rg ? $rg <= 1.1 : undef);
 my $rs = defined $sel && defined $get ? $sel * 1000 / $get : undef;
 target('cached get at least 250× faster than a prepared point SELECT',
 	defined $rs ? sprintf('SELECT %s µs / get %s ns = %s', fmt($sel), fmt($get), x($rs)) : 'not measured',
 	defined $rs ? $rs >= 250 : undef);
 my $rh = ratio($hget, $hfloor);
-target('hot key within 1.2× the hash table\'s hot-key figure',
-	defined $rh ? sprintf('%s ns vs %s ns: %s', fmt($hget), fmt($hfloor), x($rh)) : 'not measured',
-	defined $rh ? $rh <= 1.2 : undef);
+target('hot key ≤ 1.5× the hash table\'s hot-key figure (issue 11)',
+	defined $rh ? sprintf('%s ns vs %s ns: %s%s', fmt($hget), fmt($hfloor), x($rh),
+		$rh > 1.5 ? '; what remains beyond the table: the API\'s checks, the reader slot (thread-local index, two counter stores), base + overlay lookups and two per-thread counters' : '')
+	  : 'not measured',
+	defined $rh ? $rh <= 1.5 : undef);
+my $rv = ratio($vget, $get);
+my $rvh = ratio($vhot, $hget);
+target('autosync get on the server\'s host (versions page), nothing changed, ≤ 1.3× the manual-mode get (issue 11)',
+	defined $rv ? sprintf('random key %s ns vs %s ns: %s; hot key %s ns vs %s ns: %s%s', fmt($vget), fmt($get), x($rv),
+		fmt($vhot), fmt($hget), x($rvh),
+		($rv > 1.3 || (defined $rvh && $rvh > 1.3)) ? '; the check\'s cost: the handle\'s record (seqlock), the page\'s header and slot (seqlock), a coarse clock read for the 1 s rebinding bound' : '')
+	  : 'not measured (no versions page from here)',
+	defined $rv ? $rv <= 1.3 && (!defined $rvh || $rvh <= 1.3) : undef);
 my $ra = ratio($auto, $sel1);
 target('autosync get over the network, nothing changed, ≤ 1.15× a prepared SELECT 1 round trip (version from PostgreSQL)',
 	defined $ra ? sprintf('%s µs vs %s µs: %s', fmt($auto), fmt($sel1), x($ra)) : 'not measured',
@@ -247,21 +259,23 @@ batches' means); round trips one by one.
 |---|---|---|
 EOT
 for my $v ('hash floor', 'ddict_get_buf manual', 'ddict_snapshot_get pinned', 'ddict_get manual',
-	'ddict_get_buf push')
+	'ddict_get_buf push', 'ddict_get_buf autosync (versions page)')
 {
 	my %label = (
 		'hash floor' => 'hash table lookup + copy (the floor: SipHash-1-3, open addressing)',
 		'ddict_get_buf manual' => '`ddict_get_buf`, manual mode (copy into the caller\'s buffer)',
 		'ddict_snapshot_get pinned' => '`ddict_snapshot_get` on a pinned snapshot (zero-copy)',
 		'ddict_get manual' => '`ddict_get`, manual mode (malloc\'d copy, freed)',
-		'ddict_get_buf push' => '`ddict_get_buf`, push mode');
+		'ddict_get_buf push' => '`ddict_get_buf`, push mode',
+		'ddict_get_buf autosync (versions page)' => '`ddict_get_buf`, autosync answered by the versions page (same host, nothing changed)');
 	printf "| %s | %s | %s |\n", $label{$v}, fig("reads|get_p50_ns|$v", unit => 'ns'),
 		fig("reads|get_p99_ns|$v", unit => 'ns');
 }
-for my $v ('hash floor', 'ddict_get_buf manual', 'ddict_get_buf push')
+for my $v ('hash floor', 'ddict_get_buf manual', 'ddict_get_buf push', 'ddict_get_buf autosync (versions page)')
 {
 	printf "| hot key (one key in a loop): %s | %s | %s |\n",
-		($v eq 'hash floor' ? 'hash table' : $v =~ /push/ ? '`ddict_get_buf`, push mode' : '`ddict_get_buf`, manual mode'),
+		($v eq 'hash floor' ? 'hash table' : $v =~ /push/ ? '`ddict_get_buf`, push mode'
+		 : $v =~ /versions page/ ? '`ddict_get_buf`, autosync on the versions page' : '`ddict_get_buf`, manual mode'),
 		fig("reads|hot_p50_ns|$v", unit => 'ns'), fig("reads|hot_p99_ns|$v", unit => 'ns');
 }
 for my $v ('prepared SELECT value', 'Redis GET', 'prepared SELECT 1', 'prepared SELECT ddict_last_updated()',
@@ -356,9 +370,12 @@ if (defined $hget && defined $hfloor && defined $get && defined $floor)
 {
 	push @notes, sprintf('A cached get costs the hash lookup plus a fixed %.0f ns per call (hot key: %s vs %s ns; '
 		. 'random keys: %s vs %s ns). From the code (`src/client/api.c`, `guard.c`), that is the '
-		. 'reader guard which lets a reload free old snapshots without locks (two atomic '
-		. 'read-modify-writes per get) and the per-thread read/hit counters (two more). A pinned '
-		. 'snapshot skips both: `ddict_snapshot_get` is %s of the floor.',
+		. 'API\'s argument checks, the reader guard which lets a reload free old snapshots without '
+		. 'locks (since issue 11: a thread-local slot index and two plain stores to a counter only '
+		. 'this thread writes; the reclaimer pays a membarrier() instead), the snapshot\'s base + '
+		. 'overlay lookups, and the per-thread read/hit counters (plain adds, no atomic '
+		. 'read-modify-write). A pinned snapshot skips the guard and counters: '
+		. '`ddict_snapshot_get` is %s of the floor.',
 		$hget - $hfloor, fmt($hget), fmt($hfloor), fmt($get), fmt($floor), x(ratio($snap, $floor)));
 }
 if (defined $sel)
