@@ -288,9 +288,13 @@ guard_reader(void *arg)
 		dd_reader_slot *s = dd_guard_enter(&guard, &ph);
 		obj		   *o = atomic_load(&shared);
 
-		/* Freed objects are poisoned before free(): a broken guard shows. */
-		if (o->magic != 0x600DF00D)
-			abort();
+		/* Freed objects are poisoned before free(): a broken guard shows.
+		 * Look for a while, so that a reclamation can fall inside. */
+		for (int k = 0; k < 200; k++)
+		{
+			if (((volatile obj *) o)->magic != 0x600DF00D)
+				abort();
+		}
 		dd_guard_exit(s, ph);
 		n++;
 	}
