@@ -585,7 +585,8 @@ ddict_get(ddict *d, const char *key, size_t keylen, char **value, size_t *len)
 		*len = 0;
 	if (check_key(d, key, &keylen, "ddict_get") != DDICT_OK)
 		return DDICT_EINVAL;
-	dd_maybe_sync(d);
+	if (d->opts.mode != DDICT_MANUAL)
+		dd_maybe_sync(d);
 	hash = dd_hash(d->seed, key, keylen);
 
 	slot = dd_guard_enter(&d->guard, &phase);
@@ -610,7 +611,7 @@ ddict_get(ddict *d, const char *key, size_t keylen, char **value, size_t *len)
 	}
 	dd_guard_exit(slot, phase);
 
-	dd_slot_count(&slot->reads);
+	/* one counter per get: stats.reads adds hits and misses */
 	dd_slot_count(rc == DDICT_NOTFOUND ? &slot->misses : &slot->hits);
 	if (rc == DDICT_ENOMEM)
 	{
@@ -637,7 +638,8 @@ ddict_get_buf(ddict *d, const char *key, size_t keylen, void *buf, size_t bufsiz
 		return DDICT_EINVAL;
 	if (buf == NULL && bufsize > 0)
 		return dd_seterr(DDICT_EINVAL, "ddict_get_buf: buf is NULL");
-	dd_maybe_sync(d);
+	if (d->opts.mode != DDICT_MANUAL)
+		dd_maybe_sync(d);
 	hash = dd_hash(d->seed, key, keylen);
 
 	slot = dd_guard_enter(&d->guard, &phase);
@@ -656,7 +658,7 @@ ddict_get_buf(ddict *d, const char *key, size_t keylen, void *buf, size_t bufsiz
 	}
 	dd_guard_exit(slot, phase);
 
-	dd_slot_count(&slot->reads);
+	/* one counter per get: stats.reads adds hits and misses */
 	dd_slot_count(rc == DDICT_NOTFOUND ? &slot->misses : &slot->hits);
 	if (rc == DDICT_ERANGE)
 		return dd_seterr(rc, "ddict_get_buf: the value needs %zu bytes, the buffer has %zu",
@@ -673,7 +675,8 @@ ddict_len(ddict *d)
 
 	if (d == NULL)
 		return dd_seterr(DDICT_EINVAL, "ddict_len: handle must not be NULL");
-	dd_maybe_sync(d);
+	if (d->opts.mode != DDICT_MANUAL)
+		dd_maybe_sync(d);
 	slot = dd_guard_enter(&d->guard, &phase);
 	n = (int64_t) atomic_load(&d->current)->len;
 	dd_guard_exit(slot, phase);
@@ -720,7 +723,8 @@ ddict_pin(ddict *d)
 		dd_seterr(DDICT_EINVAL, "ddict_pin: handle must not be NULL");
 		return NULL;
 	}
-	dd_maybe_sync(d);
+	if (d->opts.mode != DDICT_MANUAL)
+		dd_maybe_sync(d);
 	return pin_current(d);
 }
 
@@ -780,9 +784,13 @@ ddict_get_stats(ddict *d, ddict_stats *out)
 	memset(out, 0, sizeof(*out));
 	for (int i = 0; i <= DD_GUARD_SLOTS; i++)
 	{
-		out->reads += atomic_load_explicit(&d->guard.slots[i].reads, memory_order_relaxed);
-		out->hits += atomic_load_explicit(&d->guard.slots[i].hits, memory_order_relaxed);
-		out->misses += atomic_load_explicit(&d->guard.slots[i].misses, memory_order_relaxed);
+		uint64_t	h = atomic_load_explicit(&d->guard.slots[i].hits, memory_order_relaxed),
+					m = atomic_load_explicit(&d->guard.slots[i].misses, memory_order_relaxed);
+
+		/* gets count only their hit or miss (one counter on the read path) */
+		out->reads += atomic_load_explicit(&d->guard.slots[i].reads, memory_order_relaxed) + h + m;
+		out->hits += h;
+		out->misses += m;
 		out->coalesced += atomic_load_explicit(&d->guard.slots[i].coalesced, memory_order_relaxed);
 	}
 #define LOAD(f) out->f = atomic_load_explicit(&d->f, memory_order_relaxed)

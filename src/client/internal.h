@@ -51,6 +51,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <libpq-fe.h>
 
@@ -136,8 +137,30 @@ typedef struct dd_table
 dd_table   *dd_table_new(size_t expect);
 void		dd_table_ref(dd_table *t);
 void		dd_table_unref(dd_table *t);
-const dd_entry *dd_table_find(const dd_table *t, uint64_t hash,
-							  const char *key, size_t klen);
+static inline bool
+dd_slot_matches(const dd_slot *s, uint64_t hash, const char *key, size_t klen)
+{
+	return s->hash == hash && s->e->klen == klen &&
+		memcmp(dd_entry_key(s->e), key, klen) == 0;
+}
+
+/* Inline: it is most of a read (see guard.c's header on the read path). */
+static inline const dd_entry *
+dd_table_find(const dd_table *t, uint64_t hash, const char *key, size_t klen)
+{
+	size_t		i = (size_t) hash & t->mask;
+
+	for (;;)
+	{
+		const dd_slot *s = &t->slots[i];
+
+		if (s->e == NULL)
+			return NULL;
+		if (dd_slot_matches(s, hash, key, klen))
+			return s->e;
+		i = (i + 1) & t->mask;
+	}
+}
 /* Insert or replace; copies the bytes.  vlen == DD_TOMB: a tombstone. */
 int			dd_table_put(dd_table *t, uint64_t hash, const char *key, size_t klen,
 						 const char *val, size_t vlen);
@@ -188,8 +211,15 @@ ddict_snapshot *dd_snap_empty(const uint64_t seed[2]);
 void		dd_snap_ref(ddict_snapshot *s);
 void		dd_snap_unref(ddict_snapshot *s);
 /* NULL when absent (tombstones hidden). */
-const dd_entry *dd_snap_find(const ddict_snapshot *s, uint64_t hash,
-							 const char *key, size_t klen);
+static inline const dd_entry *
+dd_snap_find(const ddict_snapshot *s, uint64_t hash, const char *key, size_t klen)
+{
+	const dd_entry *e;
+
+	if (s->over && (e = dd_table_find(s->over, hash, key, klen)) != NULL)
+		return dd_entry_is_tomb(e) ? NULL : e;
+	return dd_table_find(s->base, hash, key, klen);
+}
 
 /* Building the next snapshot from ddict_changes() rows. */
 typedef struct dd_build
@@ -233,7 +263,7 @@ typedef struct dd_reader_slot
 	_Alignas(DD_CACHELINE) atomic_uint_fast64_t ctr;	/* owned: odd while
 														 * inside a section */
 	atomic_uint_fast64_t active[2];	/* the shared slot: readers inside, per phase */
-	atomic_uint_fast64_t reads;
+	atomic_uint_fast64_t reads;	/* reads other than gets (len, foreach, pin) */
 	atomic_uint_fast64_t hits;
 	atomic_uint_fast64_t misses;
 	atomic_uint_fast64_t coalesced;

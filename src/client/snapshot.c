@@ -54,16 +54,6 @@ dd_snap_unref(ddict_snapshot *s)
 	free(s);
 }
 
-const dd_entry *
-dd_snap_find(const ddict_snapshot *s, uint64_t hash, const char *key, size_t klen)
-{
-	const dd_entry *e;
-
-	if (s->over && (e = dd_table_find(s->over, hash, key, klen)) != NULL)
-		return dd_entry_is_tomb(e) ? NULL : e;
-	return dd_table_find(s->base, hash, key, klen);
-}
-
 /* Next live slot: the overlay's live entries, then base entries the overlay
  * does not shadow.  *pos runs over both slot arrays. */
 static const dd_slot *

@@ -109,30 +109,6 @@ dd_table_unref(dd_table *t)
 	free(t);
 }
 
-static inline bool
-entry_matches(const dd_slot *s, uint64_t hash, const char *key, size_t klen)
-{
-	return s->hash == hash && s->e->klen == klen &&
-		memcmp(dd_entry_key(s->e), key, klen) == 0;
-}
-
-const dd_entry *
-dd_table_find(const dd_table *t, uint64_t hash, const char *key, size_t klen)
-{
-	size_t		i = (size_t) hash & t->mask;
-
-	for (;;)
-	{
-		const dd_slot *s = &t->slots[i];
-
-		if (s->e == NULL)
-			return NULL;
-		if (entry_matches(s, hash, key, klen))
-			return s->e;
-		i = (i + 1) & t->mask;
-	}
-}
-
 static int
 grow(dd_table *t)
 {
@@ -196,7 +172,7 @@ dd_table_put(dd_table *t, uint64_t hash, const char *key, size_t klen,
 				t->live++;
 			return DDICT_OK;
 		}
-		if (entry_matches(s, hash, key, klen))
+		if (dd_slot_matches(s, hash, key, klen))
 		{
 			/* Replaced: the old bytes stay in the arena until the table goes. */
 			if (dd_entry_is_tomb(s->e) && !tomb)
