@@ -96,7 +96,7 @@ echo "dicts_per_process,mode,processes,commits,statements,statements_per_commit,
 
 run_one() { # run_one NDICTS MODE(published|versions)
   local nd=$1 mode=$2 dir i ready t0 idle rss stm done seen expect lat rmem pub
-  dir=$SCRATCH/run-$nd-$mode
+  dir=$SCRATCH/run-$N-$nd-$mode
   mkdir -p "$dir"
   pub=$([[ $mode == published ]] && echo true || echo false)
   for i in $(seq 0 9); do
