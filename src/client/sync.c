@@ -1351,8 +1351,10 @@ dd_maybe_sync(ddict *h)
 		vp = vp_state(h);
 		if (DD_LIKELY(vp == VP_UNCHANGED))
 			return;
-		/* (not from the dict's own change callback: its thread holds the lock) */
-		if (vp == VP_CHANGED && !dd_in_callback(h))
+		/* Not from inside a change callback (of this dict or another): its
+		 * thread holds a sync_lock and the client's lock, so it may only
+		 * trylock (lock order, internal.h) — it serves the snapshot. */
+		if (vp == VP_CHANGED && tl_callback_handle == NULL)
 		{
 			strict_check(h);
 			return;

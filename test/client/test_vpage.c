@@ -382,6 +382,66 @@ test_slot_reuse(void **state)
 	ddict_client_close(c);
 }
 
+/*
+ * A change callback of one dict that reads another dict the page shows as
+ * changed: its thread holds the client's lock, so the read must not wait
+ * for a check (it would wait for itself) — it serves the snapshot, and the
+ * next read outside the callback sees the change.
+ */
+typedef struct cb_arg
+{
+	ddict	   *other;
+	long long	seen;
+	int			calls;
+} cb_arg;
+
+static void
+read_other_cb(const ddict_change *change, void *arg)
+{
+	cb_arg	   *a = arg;
+
+	(void) change;
+	a->seen = get_ll(a->other, "n");
+	a->calls++;
+}
+
+static void
+test_callback_reads_other(void **state)
+{
+	ddict_client *c;
+	ddict	   *a,
+			   *b;
+	ddict_options o;
+	cb_arg		arg = {NULL, -1, 0};
+
+	(void) state;
+	fresh_dict(admin, "vp_cb_a", "text");
+	fresh_dict(admin, "vp_cb_b", "text");
+	free(sqlf(admin, "SELECT ddict_set('vp_cb_a', 'n', '1')"));
+	c = client_with(test_conninfo(), NULL);
+	a = open_on(c, "vp_cb_a");
+	assert_int_equal(get_ll(a, "n"), 1);
+	assert_int_equal(get_ll(a, "n"), 1);
+	assert_int_equal(stats_of(a).versions_page, 1);
+	ddict_options_init(&o);
+	o.on_change = read_other_cb;
+	o.on_change_arg = &arg;
+	b = ddict_open_on(c, "vp_cb_b", &o);
+	assert_non_null(b);
+	arg.other = a;
+	free(sqlf(admin, "BEGIN; SELECT ddict_set('vp_cb_a', 'n', '2');"
+			  " SELECT ddict_set('vp_cb_b', 'k', 'x'); COMMIT"));
+	alarm(20);					/* a self-deadlock fails here, not forever */
+	assert_value(b, "k", "x");	/* b's check runs the callback */
+	alarm(0);
+	assert_true(arg.calls >= 1);
+	assert_true(arg.seen == 1 || arg.seen == 2);
+	assert_int_equal(get_ll(a, "n"), 2);
+	ddict_close(b);
+	ddict_close(a);
+	ddict_client_close(c);
+}
+
 int
 main(void)
 {
@@ -392,6 +452,7 @@ main(void)
 		cmocka_unit_test(test_strict),
 		cmocka_unit_test(test_slot_reuse),
 		cmocka_unit_test(test_restart),
+		cmocka_unit_test(test_callback_reads_other),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
