@@ -8,7 +8,7 @@
 EXTENSION   = ddict
 MODULE_big  = ddict
 # src/common/: C shared with the client (src/client), listed one by one.
-OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c))) src/common/redis_key.o
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/common/*.c)))
 EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" ddict.control)
 DATA        = $(wildcard sql/ddict--*.sql)
 PGFILEDESC  = "ddict - dicts backed by tables with commit-time versions"

@@ -109,7 +109,7 @@ extern void ddict_note_change(Oid relid, const char *key, int len);
 extern void ddict_note_forget(Oid relid, const char *name);
 
 /* publisher.c */
-extern char *ddict_redis_url;
+extern char *ddict_redis_url_guc;
 extern char *ddict_redis_prefix;
 extern int	ddict_redis_timeout_ms;
 extern int	ddict_redis_max_backoff_ms;

@@ -63,7 +63,7 @@ PGDLLEXPORT void ddict_publisher_main(Datum arg);
 
 PG_FUNCTION_INFO_V1(ddict_redis_status);
 
-char	   *ddict_redis_url = NULL;
+char	   *ddict_redis_url_guc = NULL;
 char	   *ddict_redis_prefix = NULL;
 int			ddict_redis_timeout_ms = 1000;
 int			ddict_redis_max_backoff_ms = 10000;
@@ -146,7 +146,7 @@ ddict_publisher_register(void)
 
 	DefineCustomStringVariable("ddict.redis_url",
 							   "Redis to publish dict versions to: redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]; empty: off.",
-							   NULL, &ddict_redis_url, "",
+							   NULL, &ddict_redis_url_guc, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("ddict.redis_prefix",
 							   "Prefix of the Redis keys and channels ddict publishes.",
@@ -297,7 +297,7 @@ try_connect(char *err)
 {
 	RedisTarget t;
 
-	if (!ddict_redis_parse_url(ddict_redis_url, &t, err))
+	if (!ddict_redis_parse_url(ddict_redis_url_guc, &t, err))
 		return false;
 
 	SpinLockAcquire(&pub->mutex);
@@ -506,7 +506,7 @@ ddict_publisher_main(Datum arg)
 
 	pub->latch = MyLatch;
 	before_shmem_exit(publisher_exit, (Datum) 0);
-	current_url = MemoryContextStrdup(TopMemoryContext, ddict_redis_url);
+	current_url = MemoryContextStrdup(TopMemoryContext, ddict_redis_url_guc);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "ddict publisher loop",
 									 ALLOCSET_DEFAULT_SIZES);
 
@@ -523,17 +523,17 @@ ddict_publisher_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			if (strcmp(current_url, ddict_redis_url) != 0)
+			if (strcmp(current_url, ddict_redis_url_guc) != 0)
 			{
 				pfree(current_url);
-				current_url = MemoryContextStrdup(TopMemoryContext, ddict_redis_url);
+				current_url = MemoryContextStrdup(TopMemoryContext, ddict_redis_url_guc);
 				disconnect();
 				backoff = 0;
 				next_attempt = 0;
 				in_outage = false;
 			}
 		}
-		enabled = ddict_redis_url[0] != '\0';
+		enabled = ddict_redis_url_guc[0] != '\0';
 		SpinLockAcquire(&pub->mutex);
 		pub->enabled = enabled;
 		SpinLockRelease(&pub->mutex);

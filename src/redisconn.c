@@ -17,6 +17,7 @@
 
 #include "ddict.h"
 #include "redisconn.h"
+#include "common/redis_url.h"
 
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -180,69 +181,27 @@ ddict_redis_command(redisContext *c, const char *fmt,...)
 	return r;
 }
 
-/* Parse url into t (palloc'd); on failure return false and say why in err. */
+/*
+ * Parse url into t (palloc'd); on failure return false and say why in err.
+ * The grammar is src/common/redis_url.c's, the one the client uses too.
+ */
 bool
 ddict_redis_parse_url(const char *url, RedisTarget *t, char *err)
 {
-	char	   *s = pstrdup(url);
-	char	   *q;
+	ddict_redis_url *u = palloc(sizeof(ddict_redis_url));	/* t points into it */
+	char		why[200];
 
 	memset(t, 0, sizeof(*t));
-	t->port = 6379;
-	if (strncmp(s, "unix://", 7) == 0)
+	if (ddict_redis_url_parse(url, u, why, sizeof(why)) != 0)
 	{
-		t->path = s + 7;
-		if ((q = strchr(t->path, '?')) != NULL)
-		{
-			*q++ = '\0';
-			if (strncmp(q, "db=", 3) == 0)
-				t->db = atoi(q + 3);
-		}
-		if (t->path[0] != '/')
-		{
-			snprintf(err, DDICT_REDIS_ERRLEN, "unix socket path must be absolute");
-			return false;
-		}
-		return true;
-	}
-	if (strncmp(s, "redis://", 8) != 0)
-	{
-		snprintf(err, DDICT_REDIS_ERRLEN, "ddict.redis_url must start with redis:// or unix://");
+		snprintf(err, DDICT_REDIS_ERRLEN, "ddict.redis_url: %s", why);
 		return false;
 	}
-	s += 8;
-	if ((q = strrchr(s, '@')) != NULL)
-	{
-		char	   *colon;
-
-		*q = '\0';
-		colon = strchr(s, ':');
-		if (colon)
-		{
-			*colon = '\0';
-			t->user = s[0] ? s : NULL;
-			t->password = colon + 1;
-		}
-		else
-			t->password = s;
-		s = q + 1;
-	}
-	if ((q = strchr(s, '/')) != NULL)
-	{
-		*q++ = '\0';
-		if (*q)
-			t->db = atoi(q);
-	}
-	if ((q = strrchr(s, ':')) != NULL)
-	{
-		*q++ = '\0';
-		t->port = atoi(q);
-		if (t->port <= 0 || t->port > 65535)
-		{
-			snprintf(err, DDICT_REDIS_ERRLEN, "invalid port in ddict.redis_url");
-			return false;
-		}
-	}
-	t->host = s[0] ? s : "127.0.0.1";
+	t->host = (char *) u->host;
+	t->port = u->port_num;
+	t->path = (char *) u->path;
+	t->user = (char *) u->user;
+	t->password = (char *) u->password;
+	t->db = u->db;
 	return true;
 }

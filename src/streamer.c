@@ -596,7 +596,7 @@ try_connect(char *err)
 {
 	RedisTarget t;
 
-	if (!ddict_redis_parse_url(ddict_redis_url, &t, err))
+	if (!ddict_redis_parse_url(ddict_redis_url_guc, &t, err))
 		return false;
 	rc = ddict_redis_connect(&t, err);
 	if (rc == NULL)
@@ -711,7 +711,7 @@ step_redis(void)
 {
 	char		err[ERRLEN];
 
-	if (ddict_redis_url[0] == '\0')
+	if (ddict_redis_url_guc[0] == '\0')
 	{
 		if (rc)
 			disconnect();
@@ -1211,7 +1211,7 @@ ddict_streamer_main(Datum arg)
 		slot_count(0, 0, statements);
 		step_append(entries);
 
-		if (rstate == RS_DISCONNECTED && ddict_redis_url[0] != '\0')
+		if (rstate == RS_DISCONNECTED && ddict_redis_url_guc[0] != '\0')
 			timeout = Max(1, (long) ((next_attempt - GetCurrentTimestamp()) / 1000));
 		else if (rstate == RS_CONNECTED)
 			timeout = 100;		/* waiting for the publisher's first clean-up */
