@@ -15,7 +15,9 @@
 # PID on exit.  Figures are medians over REPS repetitions with min..max;
 # nothing here is a pass/fail test — the targets are reported as met or
 # missed.  Environment: QUICK, REPS (override), WRITE_REPS and SECS (pgbench
-# repetitions and seconds), BENCH_SKIP_INSTALL=1 (measure what is installed).
+# repetitions and seconds), BENCH_SKIP_INSTALL=1 (measure what is installed),
+# BENCH_SKIP_FLEET=1 (keep the fleet figures already in the output folder:
+# the 1,000-process run alone takes minutes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -161,8 +163,12 @@ step "writes: pgbench upserts without and with the ddict triggers, and with Redi
 RESULTS=$RESULTS REPS=$WRITE_REPS SECS=$SECS PUBLISH_URL="redis://127.0.0.1:$RPORT/0" \
   bash test/bench/pg_writes.sh >/dev/null
 
-step "fleet: $([[ $QUICK ]] && echo 100 || echo 1,000) push processes, published changes vs version-only push (test/bench/fleet.sh)"
-OUT=$OUT QUICK=$QUICK bash test/bench/fleet.sh | tail -8
+if [[ ${BENCH_SKIP_FLEET:-} && -f $OUT/fleet.csv ]]; then
+  step "fleet: skipped (BENCH_SKIP_FLEET=1): the figures of $(stat -c %y "$OUT/fleet.csv" | cut -d. -f1) are kept"
+else
+  step "fleet: $([[ $QUICK ]] && echo 100 || echo 1,000) push processes, published changes vs version-only push (test/bench/fleet.sh)"
+  OUT=$OUT QUICK=$QUICK bash test/bench/fleet.sh | tail -8
+fi
 
 step "machine facts, summary, plot"
 {
