@@ -1316,9 +1316,13 @@ check_locked(dd_client *c, ddict *h, int64_t now)
 }
 
 /*
- * The page has a newer version than our snapshot: wait for a check (ours,
- * or the one another thread has in flight) instead of serving the snapshot
- * — a read must see every commit acknowledged before it started.
+ * The page has a newer version than our snapshot, or cannot say right now
+ * (the dict's record is being rewritten, the page's slot is busy, no record
+ * yet): wait for a check (ours, or the one another thread has in flight)
+ * instead of serving the snapshot — a read must see every commit
+ * acknowledged before it started.  (Serving the snapshot when the answer
+ * was only unavailable let reads be stale while another thread refreshed
+ * the record: test_strict under TSan.)
  */
 static void
 strict_check(ddict *h)
@@ -1354,7 +1358,9 @@ dd_maybe_sync(ddict *h)
 		/* Not from inside a change callback (of this dict or another): its
 		 * thread holds a sync_lock and the client's lock, so it may only
 		 * trylock (lock order, internal.h) — it serves the snapshot. */
-		if (vp == VP_CHANGED && tl_callback_handle == NULL)
+		if ((vp == VP_CHANGED ||
+			 (vp == VP_NONE && atomic_load_explicit(&c->vpage, memory_order_relaxed) != NULL)) &&
+			tl_callback_handle == NULL)
 		{
 			strict_check(h);
 			return;
