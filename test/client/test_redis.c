@@ -657,7 +657,7 @@ typedef struct cb_state
 } cb_state;
 
 static cb_state cbs;
-static ddict *cb_handle;
+static _Atomic(ddict *) cb_handle;	/* set by the test's thread, read by the callback's */
 
 static void
 on_change(const ddict_change *c, void *arg)
@@ -668,8 +668,12 @@ on_change(const ddict_change *c, void *arg)
 	atomic_fetch_add(&s->calls, 1);
 	if (!pthread_equal(pthread_self(), s->main))
 		atomic_fetch_add(&s->in_other_thread, 1);
-	if (cb_handle)
-		atomic_store(&s->busy_rc, ddict_sync(cb_handle));
+	{
+		ddict	   *h = atomic_load(&cb_handle);
+
+		if (h)
+			atomic_store(&s->busy_rc, ddict_sync(h));
+	}
 }
 
 static void
@@ -705,7 +709,7 @@ test_push_latency(void **state)
 	assert_int_equal(atomic_load(&cbs.in_other_thread), 0);	/* the load: this thread */
 	assert_true(wait_published("r_push", 5000));
 	sleep_ms(100);				/* the thread's catch-up sync after subscribing */
-	cb_handle = d;
+	atomic_store(&cb_handle, d);
 	s0 = stats_of(d);
 	pgss_reset();
 	for (int i = 0; i < N; i++)
@@ -723,7 +727,7 @@ test_push_latency(void **state)
 		vis[i] = wall_us() - ddict_version(d);
 	}
 	s1 = stats_of(d);
-	cb_handle = NULL;
+	atomic_store(&cb_handle, (ddict *) NULL);
 	/* one delta per commit, nothing polled; the callback ran in the push thread */
 	assert_true(s1.pushes - s0.pushes >= N);
 	assert_int_equal(s1.checks - s0.checks, N);
