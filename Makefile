@@ -26,6 +26,10 @@ PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-ini
 # No LLVM bitcode: JIT inlining of ddict is not worth a clang build dependency.
 override with_llvm = no
 
+# PGXS rebuilds an object when its .c changes, not when a header does: a
+# struct that grew in ddict.h would otherwise meet stale objects.
+$(OBJS): $(wildcard src/*.h src/common/*.h)
+
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
