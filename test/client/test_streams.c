@@ -323,6 +323,7 @@ test_stream_trimmed(void **state)
 	char		key[256];
 	uint64_t	g0,
 				e0;
+	long long	len0;
 
 	(void) state;
 	need_redis();
@@ -332,12 +333,15 @@ test_stream_trimmed(void **state)
 	wait_following(d);
 	g0 = gaps_of(d);
 	atomic_store(&hold_cb, 1);	/* the cache stalls in its next change */
+	len0 = redis_int("XLEN %s", key, NULL);
 	free(sqlf(admin, "UPDATE s_trim SET value = 'stall'"));
 	sleep_ms(200);
 	for (int n = 0; n < 5; n++)	/* a key each: an entry applied across
 								 * the gap would lose the others */
 		free(sqlf(admin, "INSERT INTO s_trim VALUES ('behind%d', 'x')", n));
-	sleep_ms(300);				/* appended */
+	/* all six appended (the streamer may be slow on a loaded machine) */
+	for (int waited = 0; waited < 20000 && redis_int("XLEN %s", key, NULL) < len0 + 6; waited += 20)
+		sleep_ms(20);
 	assert_true(redis_int("XTRIM %s MAXLEN 1", key, NULL) >= 4);
 	atomic_store(&hold_cb, 0);
 	assert_true(wait_value(d, "behind4", "x", 5000) >= 0);
