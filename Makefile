@@ -13,7 +13,7 @@ EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" ddict.control)
 DATA        = $(wildcard sql/ddict--*.sql)
 PGFILEDESC  = "ddict - dicts backed by tables with commit-time versions"
 
-REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_changes 09_stats 10_hardening 11_rls 12_relation 13_ddl
+REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_changes 09_stats 10_hardening 11_rls 12_relation 13_ddl 14_cursors
 REGRESS_OPTS = --inputdir=. --outputdir=test/out/regress --user=postgres
 ISOLATION    = commit_visibility rollback out_of_order setdefault changes_delta ddl_locks aborted_writers publish_rls
 ISOLATION_OPTS = --inputdir=test/isolation --outputdir=test/out/isolation --user=postgres
@@ -26,10 +26,6 @@ PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-ini
 # No LLVM bitcode: JIT inlining of ddict is not worth a clang build dependency.
 override with_llvm = no
 
-# PGXS rebuilds an object when its .c changes, not when a header does: a
-# struct that grew in ddict.h would otherwise meet stale objects.
-$(OBJS): $(wildcard src/*.h src/common/*.h)
-
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
@@ -37,6 +33,11 @@ else
 all install installcheck:
 	@echo "$(PG_CONFIG) not found: run 'make deps' (or 'make test', which runs it) first" >&2; exit 1
 endif
+
+# PGXS rebuilds an object when its .c changes, not when a header does: a
+# struct that grew in ddict.h would otherwise meet stale objects.
+# (After PGXS: the first rule of this file is the default goal, "all".)
+$(OBJS): $(wildcard src/*.h src/common/*.h)
 
 .PHONY: test demo deps
 deps:

@@ -8,16 +8,32 @@
  * started at in its own "in flight" slot; the slot is cleared after the
  * commit became visible (or after abort).
  *
- * A client's cursor is the *horizon*: min(head, every in-flight start),
- * read before the client's snapshot is taken.  Every entry before the horizon
- * belongs to a transaction that had finished before that snapshot, so its
- * effects are in what the client loaded.  Every transaction the snapshot did
- * not see wrote its keys at or after the horizon.  A delta therefore needs the
- * keys between the client's cursor and the current head, re-read under a new
- * snapshot taken after the new horizon.  Keys of transactions that were not
- * yet visible, or that aborted after appending, are read again harmlessly
- * (their current values are what the new snapshot sees).  This is the
- * xid-plus-snapshot technique with the snapshot comparison done by position.
+ * The *horizon* is min(head, every in-flight start), read before a client's
+ * snapshot is taken.  Every entry before the horizon belongs to a transaction
+ * that had finished before that snapshot, so its effects are in what the
+ * client loaded.  Every transaction the snapshot did not see wrote its keys
+ * at or after the horizon.  A delta therefore needs the keys from the
+ * client's horizon on, re-read under a new snapshot taken after the new
+ * horizon.  Keys of transactions that were not yet visible, or that aborted
+ * after appending, are read again harmlessly (their current values are what
+ * the new snapshot sees).  This is the xid-plus-snapshot technique with the
+ * snapshot comparison done by position.
+ *
+ * Per dict, the entries form a *chain*: each carries the dict's change
+ * number (consecutive within the chain) and the position of the dict's
+ * previous entry; a small shared hash table holds each chain's last entry
+ * and next number.  What a client gets as its cursor is not a position but
+ * the number of the dict's first entry at or after the horizon, sealed
+ * (cursor.c).  So a cursor moves only with its own dict's writes — a ring
+ * position moved with every key written anywhere in the cluster, and its
+ * steps told a reader the sizes of keys it could not read — a delta walks
+ * only its dict's entries, and a dict nobody writes keeps its cursor for as
+ * long as the server runs.  A chain is made on the first write or read of
+ * its dict and numbered from the count of all entries ever appended, so a
+ * chain made again (after its entries left the ring and its slot was taken)
+ * never hands out a number an older chain of the dict did.  When the
+ * horizon itself has left the ring (a large writer evicted an in-flight
+ * one's keys) no cursor can be exact and the answer is 0: reload in full.
  *
  * Each entry carries its writer's top-level xid.  A key is handed out only
  * once its writer is known to have committed: a transaction can still abort
@@ -26,14 +42,14 @@
  * SELECT.  Entries of writers still in progress are left for the next delta
  * (they are past the horizon the reader takes as its cursor).
  *
- * A cursor comes back from the client, so it is not trusted: it must be
- * aligned, inside the ring, and marked in a bitmap of entry starts that only
- * the writers set (key bytes can look like an entry header; they are never
- * marked).  Anything else is answered with a full reload.
- *
- * When the cursor has fallen out of the ring, when a transaction wrote more
- * keys than ddict.max_delta_keys or truncated the dict (a "full" entry), or
+ * When the cursor's entries have fallen out of the ring, when a transaction
+ * wrote more keys than ddict.max_delta_keys or truncated the dict (a "full"
+ * entry), when the cursor is not one this server sealed for this dict, or
  * after a restart (the epoch changed), the client reloads the whole dict.
+ *
+ * Locking: the ring, its head and tail, and the chains table are guarded by
+ * the ring's LWLock (shared to read, exclusive to append or make a chain);
+ * in-flight slots are atomics, each written only by its backend.
  */
 #include "ddict.h"
 
@@ -48,6 +64,8 @@
 #include "storage/procarray.h"
 #include "utils/builtins.h"
 
+#include "utils/hsearch.h"
+
 #define LOG_MAGIC	0xDD1C7E57u
 #define LOG_PAD		0x01			/* filler up to the end of the ring */
 #define LOG_FULL	0x02			/* the whole dict changed */
@@ -61,10 +79,27 @@ typedef struct LogEntry
 	uint32		flags;
 	uint32		keylen;
 	TransactionId xid;			/* the writer's top-level xid, or invalid */
+	uint32		unused;
+	uint64		seq;			/* the dict's change number */
+	uint64		prev;			/* position of the dict's previous entry, or 0 */
 	/* key bytes follow */
 } LogEntry;
 
 #define ENTRY_HDR	MAXALIGN(sizeof(LogEntry))
+
+typedef struct ChainKey
+{
+	Oid			dboid;
+	Oid			relid;
+} ChainKey;
+
+typedef struct Chain
+{
+	ChainKey	key;
+	uint64		next_seq;		/* the number of the dict's next entry */
+	uint64		first_seq;		/* the number this chain started at */
+	uint64		last_pos;		/* position of the dict's last entry, or 0 */
+} Chain;
 
 typedef struct LogShared
 {
@@ -72,13 +107,15 @@ typedef struct LogShared
 	uint64		size;			/* bytes in the ring */
 	uint64		head;			/* next position to write */
 	uint64		tail;			/* oldest position still in the ring */
+	uint64		appended;		/* entries ever appended (numbers new chains) */
+	uint8		cursor_key[DDICT_CURSOR_KEY_LEN];	/* seals cursors (cursor.c) */
 	int			nslots;
 	pg_atomic_uint64 inflight[FLEXIBLE_ARRAY_MEMBER];	/* start + 1, or 0 */
 } LogShared;
 
 static LogShared *logsh = NULL;
 static char *ring = NULL;
-static uint8 *starts = NULL;	/* one bit per MAXALIGN unit of the ring */
+static HTAB *chains = NULL;
 static bool my_inflight = false;
 
 static int
@@ -93,71 +130,54 @@ ring_bytes(void)
 	return (uint64) ddict_changelog_kb * 1024;
 }
 
-static Size
-bitmap_bytes(void)
+static long
+chain_capacity(void)
 {
-	return MAXALIGN(ring_bytes() / MAXIMUM_ALIGNOF / 8 + 1);
+	return (long) ddict_max_dicts * 2;
+}
+
+static Size
+header_bytes(void)
+{
+	return MAXALIGN(offsetof(LogShared, inflight) + sizeof(pg_atomic_uint64) * slot_count());
 }
 
 Size
 ddict_changelog_shmem_size(void)
 {
-	Size		sz = offsetof(LogShared, inflight);
-
-	sz = add_size(sz, mul_size(sizeof(pg_atomic_uint64), slot_count()));
-	return add_size(add_size(MAXALIGN(sz), ring_bytes()), bitmap_bytes());
-}
-
-static inline void
-mark_unit(uint64 off, bool start)
-{
-	uint64		unit = off / MAXIMUM_ALIGNOF;
-
-	if (start)
-		starts[unit / 8] |= (uint8) (1 << (unit % 8));
-	else
-		starts[unit / 8] &= (uint8) ~(1 << (unit % 8));
-}
-
-static inline bool
-is_start(uint64 off)
-{
-	uint64		unit = off / MAXIMUM_ALIGNOF;
-
-	return (starts[unit / 8] & (1 << (unit % 8))) != 0;
-}
-
-/* Mark [off, off + len) as one entry starting at off. */
-static void
-mark_entry(uint64 off, uint64 len)
-{
-	mark_unit(off, true);
-	for (uint64 o = off + MAXIMUM_ALIGNOF; o < off + len; o += MAXIMUM_ALIGNOF)
-		mark_unit(o, false);
+	return add_size(add_size(header_bytes(), ring_bytes()),
+					hash_estimate_size(chain_capacity(), sizeof(Chain)));
 }
 
 void
 ddict_changelog_init(void)
 {
 	bool		found;
-	Size		hdr = MAXALIGN(offsetof(LogShared, inflight) +
-							   sizeof(pg_atomic_uint64) * slot_count());
+	HASHCTL		info;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	logsh = ShmemInitStruct("ddict changelog", hdr + ring_bytes() + bitmap_bytes(), &found);
-	ring = (char *) logsh + hdr;
-	starts = (uint8 *) ring + ring_bytes();
+	logsh = ShmemInitStruct("ddict changelog", header_bytes() + ring_bytes(), &found);
+	ring = (char *) logsh + header_bytes();
 	if (!found)
 	{
-		memset(starts, 0, bitmap_bytes());
 		logsh->lock = &(GetNamedLWLockTranche("ddict"))[1].lock;
 		logsh->size = ring_bytes();
-		/* Position 0 means "no cursor" to clients: start after it. */
+		/* Position 0 means "no previous entry" in a chain: start after it. */
 		logsh->head = logsh->tail = MAXIMUM_ALIGNOF;
+		/* Change number 0 means "no cursor" to clients: start after it. */
+		logsh->appended = 1;
+		if (!pg_strong_random(logsh->cursor_key, sizeof(logsh->cursor_key)))
+			ereport(FATAL,
+					(errmsg("ddict: could not generate the key that seals cursors")));
 		logsh->nslots = slot_count();
 		for (int i = 0; i < logsh->nslots; i++)
 			pg_atomic_init_u64(&logsh->inflight[i], 0);
 	}
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(ChainKey);
+	info.entrysize = sizeof(Chain);
+	chains = ShmemInitHash("ddict change chains", chain_capacity(), chain_capacity(),
+						   &info, HASH_ELEM | HASH_BLOBS);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -170,7 +190,7 @@ entry_at(uint64 pos)
 /*
  * The length of the entry at pos.  Fewer bytes than a header before the end
  * of the ring can only be filler (no entry fits there), written without a
- * header: a header would overrun the ring into the bitmap of entry starts.
+ * header: a header would overrun the ring.
  */
 static inline uint64
 entry_len(uint64 pos)
@@ -188,9 +208,69 @@ make_room(uint64 need)
 		logsh->tail += entry_len(logsh->tail);
 }
 
+/*
+ * The entry of chain (dboid, relid) at pos, with number seq (0: any), if it
+ * is still in the ring and is what the chain says.  Lock held.
+ */
+static LogEntry *
+chain_entry(uint64 pos, Oid dboid, Oid relid, uint64 seq)
+{
+	LogEntry   *e;
+
+	if (pos < logsh->tail || pos >= logsh->head)
+		return NULL;
+	e = entry_at(pos);
+	if (e->magic != LOG_MAGIC || (e->flags & LOG_PAD) || e->dboid != dboid ||
+		e->relid != relid || (seq != 0 && e->seq != seq) ||
+		e->len < ENTRY_HDR || e->keylen > e->len - ENTRY_HDR)
+		return NULL;			/* cannot happen: entries are only written here */
+	return e;
+}
+
+static Chain *
+chain_find(Oid dboid, Oid relid)
+{
+	ChainKey	k = {dboid, relid};
+
+	return hash_search(chains, &k, HASH_FIND, NULL);
+}
+
+/*
+ * The chain of (dboid, relid), made if needed.  Exclusive lock held.  When
+ * the table is full, chains without entries in the ring make room (one made
+ * again starts above every number the old one handed out).  NULL: no room.
+ */
+static Chain *
+chain_get(Oid dboid, Oid relid)
+{
+	ChainKey	k = {dboid, relid};
+	Chain	   *c = hash_search(chains, &k, HASH_FIND, NULL);
+	bool		found;
+
+	if (c != NULL)
+		return c;
+	if (hash_get_num_entries(chains) >= chain_capacity())
+	{
+		HASH_SEQ_STATUS it;
+		Chain	   *old;
+
+		hash_seq_init(&it, chains);
+		while ((old = hash_seq_search(&it)) != NULL)
+			if (old->last_pos < logsh->tail)
+				(void) hash_search(chains, &old->key, HASH_REMOVE, NULL);
+		if (hash_get_num_entries(chains) >= chain_capacity())
+			return NULL;
+	}
+	c = hash_search(chains, &k, HASH_ENTER_NULL, &found);
+	if (c == NULL)
+		return NULL;
+	c->first_seq = c->next_seq = logsh->appended;
+	c->last_pos = 0;
+	return c;
+}
+
 static void
-write_entry(Oid dboid, Oid relid, uint32 flags, const char *key, uint32 keylen,
-			TransactionId xid)
+write_entry(Chain *c, uint32 flags, const char *key, uint32 keylen, TransactionId xid)
 {
 	uint64		need = ENTRY_HDR + MAXALIGN(keylen);
 	uint64		off = logsh->head % logsh->size;
@@ -204,29 +284,30 @@ write_entry(Oid dboid, Oid relid, uint32 flags, const char *key, uint32 keylen,
 		if (pad >= ENTRY_HDR)
 		{
 			e = entry_at(logsh->head);
+			memset(e, 0, sizeof(LogEntry));
 			e->magic = LOG_MAGIC;
 			e->len = (uint32) pad;
 			e->flags = LOG_PAD;
-			e->dboid = e->relid = InvalidOid;
-			e->keylen = 0;
-			e->xid = InvalidTransactionId;
 		}
-		mark_entry(off, pad);
 		logsh->head += pad;
 	}
 	make_room(need);
-	mark_entry(logsh->head % logsh->size, need);
 	e = entry_at(logsh->head);
 	e->magic = LOG_MAGIC;
 	e->len = (uint32) need;
-	e->dboid = dboid;
-	e->relid = relid;
+	e->dboid = c->key.dboid;
+	e->relid = c->key.relid;
 	e->flags = flags;
 	e->keylen = keylen;
 	e->xid = xid;
+	e->unused = 0;
+	e->seq = c->next_seq++;
+	e->prev = c->last_pos;
 	if (keylen)
 		memcpy((char *) e + ENTRY_HDR, key, keylen);
+	c->last_pos = logsh->head;
 	logsh->head += need;
+	logsh->appended++;
 }
 
 void
@@ -235,21 +316,35 @@ ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys)
 	/* Keys this large would evict most of the ring: log them as "full". */
 	uint64		maxkey = logsh->size / 16;
 	TransactionId xid = GetTopTransactionIdIfAny();
+	Chain	   *c = NULL;
 
 	LWLockAcquire(logsh->lock, LW_EXCLUSIVE);
+	/* every chain first: a full table is an error before anything is written */
+	for (int i = 0; i < nkeys; i++)
+		if ((c == NULL || c->key.relid != keys[i].relid) &&
+			(c = chain_get(dboid, keys[i].relid)) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("ddict: too many dicts with changes in the change ring"),
+					 errhint("Raise ddict.max_dicts.")));
 	if (!my_inflight)
 	{
 		pg_atomic_write_u64(&logsh->inflight[MyProc->pgprocno], logsh->head + 1);
 		my_inflight = true;
 	}
+	c = NULL;
 	for (int i = 0; i < nkeys; i++)
 	{
 		PendingKey *k = &keys[i];
 
+		if (k->skip)
+			continue;
+		if (c == NULL || c->key.relid != k->relid)
+			c = chain_find(dboid, k->relid);
 		if (k->full || k->len > maxkey)
-			write_entry(dboid, k->relid, LOG_FULL, NULL, 0, xid);
+			write_entry(c, LOG_FULL, NULL, 0, xid);
 		else
-			write_entry(dboid, k->relid, 0, k->data, k->len, xid);
+			write_entry(c, 0, k->data, k->len, xid);
 	}
 	LWLockRelease(logsh->lock);
 }
@@ -265,13 +360,12 @@ ddict_changelog_finish(void)
 	my_inflight = false;
 }
 
-uint64
-ddict_changelog_horizon(void)
+/* min(head, every in-flight start).  Lock held. */
+static uint64
+horizon_position(void)
 {
-	uint64		h;
+	uint64		h = logsh->head;
 
-	LWLockAcquire(logsh->lock, LW_SHARED);
-	h = logsh->head;
 	for (int i = 0; i < logsh->nslots; i++)
 	{
 		uint64		s = pg_atomic_read_u64(&logsh->inflight[i]);
@@ -279,24 +373,93 @@ ddict_changelog_horizon(void)
 		if (s != 0 && s - 1 < h)
 			h = s - 1;
 	}
-	LWLockRelease(logsh->lock);
 	return h;
 }
 
 /*
- * The next position to write.  Read after a snapshot was taken, it bounds the
- * entries of every transaction that snapshot sees (they append before they
- * commit): the "until" of a delta (sync.c, streamer.c).
+ * The number of chain c's first entry at or after position h, or 0 when it
+ * cannot be known (entries at or after h left the ring).  Lock held.
  */
-uint64
-ddict_changelog_head(void)
+static uint64
+number_at(Chain *c, uint64 h)
 {
-	uint64		h;
+	uint64		seq = c->next_seq;
+	uint64		pos = c->last_pos;
+
+	if (h < logsh->tail)
+		return 0;
+	while (pos != 0 && pos >= h)
+	{
+		LogEntry   *e = chain_entry(pos, c->key.dboid, c->key.relid, seq - 1);
+
+		if (e == NULL)
+			return 0;
+		seq = e->seq;
+		pos = e->prev;
+	}
+	return seq;
+}
+
+/*
+ * Run f on the chain of (dboid, relid) under the ring's lock, made if needed
+ * and asked for (the lock taken again exclusively only then).  0 when there
+ * is none.
+ */
+static uint64
+with_chain(Oid dboid, Oid relid, bool make, uint64 (*f) (Chain *c))
+{
+	Chain	   *c;
+	uint64		r = 0;
 
 	LWLockAcquire(logsh->lock, LW_SHARED);
-	h = logsh->head;
+	if ((c = chain_find(dboid, relid)) != NULL)
+		r = f(c);
 	LWLockRelease(logsh->lock);
-	return h;
+	if (c != NULL || !make)
+		return r;
+	LWLockAcquire(logsh->lock, LW_EXCLUSIVE);
+	if ((c = chain_get(dboid, relid)) != NULL)
+		r = f(c);
+	LWLockRelease(logsh->lock);
+	return r;
+}
+
+static uint64
+horizon_number(Chain *c)
+{
+	return number_at(c, horizon_position());
+}
+
+static uint64
+next_number(Chain *c)
+{
+	return c->next_seq;
+}
+
+/*
+ * The cursor of (dboid, relid) at the horizon: read before a client's
+ * snapshot, every entry of the dict numbered below it belongs to a
+ * transaction that finished before.  0: no exact cursor now (reload in full
+ * next time), or the dict has no chain and make is false.  Only callers that
+ * know the relation is a dict make chains (the table of chains is shared).
+ */
+uint64
+ddict_changelog_horizon(Oid dboid, Oid relid, bool make)
+{
+	return ddict_cursor_seal(logsh->cursor_key, dboid, relid,
+							 with_chain(dboid, relid, make, horizon_number));
+}
+
+/*
+ * The cursor of the dict's next entry.  Read after a snapshot was taken, it
+ * bounds the entries of every transaction that snapshot sees (they append
+ * before they commit): the "until" of a delta (sync.c, streamer.c).
+ */
+uint64
+ddict_changelog_until(Oid dboid, Oid relid)
+{
+	return ddict_cursor_seal(logsh->cursor_key, dboid, relid,
+							 with_chain(dboid, relid, true, next_number));
 }
 
 /*
@@ -317,52 +480,56 @@ writer_committed(TransactionId xid)
 }
 
 /*
- * Keys of (dboid, relid) logged at or after "since" by writers that
+ * Keys of (dboid, relid) logged at or after cursor "since" by writers that
  * committed.  Returns false when a delta cannot be exact and the caller must
  * reload everything.
  */
 bool
 ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 {
-	bool		ok = true;
-	uint64		pos;
+	bool		ok;
+	uint64		from;
 	List	   *found = NIL;
 	List	   *xids = NIL;
 	ListCell   *lk,
 			   *lx;
 	TransactionId last = InvalidTransactionId;
 	bool		last_committed = true;
+	Chain	   *c;
 
 	*keys = NIL;
-	LWLockAcquire(logsh->lock, LW_SHARED);
-	if (since < logsh->tail || since > logsh->head || since % MAXIMUM_ALIGNOF != 0 ||
-		(since < logsh->head && !is_start(since % logsh->size)))
-		ok = false;
-	for (pos = since; ok && pos < logsh->head;)
+	if (!ddict_cursor_open(logsh->cursor_key, dboid, relid, since, &from))
 	{
-		LogEntry   *e = entry_at(pos);
+		ereport(LOG,
+				(errmsg("ddict: a cursor this server did not hand out for dict %u was presented; answering in full",
+						relid)));
+		return false;
+	}
+	LWLockAcquire(logsh->lock, LW_SHARED);
+	c = chain_find(dboid, relid);
+	ok = c != NULL && from >= c->first_seq && from <= c->next_seq;
+	if (ok && from < c->next_seq)
+	{
+		uint64		pos = c->last_pos;
+		uint64		seq = c->next_seq;
 
-		if (logsh->size - pos % logsh->size < ENTRY_HDR)
+		/* back from the chain's last entry to the cursor's */
+		do
 		{
-			pos += entry_len(pos);	/* filler without a header */
-			continue;
-		}
+			LogEntry   *e = pos ? chain_entry(pos, dboid, relid, seq - 1) : NULL;
 
-		if (e->magic != LOG_MAGIC || e->len < ENTRY_HDR ||
-			e->len > logsh->size - pos % logsh->size ||
-			e->keylen > e->len - ENTRY_HDR)
-		{
-			ok = false;			/* cannot happen: entries are only written here */
-			break;
-		}
-		if (!(e->flags & LOG_PAD) && e->dboid == dboid && e->relid == relid)
-		{
+			if (e == NULL)
+			{
+				ok = false;		/* the cursor's entries left the ring */
+				break;
+			}
 			/* keys as written; whose writers committed is asked below */
-			found = lappend(found, (e->flags & LOG_FULL) ? NULL :
-							cstring_to_text_with_len((char *) e + ENTRY_HDR, e->keylen));
-			xids = lappend_oid(xids, (Oid) e->xid);	/* 32 bits, as an Oid */
-		}
-		pos += e->len;
+			found = lcons((e->flags & LOG_FULL) ? NULL :
+						  cstring_to_text_with_len((char *) e + ENTRY_HDR, e->keylen), found);
+			xids = lcons_oid((Oid) e->xid, xids);	/* 32 bits, as an Oid */
+			seq = e->seq;
+			pos = e->prev;
+		} while (seq > from);
 	}
 	LWLockRelease(logsh->lock);
 
@@ -386,6 +553,7 @@ ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 			*keys = lappend(*keys, lfirst(lk));
 	}
 	list_free(xids);
+	list_free(found);
 	if (!ok)
 	{
 		list_free_deep(*keys);

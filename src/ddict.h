@@ -5,6 +5,7 @@
  *   ddict.c      _PG_init: GUCs, hooks, the "must be preloaded" guard
  *   shmem.c      the per-dict version table in shared memory (hybrid logical clock)
  *   changelog.c  a shared ring of changed keys that lets clients reload by delta
+ *   cursor.c     the cursors clients hold: a dict's change number, sealed
  *   xact.c       what the current transaction changed; bumps at commit
  *   triggers.c   the C trigger attached to every dict table
  *   wal.c        a custom WAL resource manager so hot standbys move versions on replay
@@ -85,11 +86,24 @@ typedef struct DictStat
 extern int	ddict_stats_collect(Oid dboid, DictStat **out);
 
 /* changelog.c */
+/* What one trigger call did to a key (xact.c drops keys that only lived
+ * inside their transaction). */
+typedef enum KeyOp
+{
+	KEY_APPEARS,				/* INSERT, or UPDATE to this key */
+	KEY_CHANGES,				/* UPDATE of the value */
+	KEY_GOES,					/* DELETE, or UPDATE away from this key, of a
+								 * row this transaction wrote */
+	KEY_GOES_OLD				/* the same, of a row from before it */
+} KeyOp;
+
 typedef struct PendingKey
 {
 	Oid			relid;
 	int			level;			/* transaction nest level that wrote it */
 	bool		full;			/* whole dict changed (TRUNCATE, overflow) */
+	bool		skip;			/* not logged: the key existed only inside */
+	KeyOp		op;
 	int			len;
 	char	   *data;			/* key bytes, TopTransactionContext */
 } PendingKey;
@@ -98,14 +112,20 @@ extern Size ddict_changelog_shmem_size(void);
 extern void ddict_changelog_init(void);
 extern void ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys);
 extern void ddict_changelog_finish(void);
-extern uint64 ddict_changelog_horizon(void);
+extern uint64 ddict_changelog_horizon(Oid dboid, Oid relid, bool make);
+extern uint64 ddict_changelog_until(Oid dboid, Oid relid);
 extern bool ddict_changelog_collect(Oid dboid, Oid relid, uint64 since,
 									List **keys);
-extern uint64 ddict_changelog_head(void);
+
+/* cursor.c */
+#define DDICT_CURSOR_KEY_LEN 32
+extern uint64 ddict_cursor_seal(const uint8 *key, Oid dboid, Oid relid, uint64 seq);
+extern bool ddict_cursor_open(const uint8 *key, Oid dboid, Oid relid, uint64 cursor,
+							  uint64 *seq);
 
 /* xact.c */
 extern void ddict_xact_init(void);
-extern void ddict_note_change(Oid relid, const char *key, int len);
+extern void ddict_note_change(Oid relid, const char *key, int len, KeyOp op);
 extern void ddict_note_forget(Oid relid, const char *name);
 
 /* publisher.c */

@@ -37,10 +37,10 @@
  * lost all give an 'f' marker: no rows, "go to PostgreSQL".  After a Redis
  * outage the streamer resumes exactly when the stream's last entry is still
  * the one it appended last (the entries it could not append are computed
- * then, from its cursor, as one delta); otherwise it appends a marker.  A
- * published dict nobody writes while the ring turns over gets entries
- * without changes that move its cursor on (cursor_entry()), so that its
- * next write is still a delta.
+ * then, from its cursor, as one delta); otherwise it appends a marker.
+ * Cursors count the dict's own changes (changelog.c), so a published dict
+ * nobody writes keeps its cursor however far the ring turns: its next write
+ * is still a delta.
  */
 #include "ddict.h"
 #include "redisconn.h"
@@ -882,51 +882,6 @@ entry_finish(Entry *e)
 }
 
 /*
- * A dict that is not written while the ring turns over would lose its cursor
- * and get a marker at its next write, sending every cache to PostgreSQL.  So
- * once its cursor is half a ring behind, an entry without changes moves it
- * on — what ddict_changes()'s "unchanged" answer does for a client: the
- * horizon, then the version (still ours: every writer of the dict below the
- * horizon had bumped it), then no key of the dict since our cursor.  No SQL.
- * NULL when not needed or not provable now (the next turn tries again).
- */
-static Entry *
-cursor_entry(StreamDict *sd, MemoryContext cxt)
-{
-	uint64		horizon,
-				until,
-				v;
-	bool		pending;
-	List	   *keys = NIL;
-	Entry	   *e;
-
-	if (ddict_changelog_head() - sd->cursor < (uint64) ddict_changelog_kb * 1024 / 2)
-		return NULL;
-	horizon = ddict_changelog_horizon();
-	if (!ddict_version_get(MyDatabaseId, sd->relid, &v, &pending) || pending ||
-		v != sd->version)
-		return NULL;
-	until = ddict_changelog_head();
-	if (!ddict_changelog_collect(MyDatabaseId, sd->relid, sd->cursor, &keys) || keys != NIL)
-		return NULL;
-	e = MemoryContextAllocZero(cxt, sizeof(Entry));
-	e->dict = sd;
-	e->kind = 'd';
-	e->h.version = v;
-	e->h.epoch = ddict_epoch();
-	e->h.cursor = horizon;
-	e->h.until = until;
-	e->from = sd->cursor;
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-
-		entry_finish(e);
-		MemoryContextSwitchTo(old);
-	}
-	return e;
-}
-
-/*
  * The entry of dict sd, or NULL when it has none to append (its version did
  * not move).  In a transaction, SPI connected; allocates in cxt.
  */
@@ -959,7 +914,7 @@ compute_entry(StreamDict *sd, MemoryContext cxt, uint64 *statements)
 	}
 	if (sd->chained && ddict_version_get(MyDatabaseId, sd->relid, &v, &pending) &&
 		!pending && v == sd->version)
-		return cursor_entry(sd, cxt);
+		return NULL;			/* its cursor stays good: it counts its own changes */
 
 	es.sink.header = entry_header;
 	es.sink.row = entry_row;
@@ -976,7 +931,7 @@ compute_entry(StreamDict *sd, MemoryContext cxt, uint64 *statements)
 	since.epoch = ddict_epoch();
 	since.cursor = sd->cursor;
 	/* the order of ddict_changes(): horizon, version, snapshot */
-	horizon = ddict_changelog_horizon();
+	horizon = ddict_changelog_horizon(MyDatabaseId, sd->relid, true);
 	kind = ddict_changes_compute(d, horizon, &since, &es.sink);
 	if (kind == 'u')
 		return NULL;

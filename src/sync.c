@@ -308,7 +308,7 @@ ddict_changes_compute(DictInfo *d, uint64 horizon, const ChangesSince *since,
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* every transaction this snapshot sees wrote its keys below the head */
 	if (!recovery)
-		h.until = ddict_changelog_head();
+		h.until = ddict_changelog_until(MyDatabaseId, d->relid);
 	if (since->have && !recovery && since->cursor > 0 && since->epoch == h.epoch &&
 		ddict_changelog_collect(MyDatabaseId, d->relid, since->cursor, &keys) &&
 		delta_reload(sink, d, keys, &h))
@@ -427,8 +427,8 @@ init_result(FunctionCallInfo fcinfo)
 /*
  * The caller must be able to SELECT from the dict (the table, or one of its
  * columns), as for the rows themselves: even the header of an "unchanged"
- * answer moves with other tables' writes (the cursor), which is nothing for
- * a role that may not read the dict to learn.
+ * answer moves with the dict's writes (the cursor), which is nothing for a
+ * role that may not read the dict to learn.
  */
 static void
 require_select(Oid relid)
@@ -438,6 +438,26 @@ require_select(Oid relid)
 	if (pg_class_aclcheck(relid, user, ACL_SELECT) != ACLCHECK_OK &&
 		pg_attribute_aclcheck_all(relid, user, ACL_SELECT, ACLMASK_ANY) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
+}
+
+/*
+ * The dict's cursor at the horizon (changelog.c), 0 on a standby.  Chains
+ * are made only for dicts: a version entry proves relid is one (ddict_changes()
+ * makes the chain later otherwise, after its lookup).
+ */
+static uint64
+read_horizon(Oid relid)
+{
+	uint64		cursor,
+				v;
+	bool		pending;
+
+	if (RecoveryInProgress())
+		return 0;
+	cursor = ddict_changelog_horizon(MyDatabaseId, relid, false);
+	if (cursor == 0 && ddict_version_get(MyDatabaseId, relid, &v, &pending))
+		cursor = ddict_changelog_horizon(MyDatabaseId, relid, true);
+	return cursor;
 }
 
 Datum
@@ -484,8 +504,7 @@ ddict_changes(PG_FUNCTION_ARGS)
 	 * rarely written dict's cursor does not fall out of the ring.  Standbys
 	 * have no change ring: they answer in full whenever the version moved.
 	 */
-	if (!recovery)
-		cursor = ddict_changelog_horizon();
+	cursor = read_horizon(relid);
 
 	/*
 	 * The common answer, "unchanged", needs neither SPI nor the catalogs: a
@@ -499,7 +518,14 @@ ddict_changes(PG_FUNCTION_ARGS)
 	}
 
 	SPI_connect();
-	(void) ddict_changes_compute(ddict_lookup(relid), cursor, &since, &em.sink);
+	{
+		DictInfo   *d = ddict_lookup(relid);
+
+		/* a dict read first after a restart: its chain, before its version */
+		if (cursor == 0 && !recovery)
+			cursor = ddict_changelog_horizon(MyDatabaseId, relid, true);
+		(void) ddict_changes_compute(d, cursor, &since, &em.sink);
+	}
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -537,8 +563,7 @@ ddict_unchanged(PG_FUNCTION_ARGS)
 	since.version = (uint64) PG_GETARG_INT64(1);
 	since.epoch = (uint64) PG_GETARG_INT64(2);
 	since.cursor = 0;
-	if (!RecoveryInProgress())
-		cursor = ddict_changelog_horizon();
+	cursor = read_horizon(relid);
 	if (!answer_unchanged(relid, &since, &version))
 		PG_RETURN_NULL();
 	PG_RETURN_INT64((int64) cursor);

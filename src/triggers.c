@@ -18,6 +18,7 @@
 
 #include "access/detoast.h"
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "commands/trigger.h"
 #include "catalog/pg_type.h"
 #include "utils/datum.h"
@@ -116,8 +117,16 @@ trigger_columns(Relation rel, Trigger *tg)
 	return c;
 }
 
+/* The op of a row that goes: was it written by this transaction? */
+static KeyOp
+goes(HeapTuple tuple)
+{
+	return TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data)) ?
+		KEY_GOES : KEY_GOES_OLD;
+}
+
 static void
-note_key(Oid relid, HeapTuple tuple, TupleDesc desc, int keyatt)
+note_key(Oid relid, HeapTuple tuple, TupleDesc desc, int keyatt, KeyOp op)
 {
 	bool		isnull;
 	Datum		d = heap_getattr(tuple, keyatt, desc, &isnull);
@@ -126,11 +135,11 @@ note_key(Oid relid, HeapTuple tuple, TupleDesc desc, int keyatt)
 	if (isnull)
 	{
 		/* not a key a client can hold: reload the dict whole */
-		ddict_note_change(relid, NULL, 0);
+		ddict_note_change(relid, NULL, 0, op);
 		return;
 	}
 	t = DatumGetTextPP(d);
-	ddict_note_change(relid, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	ddict_note_change(relid, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), op);
 }
 
 static void
@@ -193,7 +202,7 @@ ddict_trigger(PG_FUNCTION_ARGS)
 	relid = RelationGetRelid(rel);
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 	{
-		ddict_note_change(relid, NULL, 0);
+		ddict_note_change(relid, NULL, 0, KEY_CHANGES);
 		return PointerGetDatum(NULL);
 	}
 	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
@@ -212,10 +221,10 @@ ddict_trigger(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 	{
 		check_value_size(rel, td->tg_trigtuple, valatt);
-		note_key(relid, td->tg_trigtuple, desc, keyatt);
+		note_key(relid, td->tg_trigtuple, desc, keyatt, KEY_APPEARS);
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		note_key(relid, td->tg_trigtuple, desc, keyatt);
+		note_key(relid, td->tg_trigtuple, desc, keyatt, goes(td->tg_trigtuple));
 	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
 		bool		key_same = same_column(td->tg_trigtuple, td->tg_newtuple, desc, keyatt);
@@ -224,8 +233,8 @@ ddict_trigger(PG_FUNCTION_ARGS)
 			return PointerGetDatum(NULL);
 		check_value_size(rel, td->tg_newtuple, valatt);
 		if (!key_same)
-			note_key(relid, td->tg_trigtuple, desc, keyatt);
-		note_key(relid, td->tg_newtuple, desc, keyatt);
+			note_key(relid, td->tg_trigtuple, desc, keyatt, goes(td->tg_trigtuple));
+		note_key(relid, td->tg_newtuple, desc, keyatt, key_same ? KEY_CHANGES : KEY_APPEARS);
 	}
 	return PointerGetDatum(NULL);
 }

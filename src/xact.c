@@ -81,7 +81,7 @@ reset_state(void)
 }
 
 static void
-push_pending(Oid relid, bool full, const char *key, int len)
+push_pending(Oid relid, bool full, const char *key, int len, KeyOp op)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 	PendingKey *p;
@@ -96,6 +96,8 @@ push_pending(Oid relid, bool full, const char *key, int len)
 	p->relid = relid;
 	p->level = GetCurrentTransactionNestLevel();
 	p->full = full;
+	p->skip = false;
+	p->op = op;
 	p->len = full ? 0 : len;
 	p->data = NULL;
 	if (!full && len > 0)
@@ -154,7 +156,7 @@ rebuild_counts(void)
 }
 
 void
-ddict_note_change(Oid relid, const char *key, int len)
+ddict_note_change(Oid relid, const char *key, int len, KeyOp op)
 {
 	Touched    *t = count_for(relid);
 
@@ -167,12 +169,12 @@ ddict_note_change(Oid relid, const char *key, int len)
 		return;
 	if (key == NULL || t->nkeys >= ddict_max_delta_keys)
 	{
-		push_pending(relid, true, NULL, 0);
+		push_pending(relid, true, NULL, 0, KEY_CHANGES);
 		t->full = true;
 	}
 	else
 	{
-		push_pending(relid, false, key, len);
+		push_pending(relid, false, key, len, op);
 		t->nkeys++;
 	}
 }
@@ -198,6 +200,74 @@ ddict_note_forget(Oid relid, const char *name)
 
 static TransactionId commit_xid = InvalidTransactionId;
 
+static bool
+same_key(const PendingKey *x, const PendingKey *y)
+{
+	return x->relid == y->relid && x->len == y->len &&
+		(x->len == 0 || memcmp(x->data, y->data, x->len) == 0);
+}
+
+/* pending[] indexes ordered by dict, key, then order of writing */
+static int
+key_order(const void *a, const void *b)
+{
+	const PendingKey *x = &pending[*(const int *) a];
+	const PendingKey *y = &pending[*(const int *) b];
+	int			c;
+
+	if (x->relid != y->relid)
+		return x->relid < y->relid ? -1 : 1;
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	if (x->len > 0 && (c = memcmp(x->data, y->data, x->len)) != 0)
+		return c;
+	return *(const int *) a - *(const int *) b;
+}
+
+/*
+ * Keys that existed only inside this transaction are not logged: a key
+ * inserted (or updated into) and deleted again before commit was never seen
+ * by anyone, and its tombstone in a delta would name a row no reader could
+ * ever SELECT.  A key qualifies when its first surviving write made it
+ * appear and its last made it go, and no row of it from before this
+ * transaction went (keys of rolled-back subtransactions are already gone
+ * from pending).  Sorting is paid only by transactions that both made and
+ * removed keys.
+ */
+static void
+skip_transient_keys(void)
+{
+	bool		appears = false,
+				goes = false;
+	int		   *idx;
+	int			n = 0;
+
+	for (int i = 0; i < npending; i++)
+	{
+		appears |= pending[i].op == KEY_APPEARS;
+		goes |= pending[i].op == KEY_GOES;
+	}
+	if (!appears || !goes)
+		return;
+	idx = palloc(sizeof(int) * npending);
+	for (int i = 0; i < npending; i++)
+		if (!pending[i].full)
+			idx[n++] = i;
+	qsort(idx, n, sizeof(int), key_order);
+	for (int g = 0, e; g < n; g = e)
+	{
+		bool		old = false;
+
+		/* [g, e): the writes of one key, in order */
+		for (e = g; e < n && same_key(&pending[idx[g]], &pending[idx[e]]); e++)
+			old |= pending[idx[e]].op == KEY_GOES_OLD;
+		if (!old && pending[idx[g]].op == KEY_APPEARS && pending[idx[e - 1]].op == KEY_GOES)
+			for (int k = g; k < e; k++)
+				pending[idx[k]].skip = true;
+	}
+	pfree(idx);
+}
+
 static void
 pre_commit(void)
 {
@@ -216,6 +286,7 @@ pre_commit(void)
 			ddict_note_name(counts[i].relid);
 		relids[i] = counts[i].relid;
 	}
+	skip_transient_keys();
 	commit_xid = GetTopTransactionIdIfAny();
 	if (TransactionIdIsValid(commit_xid))
 		ddict_wal_log_intent(MyDatabaseId, commit_xid, relids, ncounts);

@@ -1,0 +1,75 @@
+-- Cursors (changelog.c, cursor.c): a dict's own change number, sealed by the
+-- server.  They reveal nothing about other dicts, cannot be made up, and a
+-- key that lived only inside one transaction is never named.
+SELECT ddict_create('cur_a');
+SELECT ddict_create('cur_b');
+SELECT ddict_set('cur_a', 'keep', '1');
+SELECT ddict_set('cur_a', 'gone', '1');
+SELECT version AS v, epoch AS e, "cursor" AS c FROM ddict_changes('cur_a') WHERE kind = 'f' \gset
+
+-- Writes elsewhere, long keys and short, do not move cur_a's cursor: its
+-- steps would measure keys the reader may not be allowed to see.
+SELECT ddict_set('cur_b', repeat('x', 500), '1');
+SELECT ddict_set('cur_b', 'y', '1');
+SELECT "cursor" = :c AS unmoved FROM ddict_changes('cur_a', :v, :e, :c);
+
+-- The ring turns over several times (8 MB by default) while cur_a is quiet:
+-- its cursor still gives an exact delta.
+INSERT INTO cur_b SELECT 'bulk' || i || repeat('z', 900), 'v' FROM generate_series(1, 9000) i;
+INSERT INTO cur_b SELECT 'more' || i || repeat('z', 900), 'v' FROM generate_series(1, 9000) i;
+SELECT ddict_set('cur_a', 'after_turn', '1');
+SELECT kind, key FROM ddict_changes('cur_a', :v, :e, :c) ORDER BY kind <> 'd', kind, key;
+SELECT version AS v, "cursor" AS c FROM ddict_changes('cur_a', :v, :e, :c) WHERE kind = 'd' \gset
+
+-- A made-up older cursor: the number before ours with our seal bits (a
+-- valid change number of this dict).  It would name 'gone', deleted before
+-- it; the server did not seal it, so the answer is full: no tombstones.
+SELECT ddict_delete('cur_a', 'gone');
+SELECT version AS v2, "cursor" AS c2 FROM ddict_changes('cur_a', :v, :e, :c) WHERE kind = 'd' \gset
+SELECT ddict_set('cur_a', 'later', '1');
+SELECT kind, key FROM ddict_changes('cur_a', :v2, :e, (((:c2 >> 23) - 1) << 23) | (:c2 & 8388607))
+  WHERE kind <> 's' ORDER BY kind, key;
+-- ... our own cursor is a delta without it
+SELECT kind, key FROM ddict_changes('cur_a', :v2, :e, :c2) ORDER BY kind <> 'd', kind, key;
+-- a cursor of another dict is not one of this dict's
+SELECT "cursor" AS cb FROM ddict_changes('cur_b') WHERE kind = 'f' \gset
+SELECT kind FROM ddict_changes('cur_a', :v2, :e, :cb) WHERE kind IN ('u', 'd', 'f');
+SELECT version AS v, "cursor" AS c FROM ddict_changes('cur_a', :v2, :e, :c2) WHERE kind = 'd' \gset
+
+-- A key inserted and deleted in one transaction existed for nobody: the
+-- delta does not name it (the version still moves).
+BEGIN;
+SELECT ddict_set('cur_a', 'ghost', '1');
+SELECT ddict_delete('cur_a', 'ghost');
+COMMIT;
+INSERT INTO cur_a VALUES ('ghost2', '1');
+BEGIN;
+UPDATE cur_a SET key = 'ghost3' WHERE key = 'keep';
+UPDATE cur_a SET key = 'keep' WHERE key = 'ghost3';
+COMMIT;
+BEGIN;
+INSERT INTO cur_a VALUES ('ghost4', '1');
+UPDATE cur_a SET value = '2' WHERE key = 'ghost4';
+DELETE FROM cur_a WHERE key IN ('ghost4');
+COMMIT;
+SELECT kind, key, version > :v AS newer FROM ddict_changes('cur_a', :v, :e, :c)
+  ORDER BY kind <> 'd', kind, key;
+SELECT version AS v, "cursor" AS c FROM ddict_changes('cur_a', :v, :e, :c) WHERE kind = 'd' \gset
+
+-- ... but a key that existed before is named, however the transaction
+-- ended with it: deleted, re-inserted and deleted again
+BEGIN;
+DELETE FROM cur_a WHERE key = 'ghost2';
+INSERT INTO cur_a VALUES ('ghost2', 'back');
+DELETE FROM cur_a WHERE key = 'ghost2';
+COMMIT;
+-- ... and a savepoint rolled back does not make a kept key look transient
+BEGIN;
+SELECT ddict_set('cur_a', 'saved', '1');
+SAVEPOINT s;
+SELECT ddict_delete('cur_a', 'saved');
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT kind, key FROM ddict_changes('cur_a', :v, :e, :c) ORDER BY kind <> 'd', kind, key;
+
+DROP TABLE cur_a, cur_b;
