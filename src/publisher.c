@@ -239,59 +239,6 @@ reply_is_scan(const redisReply *r)
 	return true;
 }
 
-/* Say in err why a reply (NULL: none) is not the one expected. */
-static void
-reply_error(const char *what, const redisReply *r, char *err)
-{
-	if (r == NULL)
-		snprintf(err, ERRLEN, "%s: %s", what,
-				 rc->errstr[0] ? rc->errstr : "connection lost");
-	else if (r->type == REDIS_REPLY_ERROR && r->str != NULL)
-		snprintf(err, ERRLEN, "%s: %s", what, r->str);
-	else
-		snprintf(err, ERRLEN, "%s: malformed reply (type %d)", what, r->type);
-}
-
-/*
- * After the replies we expected, nothing else may be buffered: an extra
- * reply would be taken for the answer to our next command.
- */
-static bool
-no_extra_reply(const char *what, char *err)
-{
-	if (rc->reader != NULL && rc->reader->pos < rc->reader->len)
-	{
-		snprintf(err, ERRLEN, "%s: malformed reply (unexpected extra data)", what);
-		return false;
-	}
-	return true;
-}
-
-/*
- * Send one command and check that its reply is the status expect ("OK",
- * "PONG"); false (with err) on any failure.
- */
-static bool
-command_ok(const char *what, const char *expect, char *err, const char *fmt,...)
-{
-	va_list		ap;
-	redisReply *r;
-	bool		ok;
-
-	va_start(ap, fmt);
-	if (redisvAppendCommand(rc, fmt, ap) == REDIS_OK)
-		(void) ddict_redis_get_reply(rc, &r, ddict_redis_deadline());
-	else
-		r = NULL;
-	va_end(ap);
-	ok = ddict_reply_is_status(r, expect);
-	if (!ok)
-		reply_error(what, r, err);
-	if (r)
-		freeReplyObject(r);
-	return ok && no_extra_reply(what, err);
-}
-
 static bool
 try_connect(char *err)
 {
@@ -313,14 +260,7 @@ try_connect(char *err)
 		disconnect();
 		return false;
 	}
-	if (t.password &&
-		!(t.user ? command_ok("AUTH", "OK", err, "AUTH %s %s", t.user, t.password)
-		  : command_ok("AUTH", "OK", err, "AUTH %s", t.password)))
-	{
-		disconnect();
-		return false;
-	}
-	if (t.db != 0 && !command_ok("SELECT", "OK", err, "SELECT %d", t.db))
+	if (!ddict_redis_login(rc, &t, err))
 	{
 		disconnect();
 		return false;
@@ -366,13 +306,13 @@ delete_keys(const redisReply *keys, char *err)
 		(void) ddict_redis_get_reply(rc, &d, deadline);
 		ok = reply_is_integer(d);
 		if (!ok)
-			reply_error("DEL", d, err);
+			ddict_redis_reply_error(rc, "DEL", d, err);
 		if (d)
 			freeReplyObject(d);
 		if (!ok)
 			return false;
 	}
-	return no_extra_reply("DEL", err);
+	return ddict_redis_no_extra_reply(rc, "DEL", err);
 }
 
 static bool
@@ -388,9 +328,9 @@ clear_stale_keys(char *err)
 		bool		ok = reply_is_scan(r);
 
 		if (!ok)
-			reply_error("SCAN", r, err);
+			ddict_redis_reply_error(rc, "SCAN", r, err);
 		else
-			ok = no_extra_reply("SCAN", err);
+			ok = ddict_redis_no_extra_reply(rc, "SCAN", err);
 		if (ok)
 		{
 			strlcpy(cursor, r->element[0]->str, sizeof(cursor));
@@ -447,7 +387,7 @@ publish(bool all, char *err)
 		/* SET answers +OK, PUBLISH the number of receivers */
 		ok = i % 2 == 0 ? ddict_reply_is_status(r, "OK") : reply_is_integer(r);
 		if (!ok)
-			reply_error(i % 2 == 0 ? "publish: SET" : "publish: PUBLISH", r, err);
+			ddict_redis_reply_error(rc, i % 2 == 0 ? "publish: SET" : "publish: PUBLISH", r, err);
 		if (r)
 			freeReplyObject(r);
 		if (!ok)
@@ -456,7 +396,7 @@ publish(bool all, char *err)
 			return false;
 		}
 	}
-	if (n > 0 && !no_extra_reply("publish", err))
+	if (n > 0 && !ddict_redis_no_extra_reply(rc, "publish", err))
 	{
 		pfree(items);
 		return false;
@@ -555,7 +495,7 @@ ddict_publisher_main(Datum arg)
 			/* idle: make sure the connection is alive, so the status is true */
 			if (rc != NULL && !failed && !fresh &&
 				TimestampDifferenceExceeds(last_activity, GetCurrentTimestamp(), 5000))
-				failed = !command_ok("PING", "PONG", err, "PING");
+				failed = !ddict_redis_command_ok(rc, "PING", "PONG", err, "PING");
 			if (!failed)
 				last_activity = GetCurrentTimestamp();
 

@@ -205,3 +205,71 @@ ddict_redis_parse_url(const char *url, RedisTarget *t, char *err)
 	t->db = u->db;
 	return true;
 }
+
+/*
+ * Say in err (DDICT_REDIS_ERRLEN bytes) why the reply r to "what" is not the
+ * one expected: the connection's error (r NULL), Redis's error, or its type.
+ */
+void
+ddict_redis_reply_error(const redisContext *c, const char *what, const redisReply *r, char *err)
+{
+	if (r == NULL)
+		snprintf(err, DDICT_REDIS_ERRLEN, "%s: %s", what,
+				 c && c->errstr[0] ? c->errstr : "connection lost");
+	else if (r->type == REDIS_REPLY_ERROR && r->str != NULL)
+		snprintf(err, DDICT_REDIS_ERRLEN, "%s: %s", what, r->str);
+	else
+		snprintf(err, DDICT_REDIS_ERRLEN, "%s: malformed reply (type %d)", what, r->type);
+}
+
+/*
+ * After the replies we expected, nothing else may be buffered: an extra
+ * reply would be taken for the answer to our next command.
+ */
+bool
+ddict_redis_no_extra_reply(const redisContext *c, const char *what, char *err)
+{
+	if (c->reader != NULL && c->reader->pos < c->reader->len)
+	{
+		snprintf(err, DDICT_REDIS_ERRLEN, "%s: malformed reply (unexpected extra data)", what);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Send one command and check that its reply is the status expect ("OK",
+ * "PONG"); false (with err) on any failure.
+ */
+bool
+ddict_redis_command_ok(redisContext *c, const char *what, const char *expect, char *err,
+					   const char *fmt,...)
+{
+	va_list		ap;
+	redisReply *r;
+	bool		ok;
+
+	va_start(ap, fmt);
+	if (redisvAppendCommand(c, fmt, ap) == REDIS_OK)
+		(void) ddict_redis_get_reply(c, &r, ddict_redis_deadline());
+	else
+		r = NULL;
+	va_end(ap);
+	ok = ddict_reply_is_status(r, expect);
+	if (!ok)
+		ddict_redis_reply_error(c, what, r, err);
+	if (r)
+		freeReplyObject(r);
+	return ok && ddict_redis_no_extra_reply(c, what, err);
+}
+
+/* AUTH and SELECT as t says, on a new connection; false with err. */
+bool
+ddict_redis_login(redisContext *c, const RedisTarget *t, char *err)
+{
+	if (t->password &&
+		!(t->user ? ddict_redis_command_ok(c, "AUTH", "OK", err, "AUTH %s %s", t->user, t->password)
+		  : ddict_redis_command_ok(c, "AUTH", "OK", err, "AUTH %s", t->password)))
+		return false;
+	return t->db == 0 || ddict_redis_command_ok(c, "SELECT", "OK", err, "SELECT %d", t->db);
+}

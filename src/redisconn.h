@@ -36,7 +36,7 @@ extern TimestampTz ddict_redis_deadline(void);
 
 /*
  * Connect (non-blocking) to t within ddict.redis_timeout; NULL with err on
- * failure.  AUTH and SELECT are the caller's (ddict_redis_command()).
+ * failure.  AUTH and SELECT are the caller's (ddict_redis_login()).
  */
 extern redisContext *ddict_redis_connect(const RedisTarget *t, char *err);
 
@@ -50,6 +50,20 @@ extern int	ddict_redis_get_reply(redisContext *c, redisReply **reply,
 
 /* One command and its reply (NULL on failure, c->errstr says why). */
 extern redisReply *ddict_redis_command(redisContext *c, const char *fmt,...);
+
+/* Why reply r to "what" is not the one expected, in err (DDICT_REDIS_ERRLEN). */
+extern void ddict_redis_reply_error(const redisContext *c, const char *what,
+									const redisReply *r, char *err);
+
+/* False (with err) if more than the replies we read is buffered. */
+extern bool ddict_redis_no_extra_reply(const redisContext *c, const char *what, char *err);
+
+/* AUTH and SELECT as t says, on a new connection; false with err. */
+extern bool ddict_redis_login(redisContext *c, const RedisTarget *t, char *err);
+
+/* One command whose reply must be the status expect ("OK", "PONG"). */
+extern bool ddict_redis_command_ok(redisContext *c, const char *what, const char *expect,
+								   char *err, const char *fmt,...) pg_attribute_printf(5, 6);
 
 static inline bool
 ddict_reply_is_bulk(const redisReply *r)

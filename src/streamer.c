@@ -546,51 +546,6 @@ disconnect(void)
 	rstate = RS_DISCONNECTED;
 }
 
-static void
-reply_error(const char *what, const redisReply *r, char *err)
-{
-	if (r == NULL)
-		snprintf(err, ERRLEN, "%s: %s", what,
-				 rc && rc->errstr[0] ? rc->errstr : "connection lost");
-	else if (r->type == REDIS_REPLY_ERROR && r->str != NULL)
-		snprintf(err, ERRLEN, "%s: %s", what, r->str);
-	else
-		snprintf(err, ERRLEN, "%s: malformed reply (type %d)", what, r->type);
-}
-
-/* After the replies we expected nothing may be buffered. */
-static bool
-no_extra_reply(const char *what, char *err)
-{
-	if (rc->reader != NULL && rc->reader->pos < rc->reader->len)
-	{
-		snprintf(err, ERRLEN, "%s: malformed reply (unexpected extra data)", what);
-		return false;
-	}
-	return true;
-}
-
-static bool
-command_ok(const char *what, char *err, const char *fmt,...)
-{
-	va_list		ap;
-	redisReply *r;
-	bool		ok;
-
-	va_start(ap, fmt);
-	if (redisvAppendCommand(rc, fmt, ap) == REDIS_OK)
-		(void) ddict_redis_get_reply(rc, &r, ddict_redis_deadline());
-	else
-		r = NULL;
-	va_end(ap);
-	ok = ddict_reply_is_status(r, "OK");
-	if (!ok)
-		reply_error(what, r, err);
-	if (r)
-		freeReplyObject(r);
-	return ok && no_extra_reply(what, err);
-}
-
 static bool
 try_connect(char *err)
 {
@@ -601,13 +556,7 @@ try_connect(char *err)
 	rc = ddict_redis_connect(&t, err);
 	if (rc == NULL)
 		return false;
-	if (t.password &&
-		!(t.user ? command_ok("AUTH", err, "AUTH %s %s", t.user, t.password)
-		  : command_ok("AUTH", err, "AUTH %s", t.password)))
-		return false;
-	if (t.db != 0 && !command_ok("SELECT", err, "SELECT %d", t.db))
-		return false;
-	return true;
+	return ddict_redis_login(rc, &t, err);
 }
 
 /* The stream key of dict d now: its name may have changed (then: a marker). */
@@ -651,10 +600,10 @@ stream_tip(const char *key, char *id, bool *key_error, char *err)
 			strlcpy(id, e->element[0]->str, STREAM_ID_LEN);
 	}
 	if (!ok)
-		reply_error("XREVRANGE", r, err);
+		ddict_redis_reply_error(rc, "XREVRANGE", r, err);
 	if (r)
 		freeReplyObject(r);
-	return ok && no_extra_reply("XREVRANGE", err);
+	return ok && ddict_redis_no_extra_reply(rc, "XREVRANGE", err);
 }
 
 /*
@@ -681,7 +630,7 @@ verify_streams(char *err)
 		ok = stream_tip(d->key, tip, &key_error, err);
 		if (ok && strcmp(tip, d->last_id) != 0)
 			d->chained = false;
-		else if (!ok && key_error && no_extra_reply("XREVRANGE", err))
+		else if (!ok && key_error && ddict_redis_no_extra_reply(rc, "XREVRANGE", err))
 		{
 			/* an error reply for this key only: its next entry is a marker */
 			slot_error(err);
@@ -1050,12 +999,12 @@ step_append(List *entries)
 			 * This key only (WRONGTYPE: something else holds it): the other
 			 * dicts' entries go on; this dict's next entry is a marker.
 			 */
-			reply_error("XADD", r, err);
+			ddict_redis_reply_error(rc, "XADD", r, err);
 			slot_error(err);
 			e->dict->chained = false;
 		}
 		else if (!(ok = reply_is_stream_id(r)))
-			reply_error("XADD", r, err);
+			ddict_redis_reply_error(rc, "XADD", r, err);
 		else
 		{
 			/* acknowledged: the chain moves on */
@@ -1072,7 +1021,7 @@ step_append(List *entries)
 			freeReplyObject(r);
 	}
 	if (ok)
-		ok = no_extra_reply("XADD", err);
+		ok = ddict_redis_no_extra_reply(rc, "XADD", err);
 	slot_count(nd, nf, 0);
 	if (!ok)
 		redis_failed(err);

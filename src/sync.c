@@ -58,6 +58,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -280,6 +281,14 @@ ddict_changes_compute(DictInfo *d, uint64 horizon, const ChangesSince *since,
 	List	   *keys = NIL;
 	char		kind;
 
+	/*
+	 * The dict's lock before its version and snapshot: TRUNCATE is not
+	 * MVCC-safe, and a snapshot taken before a TRUNCATE committed would read
+	 * its new, empty file once the lock was granted — a state that never
+	 * committed, under the version from before.  Holding the lock first, the
+	 * TRUNCATE has either committed and bumped (so both see it) or waits.
+	 */
+	LockRelationOid(d->relid, AccessShareLock);
 	h.version = ddict_current_version(d->relid);
 	h.epoch = ddict_epoch();
 	h.cursor = recovery ? 0 : horizon;

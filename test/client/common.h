@@ -220,6 +220,26 @@ admin_connect(void)
 
 /* Run SQL (printf-style); fail the test on error.  Returns the first value
  * of the first row as a malloc'd string, or NULL when there is none. */
+/* A test program's admin connection, opened by its group setup. */
+static PGconn *admin __attribute__((unused));
+
+static inline int
+admin_setup(void **state)
+{
+	(void) state;
+	admin = admin_connect();
+	return admin ? 0 : -1;
+}
+
+static inline int
+admin_teardown(void **state)
+{
+	(void) state;
+	PQfinish(admin);
+	admin = NULL;
+	return 0;
+}
+
 static inline char *
 sqlf(PGconn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

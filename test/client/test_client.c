@@ -15,23 +15,6 @@
 #include <sys/socket.h>
 #include <stdatomic.h>
 
-static PGconn *admin;
-
-static int
-group_setup(void **state)
-{
-	(void) state;
-	admin = admin_connect();
-	return admin ? 0 : -1;
-}
-
-static int
-group_teardown(void **state)
-{
-	(void) state;
-	PQfinish(admin);
-	return 0;
-}
 
 /* pg_stat_statements: calls and rows of ddict_changes() since the reset. */
 static void
@@ -1512,5 +1495,5 @@ main(void)
 
 
 	return _cmocka_run_group_tests("client", tests, select_tests(tests, sizeof(tests) / sizeof(tests[0])),
-								   group_setup, group_teardown);
+								   admin_setup, admin_teardown);
 }

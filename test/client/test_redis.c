@@ -18,7 +18,6 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-static PGconn *admin;
 static const char *rurl;
 static char dbname[128];
 

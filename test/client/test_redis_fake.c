@@ -21,7 +21,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-static PGconn *admin;
 static pid_t fake_pid = -1;
 static char dir[] = "/tmp/ddict-fake-redis-XXXXXX";
 static char control[128],

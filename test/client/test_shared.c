@@ -22,23 +22,6 @@
 
 #include "common.h"
 
-static PGconn *admin;
-
-static int
-group_setup(void **state)
-{
-	(void) state;
-	admin = admin_connect();
-	return admin ? 0 : -1;
-}
-
-static int
-group_teardown(void **state)
-{
-	(void) state;
-	PQfinish(admin);
-	return 0;
-}
 
 static ddict_client *
 client_named(const char *app, int direct)
@@ -593,5 +576,5 @@ main(void)
 
 	signal(SIGPIPE, SIG_IGN);
 	return _cmocka_run_group_tests("shared", tests, select_tests(tests, sizeof(tests) / sizeof(tests[0])),
-								   group_setup, group_teardown);
+								   admin_setup, admin_teardown);
 }

@@ -20,23 +20,6 @@
 
 #define DD_TEST_REBIND_MS 1100	/* the client's DD_VPAGE_REBIND_MS, and a bit */
 
-static PGconn *admin;
-
-static int
-group_setup(void **state)
-{
-	(void) state;
-	admin = admin_connect();
-	return admin ? 0 : -1;
-}
-
-static int
-group_teardown(void **state)
-{
-	(void) state;
-	PQfinish(admin);
-	return 0;
-}
 
 static ddict_client *
 client_with(const char *conninfo, const char *page)
@@ -459,5 +442,5 @@ main(void)
 
 	signal(SIGPIPE, SIG_IGN);
 	return _cmocka_run_group_tests("vpage", tests, select_tests(tests, sizeof(tests) / sizeof(tests[0])),
-								   group_setup, group_teardown);
+								   admin_setup, admin_teardown);
 }
