@@ -130,3 +130,20 @@ SELECT ddict_last_updated('vers') > :v1 AS first_bumped, ddict_last_updated('own
 
 -- the epoch identifies this server run
 SELECT ddict_epoch() > 0 AS has_epoch, ddict_epoch() <= ddict_last_updated('vers') AS epoch_precedes;
+
+-- no two dicts share a version, even bumped by one commit within one
+-- microsecond: a client that follows a name through a relation swap and
+-- compares versions only (the Redis check of autosync) must see the swap
+DO $$ BEGIN
+  FOR i IN 1..60 LOOP PERFORM ddict_create('uniq' || i); END LOOP;
+END $$;
+BEGIN;
+DO $$ BEGIN
+  FOR i IN 1..60 LOOP PERFORM ddict_set('uniq' || i, 'k', 'v'); END LOOP;
+END $$;
+COMMIT;
+SELECT count(DISTINCT ddict_last_updated(('uniq' || i)::regclass)) AS distinct_versions
+  FROM generate_series(1, 60) i;
+DO $$ BEGIN
+  FOR i IN 1..60 LOOP EXECUTE format('DROP TABLE %I', 'uniq' || i); END LOOP;
+END $$;

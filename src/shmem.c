@@ -3,7 +3,9 @@
  *
  * One entry per (database, table) that is a dict.  A version is a hybrid
  * logical clock in microseconds since the Unix epoch: a bump sets it to
- * max(old + 1, now).  That is a strict increment — every committed writer
+ * max(the clock's last value + 1, now), one clock for all dicts, so no two
+ * dicts of a primary ever have the same version.  That is a strict
+ * increment — every committed writer
  * moves the version even when transactions become visible in another order
  * than they bumped — and it also makes versions readable as times and keeps
  * them from being reused after a restart or crash: a new entry (the table is
@@ -325,7 +327,16 @@ ddict_version_ensure(Oid dboid, Oid relid)
 	return v;
 }
 
-/* Move e's version strictly, to at least floor. Lock held. */
+/* What moves with every version change of e. Lock held. */
+static void
+moved(DictEntry *e, uint64 new)
+{
+	pg_atomic_fetch_add_u64(&e->commits, 1);
+	pg_atomic_write_u64(&e->last_changed, (uint64) GetCurrentTimestamp());
+	ddict_vpage_set(e->vslot, new);
+}
+
+/* Move e's version strictly, to at least floor (replay). Lock held. */
 static uint64
 advance(DictEntry *e, uint64 floor)
 {
@@ -336,9 +347,27 @@ advance(DictEntry *e, uint64 floor)
 	{
 		new = Max(old + 1, floor);
 	} while (!pg_atomic_compare_exchange_u64(&e->version, &old, new));
-	pg_atomic_fetch_add_u64(&e->commits, 1);
-	pg_atomic_write_u64(&e->last_changed, (uint64) GetCurrentTimestamp());
-	ddict_vpage_set(e->vslot, new);
+	moved(e, new);
+	return new;
+}
+
+/*
+ * Bump e to the server's next clock value (hlc_seed()): above its own version
+ * and unique among all dicts, so that two relations never show the same
+ * version — a client that follows a name through a relation swap and checks
+ * only the version (the Redis GET of autosync) sees the change.  Lock held.
+ */
+static uint64
+advance_unique(DictEntry *e)
+{
+	uint64		old = pg_atomic_read_u64(&e->version);
+	uint64		new;
+
+	do
+	{
+		new = hlc_seed();
+	} while (new <= old || !pg_atomic_compare_exchange_u64(&e->version, &old, new));
+	moved(e, new);
 	return new;
 }
 
@@ -367,8 +396,7 @@ ddict_version_bump(Oid dboid, Oid relid)
 			return 0;
 		}
 	}
-	new = advance(e, ddict_now_us());
-	hlc_observe(new);			/* under the lock: a slot seeded next is above */
+	new = advance_unique(e);
 	LWLockRelease(shared->lock);
 	return new;
 }
@@ -491,7 +519,7 @@ ddict_version_resolve(Oid dboid, Oid relid)
 			done = !XidInMVCCSnapshot(p->key.xid, snap) &&
 				TimestampDifferenceExceeds(p->replayed_at, now, PENDING_GRACE_MS);
 			if (done)
-				new = advance(e, ddict_now_us());
+				new = advance_unique(e);
 		}
 		else
 			done = !TransactionIdIsInProgress(p->key.xid) &&
