@@ -33,26 +33,34 @@
 #define MAC_BITS	23
 #define MAC_MASK	((UINT64CONST(1) << MAC_BITS) - 1)
 
-/* The last cursor sealed: a client asks again and again with the same one. */
-static struct
+/*
+ * Seals computed lately, direct-mapped by dict: a backend behind a pooler
+ * answers many clients, each asking again and again with the same cursor.
+ */
+#define SEAL_CACHE	64
+
+typedef struct Seal
 {
 	const uint8 *key;
 	Oid			dboid;
 	Oid			relid;
 	uint64		seq;
 	uint64		mac;
-}			last;
+} Seal;
+
+static Seal seals[SEAL_CACHE];
 
 static uint64
 mac_of(const uint8 *key, Oid dboid, Oid relid, uint64 seq)
 {
+	Seal	   *c = &seals[(relid ^ dboid) % SEAL_CACHE];
 	uint8		msg[sizeof(Oid) * 2 + sizeof(uint64)];
 	uint8		out[PG_SHA256_DIGEST_LENGTH];
 	pg_hmac_ctx *ctx;
 	uint64		mac = 0;
 
-	if (last.key == key && last.dboid == dboid && last.relid == relid && last.seq == seq)
-		return last.mac;
+	if (c->key == key && c->dboid == dboid && c->relid == relid && c->seq == seq)
+		return c->mac;
 	memcpy(msg, &dboid, sizeof(Oid));
 	memcpy(msg + sizeof(Oid), &relid, sizeof(Oid));
 	memcpy(msg + 2 * sizeof(Oid), &seq, sizeof(uint64));
@@ -61,20 +69,17 @@ mac_of(const uint8 *key, Oid dboid, Oid relid, uint64 seq)
 		pg_hmac_init(ctx, key, DDICT_CURSOR_KEY_LEN) < 0 ||
 		pg_hmac_update(ctx, msg, sizeof(msg)) < 0 ||
 		pg_hmac_final(ctx, out, sizeof(out)) < 0)
-	{
-		const char *why = ctx ? pg_hmac_error(ctx) : "out of memory";
-
-		pg_hmac_free(ctx);
-		elog(ERROR, "ddict: could not seal a cursor: %s", why);
-	}
+		/* (the context is the resource owner's to free on error) */
+		elog(ERROR, "ddict: could not seal a cursor: %s",
+			 ctx ? pg_hmac_error(ctx) : "out of memory");
 	pg_hmac_free(ctx);
 	memcpy(&mac, out, sizeof(mac));
-	last.key = key;
-	last.dboid = dboid;
-	last.relid = relid;
-	last.seq = seq;
-	last.mac = mac & MAC_MASK;
-	return last.mac;
+	c->key = key;
+	c->dboid = dboid;
+	c->relid = relid;
+	c->seq = seq;
+	c->mac = mac & MAC_MASK;
+	return c->mac;
 }
 
 /* The cursor for change number seq of (dboid, relid); 0 when seq does not fit. */
