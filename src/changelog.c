@@ -69,6 +69,7 @@
 #define LOG_MAGIC	0xDD1C7E57u
 #define LOG_PAD		0x01			/* filler up to the end of the ring */
 #define LOG_FULL	0x02			/* the whole dict changed */
+#define LOG_FIRST	0x04			/* the first entry of its number */
 
 typedef struct LogEntry
 {
@@ -209,11 +210,11 @@ make_room(uint64 need)
 }
 
 /*
- * The entry of chain (dboid, relid) at pos, with number seq (0: any), if it
- * is still in the ring and is what the chain says.  Lock held.
+ * The entry of chain (dboid, relid) at pos, if it is still in the ring and
+ * is what the chain says.  Lock held.
  */
 static LogEntry *
-chain_entry(uint64 pos, Oid dboid, Oid relid, uint64 seq)
+chain_entry(uint64 pos, Oid dboid, Oid relid)
 {
 	LogEntry   *e;
 
@@ -221,8 +222,7 @@ chain_entry(uint64 pos, Oid dboid, Oid relid, uint64 seq)
 		return NULL;
 	e = entry_at(pos);
 	if (e->magic != LOG_MAGIC || (e->flags & LOG_PAD) || e->dboid != dboid ||
-		e->relid != relid || (seq != 0 && e->seq != seq) ||
-		e->len < ENTRY_HDR || e->keylen > e->len - ENTRY_HDR)
+		e->relid != relid || e->len < ENTRY_HDR || e->keylen > e->len - ENTRY_HDR)
 		return NULL;			/* cannot happen: entries are only written here */
 	return e;
 }
@@ -235,42 +235,85 @@ chain_find(Oid dboid, Oid relid)
 	return hash_search(chains, &k, HASH_FIND, NULL);
 }
 
-/*
- * The chain of (dboid, relid), made if needed.  Exclusive lock held.  When
- * the table is full, chains without entries in the ring make room (one made
- * again starts above every number the old one handed out).  NULL: no room.
- */
-static Chain *
-chain_get(Oid dboid, Oid relid)
-{
-	ChainKey	k = {dboid, relid};
-	Chain	   *c = hash_search(chains, &k, HASH_FIND, NULL);
-	bool		found;
+static uint64 horizon_position(void);
 
-	if (c != NULL)
-		return c;
-	if (hash_get_num_entries(chains) >= chain_capacity())
+/*
+ * May chain c be dropped (to make room)?  Only when every entry it has
+ * belongs to a finished writer (below the horizon) or left the ring: a
+ * chain made again later is numbered above every number c handed out, so
+ * its clients reload in full once, and no reader can take a number of the
+ * new chain for entries of the old one that it has not seen (those of a
+ * writer still in flight).  Not while keep() says the caller needs it.
+ */
+static bool
+chain_droppable(const Chain *c, uint64 horizon)
+{
+	return c->last_pos == 0 || c->last_pos < horizon || c->last_pos < logsh->tail;
+}
+
+/*
+ * Room for n more chains, dropping the droppable ones that were written to
+ * longest ago (not those of keep[0..nkeep)).  Exclusive lock held.
+ */
+static bool
+chains_room(int n, const Oid *keep, int nkeep, Oid dboid)
+{
+	uint64		horizon = horizon_position();
+
+	while (hash_get_num_entries(chains) + n > chain_capacity())
 	{
 		HASH_SEQ_STATUS it;
-		Chain	   *old;
+		Chain	   *c,
+				   *oldest = NULL;
 
 		hash_seq_init(&it, chains);
-		while ((old = hash_seq_search(&it)) != NULL)
-			if (old->last_pos < logsh->tail)
-				(void) hash_search(chains, &old->key, HASH_REMOVE, NULL);
-		if (hash_get_num_entries(chains) >= chain_capacity())
-			return NULL;
+		while ((c = hash_seq_search(&it)) != NULL)
+		{
+			bool		kept = false;
+
+			for (int i = 0; i < nkeep && !kept; i++)
+				kept = c->key.dboid == dboid && c->key.relid == keep[i];
+			if (!kept && chain_droppable(c, horizon) &&
+				(oldest == NULL || c->last_pos < oldest->last_pos))
+				oldest = c;
+		}
+		if (oldest == NULL)
+			return false;
+		(void) hash_search(chains, &oldest->key, HASH_REMOVE, NULL);
 	}
-	c = hash_search(chains, &k, HASH_ENTER_NULL, &found);
-	if (c == NULL)
-		return NULL;
-	c->first_seq = c->next_seq = logsh->appended;
-	c->last_pos = 0;
+	return true;
+}
+
+/* Make the chain of (dboid, relid): room was made.  Exclusive lock held. */
+static Chain *
+chain_make(Oid dboid, Oid relid)
+{
+	ChainKey	k = {dboid, relid};
+	bool		found;
+	Chain	   *c = hash_search(chains, &k, HASH_ENTER_NULL, &found);
+
+	if (c != NULL && !found)
+	{
+		c->first_seq = c->next_seq = logsh->appended;
+		c->last_pos = 0;
+	}
 	return c;
 }
 
+/* The chain of (dboid, relid), made if needed; NULL: no room.  Exclusive lock held. */
+static Chain *
+chain_get(Oid dboid, Oid relid)
+{
+	Chain	   *c = chain_find(dboid, relid);
+
+	if (c != NULL)
+		return c;
+	return chains_room(1, &relid, 1, dboid) ? chain_make(dboid, relid) : NULL;
+}
+
 static void
-write_entry(Chain *c, uint32 flags, const char *key, uint32 keylen, TransactionId xid)
+write_entry(Chain *c, uint64 seq, uint32 flags, const char *key, uint32 keylen,
+			TransactionId xid)
 {
 	uint64		need = ENTRY_HDR + MAXALIGN(keylen);
 	uint64		off = logsh->head % logsh->size;
@@ -301,7 +344,7 @@ write_entry(Chain *c, uint32 flags, const char *key, uint32 keylen, TransactionI
 	e->keylen = keylen;
 	e->xid = xid;
 	e->unused = 0;
-	e->seq = c->next_seq++;
+	e->seq = seq;
 	e->prev = c->last_pos;
 	if (keylen)
 		memcpy((char *) e + ENTRY_HDR, key, keylen);
@@ -310,43 +353,80 @@ write_entry(Chain *c, uint32 flags, const char *key, uint32 keylen, TransactionI
 	logsh->appended++;
 }
 
+/* (numbers fit 40 bits: cursor.c; this bit marks "none written yet") */
+#define FIRST_PENDING	(UINT64CONST(1) << 63)
+
 void
 ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys)
 {
 	/* Keys this large would evict most of the ring: log them as "full". */
 	uint64		maxkey = logsh->size / 16;
 	TransactionId xid = GetTopTransactionIdIfAny();
-	Chain	   *c = NULL;
+	Oid		   *relids = palloc(sizeof(Oid) * Max(nkeys, 1));
+	uint64	   *seqs = palloc(sizeof(uint64) * Max(nkeys, 1));
+	Chain	  **cs = palloc(sizeof(Chain *) * Max(nkeys, 1));
+	int			nrel = 0,
+				missing = 0,
+				r = 0;
+
+	/* the dicts written, once each, in order of first appearance */
+	for (int i = 0; i < nkeys; i++)
+	{
+		int			j = 0;
+
+		if (keys[i].skip)
+			continue;
+		while (j < nrel && relids[j] != keys[i].relid)
+			j++;
+		if (j == nrel)
+			relids[nrel++] = keys[i].relid;
+	}
 
 	LWLockAcquire(logsh->lock, LW_EXCLUSIVE);
-	/* every chain first: a full table is an error before anything is written */
-	for (int i = 0; i < nkeys; i++)
-		if ((c == NULL || c->key.relid != keys[i].relid) &&
-			(c = chain_get(dboid, keys[i].relid)) == NULL)
+	/* every chain first: no room is an error before anything is written */
+	for (int j = 0; j < nrel; j++)
+		missing += (cs[j] = chain_find(dboid, relids[j])) == NULL;
+	if (missing > 0 && !chains_room(missing, relids, nrel, dboid))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("ddict: too many dicts with changes in flight in the change ring"),
+				 errhint("Raise ddict.max_dicts.")));
+	for (int j = 0; j < nrel; j++)
+	{
+		if (cs[j] == NULL && (cs[j] = chain_make(dboid, relids[j])) == NULL)
 			ereport(ERROR,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("ddict: too many dicts with changes in the change ring"),
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("ddict: out of shared memory for the change ring's chains"),
 					 errhint("Raise ddict.max_dicts.")));
+		/* one number per transaction and dict: numbers count commits, not keys */
+		seqs[j] = cs[j]->next_seq++ | FIRST_PENDING;
+	}
 	if (!my_inflight)
 	{
 		pg_atomic_write_u64(&logsh->inflight[MyProc->pgprocno], logsh->head + 1);
 		my_inflight = true;
 	}
-	c = NULL;
 	for (int i = 0; i < nkeys; i++)
 	{
 		PendingKey *k = &keys[i];
+		uint32		first;
 
 		if (k->skip)
 			continue;
-		if (c == NULL || c->key.relid != k->relid)
-			c = chain_find(dboid, k->relid);
+		if (relids[r] != k->relid)
+			for (r = 0; relids[r] != k->relid; r++)
+				;
+		first = seqs[r] & FIRST_PENDING ? LOG_FIRST : 0;
+		seqs[r] &= ~FIRST_PENDING;
 		if (k->full || k->len > maxkey)
-			write_entry(c, LOG_FULL, NULL, 0, xid);
+			write_entry(cs[r], seqs[r], LOG_FULL | first, NULL, 0, xid);
 		else
-			write_entry(c, 0, k->data, k->len, xid);
+			write_entry(cs[r], seqs[r], first, k->data, k->len, xid);
 	}
 	LWLockRelease(logsh->lock);
+	pfree(relids);
+	pfree(seqs);
+	pfree(cs);
 }
 
 /* After commit or abort: this backend's entries are settled. */
@@ -378,7 +458,9 @@ horizon_position(void)
 
 /*
  * The number of chain c's first entry at or after position h, or 0 when it
- * cannot be known (entries at or after h left the ring).  Lock held.
+ * cannot be known (entries at or after h left the ring).  A transaction's
+ * entries are contiguous and h is a transaction's start or the head, so
+ * entries of one number are all below h or all at or after it.  Lock held.
  */
 static uint64
 number_at(Chain *c, uint64 h)
@@ -390,9 +472,9 @@ number_at(Chain *c, uint64 h)
 		return 0;
 	while (pos != 0 && pos >= h)
 	{
-		LogEntry   *e = chain_entry(pos, c->key.dboid, c->key.relid, seq - 1);
+		LogEntry   *e = chain_entry(pos, c->key.dboid, c->key.relid);
 
-		if (e == NULL)
+		if (e == NULL || e->seq > seq)
 			return 0;
 		seq = e->seq;
 		pos = e->prev;
@@ -513,23 +595,34 @@ ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 		uint64		pos = c->last_pos;
 		uint64		seq = c->next_seq;
 
-		/* back from the chain's last entry to the cursor's */
-		do
+		/*
+		 * Back from the chain's last entry until one numbered below the
+		 * cursor, or the chain's first: numbers are consecutive, so every
+		 * entry numbered from the cursor on was seen.  An entry that left
+		 * the ring before that: full.
+		 */
+		while (pos != 0)
 		{
-			LogEntry   *e = pos ? chain_entry(pos, dboid, relid, seq - 1) : NULL;
+			LogEntry   *e = chain_entry(pos, dboid, relid);
 
-			if (e == NULL)
+			if (e == NULL || e->seq > seq || e->seq + 1 < seq)
 			{
-				ok = false;		/* the cursor's entries left the ring */
+				ok = false;		/* left the ring */
 				break;
 			}
+			seq = e->seq;
+			if (seq < from)
+				break;
 			/* keys as written; whose writers committed is asked below */
 			found = lcons((e->flags & LOG_FULL) ? NULL :
 						  cstring_to_text_with_len((char *) e + ENTRY_HDR, e->keylen), found);
 			xids = lcons_oid((Oid) e->xid, xids);	/* 32 bits, as an Oid */
-			seq = e->seq;
+			if (seq == from && (e->flags & LOG_FIRST))
+				break;			/* the cursor's number is whole: done */
 			pos = e->prev;
-		} while (seq > from);
+		}
+		if (ok && pos == 0 && seq != c->first_seq)
+			ok = false;			/* cannot happen: a chain starts at its first number */
 	}
 	LWLockRelease(logsh->lock);
 

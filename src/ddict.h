@@ -86,16 +86,17 @@ typedef struct DictStat
 extern int	ddict_stats_collect(Oid dboid, DictStat **out);
 
 /* changelog.c */
-/* What one trigger call did to a key (xact.c drops keys that only lived
- * inside their transaction). */
-typedef enum KeyOp
+/*
+ * What one trigger call did to a key: rows of it that appeared (+1: INSERT,
+ * UPDATE to it) or went (-1: DELETE, UPDATE away from it), or 0 (its value
+ * changed); and whether the row it changed or removed was there before this
+ * transaction (xact.c drops keys that only lived inside their transaction).
+ */
+typedef struct KeyWrite
 {
-	KEY_APPEARS,				/* INSERT, or UPDATE to this key */
-	KEY_CHANGES,				/* UPDATE of the value */
-	KEY_GOES,					/* DELETE, or UPDATE away from this key, of a
-								 * row this transaction wrote */
-	KEY_GOES_OLD				/* the same, of a row from before it */
-} KeyOp;
+	int8		rows;
+	bool		old;
+} KeyWrite;
 
 typedef struct PendingKey
 {
@@ -103,7 +104,7 @@ typedef struct PendingKey
 	int			level;			/* transaction nest level that wrote it */
 	bool		full;			/* whole dict changed (TRUNCATE, overflow) */
 	bool		skip;			/* not logged: the key existed only inside */
-	KeyOp		op;
+	KeyWrite	w;
 	int			len;
 	char	   *data;			/* key bytes, TopTransactionContext */
 } PendingKey;
@@ -125,7 +126,10 @@ extern bool ddict_cursor_open(const uint8 *key, Oid dboid, Oid relid, uint64 cur
 
 /* xact.c */
 extern void ddict_xact_init(void);
-extern void ddict_note_change(Oid relid, const char *key, int len, KeyOp op);
+extern void ddict_note_change(Oid relid, const char *key, int len, KeyWrite w);
+extern void ddict_note_kept(Oid relid, const char *key, int len);
+extern bool ddict_xact_changed(Oid relid);
+#define DDICT_WRITE_ALL ((KeyWrite) {0, true})	/* the whole dict (TRUNCATE, DDL) */
 extern void ddict_note_forget(Oid relid, const char *name);
 
 /* publisher.c */

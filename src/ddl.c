@@ -481,7 +481,7 @@ check_dict(Oid relid)
 		}
 		PG_END_TRY();
 	}
-	ddict_note_change(relid, NULL, 0, KEY_CHANGES);
+	ddict_note_change(relid, NULL, 0, DDICT_WRITE_ALL);
 	ddict_note_name(relid);		/* ALTER TABLE ... RENAME / SET SCHEMA */
 }
 
@@ -541,7 +541,7 @@ bump_users_of_type(Oid typid, List **seen)
 		ddict_require_preload();
 		if (ddict_registry_row(relid, NULL, &valcol))
 			ddict_check_value_type(get_atttype(relid, get_attnum(relid, valcol)), valcol);
-		ddict_note_change(relid, NULL, 0, KEY_CHANGES);
+		ddict_note_change(relid, NULL, 0, DDICT_WRITE_ALL);
 	}
 	foreach(lc, types)
 		bump_users_of_type(lfirst_oid(lc), seen);

@@ -449,7 +449,7 @@ attach_internal(Oid relid, const char *keycol, const char *valcol)
 	 * A new dict: its version moves at commit, and clients load it whole.
 	 * Its version slot is taken at commit, so a rolled-back attach takes none.
 	 */
-	ddict_note_change(relid, NULL, 0, KEY_CHANGES);
+	ddict_note_change(relid, NULL, 0, DDICT_WRITE_ALL);
 }
 
 Datum

@@ -314,6 +314,19 @@ ddict_changes_compute(DictInfo *d, uint64 horizon, const ChangesSince *since,
 				 errdetail("Its rows must come from a snapshot taken after the version was read."),
 				 errhint("Run it in BEGIN ISOLATION LEVEL READ COMMITTED.")));
 
+	/*
+	 * Rows read by a transaction that changed the dict include its own
+	 * uncommitted changes, under a version that does not have them: after a
+	 * rollback the client would keep them for ever ("unchanged").
+	 */
+	if (ddict_xact_changed(d->relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("ddict_changes() cannot answer with rows in a transaction that changed dict %s",
+						d->qualname),
+				 errdetail("The rows would include changes that are not committed."),
+				 errhint("Call it after COMMIT.")));
+
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* every transaction this snapshot sees wrote its keys below the head */
 	if (!recovery)

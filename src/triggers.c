@@ -117,16 +117,20 @@ trigger_columns(Relation rel, Trigger *tg)
 	return c;
 }
 
-/* The op of a row that goes: was it written by this transaction? */
-static KeyOp
-goes(HeapTuple tuple)
+/* A write of rows (+1, 0, -1) of the key of tuple, or of the key of a row
+ * that was replaced (old_row): was that row there before this transaction? */
+static KeyWrite
+write_of(int rows, HeapTuple old_row)
 {
-	return TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data)) ?
-		KEY_GOES : KEY_GOES_OLD;
+	KeyWrite	w = {rows, false};
+
+	if (old_row != NULL)
+		w.old = !TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(old_row->t_data));
+	return w;
 }
 
 static void
-note_key(Oid relid, HeapTuple tuple, TupleDesc desc, int keyatt, KeyOp op)
+note_key(Oid relid, HeapTuple tuple, TupleDesc desc, int keyatt, KeyWrite w)
 {
 	bool		isnull;
 	Datum		d = heap_getattr(tuple, keyatt, desc, &isnull);
@@ -135,11 +139,26 @@ note_key(Oid relid, HeapTuple tuple, TupleDesc desc, int keyatt, KeyOp op)
 	if (isnull)
 	{
 		/* not a key a client can hold: reload the dict whole */
-		ddict_note_change(relid, NULL, 0, op);
+		ddict_note_change(relid, NULL, 0, w);
 		return;
 	}
 	t = DatumGetTextPP(d);
-	ddict_note_change(relid, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), op);
+	ddict_note_change(relid, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), w);
+}
+
+/* A row from before was updated without a change of its key or value. */
+static void
+note_kept(Oid relid, HeapTuple tuple, TupleDesc desc, int keyatt)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tuple, keyatt, desc, &isnull);
+
+	if (!isnull)
+	{
+		text	   *t = DatumGetTextPP(d);
+
+		ddict_note_kept(relid, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	}
 }
 
 static void
@@ -202,7 +221,7 @@ ddict_trigger(PG_FUNCTION_ARGS)
 	relid = RelationGetRelid(rel);
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 	{
-		ddict_note_change(relid, NULL, 0, KEY_CHANGES);
+		ddict_note_change(relid, NULL, 0, DDICT_WRITE_ALL);
 		return PointerGetDatum(NULL);
 	}
 	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
@@ -221,20 +240,26 @@ ddict_trigger(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 	{
 		check_value_size(rel, td->tg_trigtuple, valatt);
-		note_key(relid, td->tg_trigtuple, desc, keyatt, KEY_APPEARS);
+		note_key(relid, td->tg_trigtuple, desc, keyatt, write_of(+1, NULL));
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		note_key(relid, td->tg_trigtuple, desc, keyatt, goes(td->tg_trigtuple));
+		note_key(relid, td->tg_trigtuple, desc, keyatt, write_of(-1, td->tg_trigtuple));
 	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
 		bool		key_same = same_column(td->tg_trigtuple, td->tg_newtuple, desc, keyatt);
 
 		if (key_same && same_column(td->tg_trigtuple, td->tg_newtuple, desc, valatt))
+		{
+			/* not a change; but the row is now this transaction's (xact.c) */
+			if (write_of(0, td->tg_trigtuple).old)
+				note_kept(relid, td->tg_trigtuple, desc, keyatt);
 			return PointerGetDatum(NULL);
+		}
 		check_value_size(rel, td->tg_newtuple, valatt);
 		if (!key_same)
-			note_key(relid, td->tg_trigtuple, desc, keyatt, goes(td->tg_trigtuple));
-		note_key(relid, td->tg_newtuple, desc, keyatt, key_same ? KEY_CHANGES : KEY_APPEARS);
+			note_key(relid, td->tg_trigtuple, desc, keyatt, write_of(-1, td->tg_trigtuple));
+		note_key(relid, td->tg_newtuple, desc, keyatt,
+				 key_same ? write_of(0, td->tg_trigtuple) : write_of(+1, NULL));
 	}
 	return PointerGetDatum(NULL);
 }

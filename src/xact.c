@@ -67,9 +67,22 @@ ddict_streamer_note_config(void)
 	streamer_config = true;
 }
 
+/*
+ * Keys of rows from before that this transaction updated without changing
+ * key or value: not changes, but the rows are now this transaction's, which
+ * skip_transient_keys() must know.  Past a bound it gives up instead.
+ */
+static PendingKey *kept = NULL;
+static int	nkept = 0,
+			maxkept = 0;
+static bool kept_overflow = false;
+
 static void
 reset_state(void)
 {
+	kept = NULL;
+	nkept = maxkept = 0;
+	kept_overflow = false;
 	pending = NULL;				/* memory lives in TopTransactionContext */
 	npending = maxpending = 0;
 	forgets = NULL;
@@ -81,7 +94,7 @@ reset_state(void)
 }
 
 static void
-push_pending(Oid relid, bool full, const char *key, int len, KeyOp op)
+push_pending(Oid relid, bool full, const char *key, int len, KeyWrite w)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 	PendingKey *p;
@@ -97,7 +110,7 @@ push_pending(Oid relid, bool full, const char *key, int len, KeyOp op)
 	p->level = GetCurrentTransactionNestLevel();
 	p->full = full;
 	p->skip = false;
-	p->op = op;
+	p->w = w;
 	p->len = full ? 0 : len;
 	p->data = NULL;
 	if (!full && len > 0)
@@ -156,7 +169,7 @@ rebuild_counts(void)
 }
 
 void
-ddict_note_change(Oid relid, const char *key, int len, KeyOp op)
+ddict_note_change(Oid relid, const char *key, int len, KeyWrite w)
 {
 	Touched    *t = count_for(relid);
 
@@ -169,14 +182,56 @@ ddict_note_change(Oid relid, const char *key, int len, KeyOp op)
 		return;
 	if (key == NULL || t->nkeys >= ddict_max_delta_keys)
 	{
-		push_pending(relid, true, NULL, 0, KEY_CHANGES);
+		push_pending(relid, true, NULL, 0, DDICT_WRITE_ALL);
 		t->full = true;
 	}
 	else
 	{
-		push_pending(relid, false, key, len, op);
+		push_pending(relid, false, key, len, w);
 		t->nkeys++;
 	}
+}
+
+/* Has this transaction (still) changed relid? */
+bool
+ddict_xact_changed(Oid relid)
+{
+	if (!counts_valid)
+		rebuild_counts();
+	for (int i = 0; i < ncounts; i++)
+		if (counts[i].relid == relid)
+			return true;
+	return false;
+}
+
+void
+ddict_note_kept(Oid relid, const char *key, int len)
+{
+	MemoryContext old;
+	PendingKey *p;
+
+	if (kept_overflow)
+		return;
+	if (nkept >= Max(ddict_max_delta_keys, 64))
+	{
+		kept_overflow = true;
+		return;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	if (nkept == maxkept)
+	{
+		maxkept = maxkept ? maxkept * 2 : 16;
+		kept = kept ? repalloc(kept, sizeof(PendingKey) * maxkept)
+			: palloc(sizeof(PendingKey) * maxkept);
+	}
+	p = &kept[nkept++];
+	memset(p, 0, sizeof(PendingKey));
+	p->relid = relid;
+	p->len = len;
+	p->data = len > 0 ? palloc(len) : NULL;
+	if (len > 0)
+		memcpy(p->data, key, len);
+	MemoryContextSwitchTo(old);
 }
 
 void
@@ -207,12 +262,10 @@ same_key(const PendingKey *x, const PendingKey *y)
 		(x->len == 0 || memcmp(x->data, y->data, x->len) == 0);
 }
 
-/* pending[] indexes ordered by dict, key, then order of writing */
+/* PendingKeys ordered by dict and key */
 static int
-key_order(const void *a, const void *b)
+key_cmp(const PendingKey *x, const PendingKey *y)
 {
-	const PendingKey *x = &pending[*(const int *) a];
-	const PendingKey *y = &pending[*(const int *) b];
 	int			c;
 
 	if (x->relid != y->relid)
@@ -221,18 +274,39 @@ key_order(const void *a, const void *b)
 		return x->len < y->len ? -1 : 1;
 	if (x->len > 0 && (c = memcmp(x->data, y->data, x->len)) != 0)
 		return c;
-	return *(const int *) a - *(const int *) b;
+	return 0;
+}
+
+static int
+kept_order(const void *a, const void *b)
+{
+	return key_cmp(a, b);
+}
+
+/* pending[] indexes ordered by dict, key, then order of writing */
+static int
+key_order(const void *a, const void *b)
+{
+	int			c = key_cmp(&pending[*(const int *) a], &pending[*(const int *) b]);
+
+	return c != 0 ? c : *(const int *) a - *(const int *) b;
 }
 
 /*
  * Keys that existed only inside this transaction are not logged: a key
  * inserted (or updated into) and deleted again before commit was never seen
  * by anyone, and its tombstone in a delta would name a row no reader could
- * ever SELECT.  A key qualifies when its first surviving write made it
- * appear and its last made it go, and no row of it from before this
- * transaction went (keys of rolled-back subtransactions are already gone
- * from pending).  Sorting is paid only by transactions that both made and
- * removed keys.
+ * ever SELECT.  A key qualifies when every write of it that survived
+ * (rolled-back subtransactions' are already gone) touched only rows this
+ * transaction made, and as many rows of it appeared as went.  Then what
+ * others could see of the key before — no row, or a row this transaction
+ * never touched — is what they see after.  The rule counts and does not
+ * depend on order: AFTER ROW events do not arrive in the order of the
+ * changes (a trigger's own writes, a foreign key's actions come first).
+ * A row from before that was updated without a change (no write noted)
+ * became this transaction's too: its key is in kept[] and never skipped.
+ * Sorting is paid only by transactions that both made and removed rows of
+ * their own.
  */
 static void
 skip_transient_keys(void)
@@ -244,11 +318,13 @@ skip_transient_keys(void)
 
 	for (int i = 0; i < npending; i++)
 	{
-		appears |= pending[i].op == KEY_APPEARS;
-		goes |= pending[i].op == KEY_GOES;
+		appears |= pending[i].w.rows > 0;
+		goes |= pending[i].w.rows < 0 && !pending[i].w.old;
 	}
-	if (!appears || !goes)
+	if (!appears || !goes || kept_overflow)
 		return;
+	if (nkept > 1)
+		qsort(kept, nkept, sizeof(PendingKey), kept_order);
 	idx = palloc(sizeof(int) * npending);
 	for (int i = 0; i < npending; i++)
 		if (!pending[i].full)
@@ -257,11 +333,17 @@ skip_transient_keys(void)
 	for (int g = 0, e; g < n; g = e)
 	{
 		bool		old = false;
+		int			rows = 0;
 
-		/* [g, e): the writes of one key, in order */
+		/* [g, e): the writes of one key */
 		for (e = g; e < n && same_key(&pending[idx[g]], &pending[idx[e]]); e++)
-			old |= pending[idx[e]].op == KEY_GOES_OLD;
-		if (!old && pending[idx[g]].op == KEY_APPEARS && pending[idx[e - 1]].op == KEY_GOES)
+		{
+			old |= pending[idx[e]].w.old;
+			rows += pending[idx[e]].w.rows;
+		}
+		if (!old && rows == 0 &&
+			(nkept == 0 || bsearch(&pending[idx[g]], kept, nkept, sizeof(PendingKey),
+								   kept_order) == NULL))
 			for (int k = g; k < e; k++)
 				pending[idx[k]].skip = true;
 	}
