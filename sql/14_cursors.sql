@@ -29,7 +29,13 @@ SELECT version AS v2, "cursor" AS c2 FROM ddict_changes('cur_a', :v, :e, :c) WHE
 SELECT ddict_set('cur_a', 'later', '1');
 SELECT kind, key FROM ddict_changes('cur_a', :v2, :e, (((:c2 >> 23) - 1) << 23) | (:c2 & 8388607))
   WHERE kind <> 's' ORDER BY kind, key;
--- ... our own cursor is a delta without it
+-- ... and from then on no cursor handed out before is accepted (so that a
+-- guess of the 23 bits of a seal can only reach numbers from after it):
+-- our own cursor, one commit behind, reloads in full too
+SELECT kind, key FROM ddict_changes('cur_a', :v2, :e, :c2) WHERE kind <> 's' ORDER BY kind, key;
+SELECT version AS v2, "cursor" AS c2 FROM ddict_changes('cur_a', :v2, :e, :c2) WHERE kind = 'f' \gset
+-- ... while a cursor handed out after it gives deltas again
+SELECT ddict_set('cur_a', 'later2', '1');
 SELECT kind, key FROM ddict_changes('cur_a', :v2, :e, :c2) ORDER BY kind <> 'd', kind, key;
 -- a cursor of another dict is not one of this dict's
 SELECT "cursor" AS cb FROM ddict_changes('cur_b') WHERE kind = 'f' \gset

@@ -98,8 +98,9 @@ typedef struct Chain
 {
 	ChainKey	key;
 	uint64		next_seq;		/* the number of the dict's next entry */
-	uint64		first_seq;		/* the number this chain started at */
+	uint64		first_seq;		/* the oldest number a cursor may hold */
 	uint64		last_pos;		/* position of the dict's last entry, or 0 */
+	TimestampTz refused_at;		/* last time a made-up cursor retired numbers */
 } Chain;
 
 typedef struct LogShared
@@ -296,6 +297,7 @@ chain_make(Oid dboid, Oid relid)
 	{
 		c->first_seq = c->next_seq = logsh->appended;
 		c->last_pos = 0;
+		c->refused_at = 0;
 	}
 	return c;
 }
@@ -562,6 +564,43 @@ writer_committed(TransactionId xid)
 }
 
 /*
+ * A cursor this server did not seal was presented for (dboid, relid): a
+ * client bug, or someone guessing seals to reach back before the numbers it
+ * was given (to the tombstones of keys deleted before it could read the
+ * dict).  The 23 bits of a seal fall to a few million tries; so the first
+ * wrong one makes every number handed out so far unusable: clients behind
+ * reload in full, caught-up ones (whose cursor is the next number) do not
+ * notice, and a guess can only ever reach numbers handed out after it — to
+ * the guesser, who could read the dict then.  At most once per
+ * REFUSE_INTERVAL_MS, so that wrong cursors cannot keep every client
+ * reloading; and one log line each time.
+ */
+#define REFUSE_INTERVAL_MS	10000
+
+static void
+refuse_older_cursors(Oid dboid, Oid relid)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Chain	   *c;
+	bool		retired = false;
+
+	LWLockAcquire(logsh->lock, LW_EXCLUSIVE);
+	c = chain_find(dboid, relid);
+	if (c != NULL && (c->refused_at == 0 ||
+					  TimestampDifferenceExceeds(c->refused_at, now, REFUSE_INTERVAL_MS)))
+	{
+		c->first_seq = c->next_seq;
+		c->refused_at = now;
+		retired = true;
+	}
+	LWLockRelease(logsh->lock);
+	if (retired)
+		ereport(LOG,
+				(errmsg("ddict: a cursor this server did not hand out was presented for dict %u in database %u; its older cursors are no longer accepted",
+						relid, dboid)));
+}
+
+/*
  * Keys of (dboid, relid) logged at or after cursor "since" by writers that
  * committed.  Returns false when a delta cannot be exact and the caller must
  * reload everything.
@@ -582,9 +621,7 @@ ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 	*keys = NIL;
 	if (!ddict_cursor_open(logsh->cursor_key, dboid, relid, since, &from))
 	{
-		ereport(LOG,
-				(errmsg("ddict: a cursor this server did not hand out for dict %u was presented; answering in full",
-						relid)));
+		refuse_older_cursors(dboid, relid);
 		return false;
 	}
 	LWLockAcquire(logsh->lock, LW_SHARED);
@@ -621,8 +658,8 @@ ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 				break;			/* the cursor's number is whole: done */
 			pos = e->prev;
 		}
-		if (ok && pos == 0 && seq != c->first_seq)
-			ok = false;			/* cannot happen: a chain starts at its first number */
+		if (ok && pos == 0 && seq > from)
+			ok = false;			/* cannot happen: the chain's start is past the cursor */
 	}
 	LWLockRelease(logsh->lock);
 
