@@ -691,3 +691,17 @@ ddict_changelog_collect(Oid dboid, Oid relid, uint64 since, List **keys)
 	}
 	return ok;
 }
+
+/* The ring's state, for ddict_changelog_status() (stats.c). */
+void
+ddict_changelog_state(DdictRingState *st)
+{
+	LWLockAcquire(logsh->lock, LW_SHARED);
+	st->size = logsh->size;
+	st->head = logsh->head;
+	st->tail = logsh->tail;
+	st->horizon = horizon_position();
+	st->chains = hash_get_num_entries(chains);
+	st->numbered = logsh->appended;
+	LWLockRelease(logsh->lock);
+}

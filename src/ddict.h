@@ -118,6 +118,17 @@ extern uint64 ddict_changelog_until(Oid dboid, Oid relid);
 extern bool ddict_changelog_collect(Oid dboid, Oid relid, uint64 since,
 									List **keys);
 
+typedef struct DdictRingState
+{
+	uint64		size;			/* bytes */
+	uint64		head;			/* next position to write */
+	uint64		tail;			/* oldest position kept */
+	uint64		horizon;		/* below it, every writer finished */
+	long		chains;			/* dicts with a chain */
+	uint64		numbered;		/* the next chain's first number */
+} DdictRingState;
+extern void ddict_changelog_state(DdictRingState *st);
+
 /* cursor.c */
 #define DDICT_CURSOR_KEY_LEN 32
 extern uint64 ddict_cursor_seal(const uint8 *key, Oid dboid, Oid relid, uint64 seq);

@@ -20,6 +20,7 @@
 PG_FUNCTION_INFO_V1(ddict_last_updated);
 PG_FUNCTION_INFO_V1(ddict_epoch_sql);
 PG_FUNCTION_INFO_V1(ddict_stats_internal);
+PG_FUNCTION_INFO_V1(ddict_changelog_status);
 
 uint64
 ddict_current_version(Oid relid)
@@ -99,4 +100,32 @@ ddict_stats_internal(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * ddict_changelog_status(): the change ring's size, head, tail and horizon
+ * (byte positions), its chains and the next chain's first number.  For
+ * monitoring (how fast the ring turns over) and tests.  Positions move with
+ * every dict's writes in the cluster, so the function is not for everyone:
+ * the SQL script grants it to pg_read_all_stats only.
+ */
+Datum
+ddict_changelog_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[6];
+	bool		nulls[6] = {0};
+	DdictRingState st;
+
+	ddict_require_preload();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "ddict_changelog_status() must return a row");
+	ddict_changelog_state(&st);
+	values[0] = Int64GetDatum((int64) st.size);
+	values[1] = Int64GetDatum((int64) st.head);
+	values[2] = Int64GetDatum((int64) st.tail);
+	values[3] = Int64GetDatum((int64) st.horizon);
+	values[4] = Int64GetDatum((int64) st.chains);
+	values[5] = Int64GetDatum((int64) st.numbered);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

@@ -256,7 +256,7 @@ is((grep { $_->{pg} == 1 } @consumers), 5, 'consumers fed from the stream never 
 is($consumers[0]->dump, select_dump('settings'), 'and hold what a SELECT returns');
 
 # --- a published dict that is not written while the ring turns over keeps
-# its cursor: entries without changes move it on, so its next write is a
+# its cursor (it counts the dict's own commits), so its next write is a
 # delta, not a marker
 replay_equals($c, 'before the ring turns over');
 my $pg_c = $c->{pg};
@@ -269,10 +269,10 @@ is($c->{pg}, $pg_c, '... and its caches did not go back to PostgreSQL');
 
 # --- the change ring's end: when fewer bytes than an entry header are left,
 # the filler has no header (it used to overrun the ring, and a delta across
-# it was answered in full).  When idle, the horizon ddict_changes() returns
-# is the ring's head: fill the ring to 8 bytes before its end, then write.
-sub ring_left { return 65536 - sql(q{SELECT "cursor" FROM ddict_changes('quiet') WHERE kind = 'f'}) % 65536; }
-my $hdr = 32;	# an entry: a 32-byte header (changelog.c's LogEntry), then the key
+# it was answered in full).  Fill the ring to 8 bytes before its end (its
+# head: ddict_changelog_status()), then write.
+sub ring_left { return sql(q{SELECT size - head % size FROM ddict_changelog_status()}); }
+my $hdr = 48;	# an entry: a 48-byte header (changelog.c's LogEntry), then the key
 my $left = ring_left();
 for my $i (1 .. 400)
 {
