@@ -46,6 +46,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 
 typedef struct DictKey
 {
@@ -57,6 +58,9 @@ typedef struct DictEntry
 {
 	DictKey		key;
 	pg_atomic_uint32 npending;	/* pending bumps of this dict (replay only) */
+	pg_atomic_uint32 creator;	/* xid of the uncommitted transaction that
+								 * created the dict, until it ended; see
+								 * evict_dead() */
 	pg_atomic_uint64 version;
 	pg_atomic_uint64 commits;
 	pg_atomic_uint64 last_changed;	/* TimestampTz */
@@ -223,6 +227,7 @@ entry_create(DictKey *key, uint64 version, bool *full)
 	if (e && !found)
 	{
 		pg_atomic_init_u32(&e->npending, 0);
+		pg_atomic_init_u32(&e->creator, InvalidTransactionId);
 		pg_atomic_init_u64(&e->version, version ? version : hlc_seed());
 		pg_atomic_init_u64(&e->commits, 0);
 		pg_atomic_init_u64(&e->last_changed, 0);
@@ -260,62 +265,128 @@ collect_entries(Size itemsize, void **out, entry_fill fill, const void *arg)
 	return n;
 }
 
-static bool
-fill_key(DictEntry *e, void *item, const void *arg)
+typedef struct EvictItem
 {
-	*(DictKey *) item = e->key;
+	DictKey		key;
+	TransactionId creator;
+} EvictItem;
+
+static bool
+fill_evict(DictEntry *e, void *item, const void *arg)
+{
+	EvictItem  *it = item;
+
+	it->key = e->key;
+	it->creator = pg_atomic_read_u32(&e->creator);
 	return true;
+}
+
+/*
+ * Is the transaction that created a dict still between its PRE_COMMIT and
+ * the end of its commit (or prepared, waiting for COMMIT PREPARED)?  Its
+ * table is in no catalog snapshot of other backends yet, but it is alive.
+ * In progress, or committed but not yet through its commit callback (which
+ * clears the mark): alive.  Aborted, or older than the commit log: not.
+ */
+static bool
+creator_alive(TransactionId xid)
+{
+	if (!TransactionIdIsValid(xid))
+		return false;
+	if (!TransactionIdIsNormal(xid) ||
+		TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid))
+		return false;
+	if (TransactionIdIsInProgress(xid))
+		return true;
+	return TransactionIdDidCommit(xid);
 }
 
 /*
  * Free the slots of dicts that no longer exist (dropped databases, tables
  * dropped without the event trigger): their versions are never reused,
  * since a re-created slot is seeded above everything handed out.
+ *
+ * A table that is not in the catalogs may also be one that a transaction
+ * still committing has just created (its PRE_COMMIT made the slot; its
+ * commit is not visible yet).  Evicting that slot would let the new dict
+ * commit without one — its bump lost, and every later use of it failing with
+ * "cannot track more than N dicts" instead of its creating transaction —
+ * so slots whose creator is alive are kept.  The creator is checked first:
+ * a creator seen finished has become visible, and the catalog lookup after
+ * it (with invalidations accepted) then finds its table.
  */
 static void
 evict_dead(void)
 {
-	DictKey    *dead;
-	int			n = collect_entries(sizeof(DictKey), (void **) &dead, fill_key, NULL);
+	EvictItem  *dead;
+	int			n = collect_entries(sizeof(EvictItem), (void **) &dead, fill_evict, NULL);
 
 	for (int i = 0; i < n; i++)
 	{
 		bool		gone;
 
-		if (dead[i].dboid == MyDatabaseId)
-			gone = !SearchSysCacheExists1(RELOID, ObjectIdGetDatum(dead[i].relid));
+		if (creator_alive(dead[i].creator))
+			continue;
+		if (dead[i].key.dboid == MyDatabaseId)
+		{
+			AcceptInvalidationMessages();
+			gone = !SearchSysCacheExists1(RELOID, ObjectIdGetDatum(dead[i].key.relid));
+		}
 		else
-			gone = !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dead[i].dboid));
+			gone = !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dead[i].key.dboid));
 		if (gone)
-			ddict_version_forget(dead[i].dboid, dead[i].relid);
+			ddict_version_forget(dead[i].key.dboid, dead[i].key.relid);
 	}
 	pfree(dead);
 }
 
+/* Mark e as created by xid (when valid). Exclusive lock held. */
+static void
+mark_creator(DictEntry *e, TransactionId creator)
+{
+	if (TransactionIdIsValid(creator))
+		pg_atomic_write_u32(&e->creator, creator);
+}
+
+/*
+ * The version of (dboid, relid), its slot made if needed; an error when the
+ * table is full.  creator: the xid of the calling transaction when it
+ * created the dict's table (the slot is then kept from eviction until that
+ * transaction ends, see evict_dead()), else InvalidTransactionId.
+ */
 uint64
-ddict_version_ensure(Oid dboid, Oid relid)
+ddict_version_ensure(Oid dboid, Oid relid, TransactionId creator)
 {
 	DictKey		key = {dboid, relid};
-	uint64		v;
-	bool		full;
+	uint64		v = 0;
+	bool		full = false;
 	DictEntry  *e;
 
-	if (ddict_version_get(dboid, relid, &v, NULL))
-		return v;
-
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	e = entry_create(&key, 0, &full);
-	if (e)
-		v = pg_atomic_read_u64(&e->version);
-	LWLockRelease(shared->lock);
-	if (full)
+	LWLockAcquire(shared->lock, LW_SHARED);
+	e = hash_search(dict_table, &key, HASH_FIND, NULL);
+	if (e && (!TransactionIdIsValid(creator) ||
+			  pg_atomic_read_u32(&e->creator) == creator))
 	{
-		evict_dead();
+		v = pg_atomic_read_u64(&e->version);
+		LWLockRelease(shared->lock);
+		return v;
+	}
+	LWLockRelease(shared->lock);
+
+	for (int attempt = 0; attempt < 2; attempt++)
+	{
+		if (attempt == 1)
+			evict_dead();
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 		e = entry_create(&key, 0, &full);
 		if (e)
+		{
+			mark_creator(e, creator);
 			v = pg_atomic_read_u64(&e->version);
+		}
 		LWLockRelease(shared->lock);
+		if (!full)
+			break;
 	}
 	if (full)
 		ereport(ERROR,
@@ -323,6 +394,30 @@ ddict_version_ensure(Oid dboid, Oid relid)
 				 errmsg("ddict cannot track more than %d dicts", ddict_max_dicts),
 				 errhint("Raise ddict.max_dicts and restart the server.")));
 	return v;
+}
+
+/*
+ * The transaction xid ended (aborted, or its prepared transaction was
+ * resolved): clear its creator marks.  Nothing to do after a commit, whose
+ * bumps clear them.
+ */
+void
+ddict_version_release(TransactionId xid)
+{
+	HASH_SEQ_STATUS seq;
+	DictEntry  *e;
+
+	if (!TransactionIdIsValid(xid))
+		return;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	hash_seq_init(&seq, dict_table);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		uint32		expected = xid;
+
+		(void) pg_atomic_compare_exchange_u32(&e->creator, &expected, InvalidTransactionId);
+	}
+	LWLockRelease(shared->lock);
 }
 
 /* Move e's version strictly, to at least floor. Lock held. */
@@ -344,10 +439,11 @@ advance(DictEntry *e, uint64 floor)
 
 /*
  * Called after commit: must not raise an error.  Returns the new version, or
- * 0 when the entry is missing and there is no room for it.
+ * 0 when the entry is missing and there is no room for it.  xid: the
+ * committed transaction, whose creator mark (if any) is cleared.
  */
 uint64
-ddict_version_bump(Oid dboid, Oid relid)
+ddict_version_bump(Oid dboid, Oid relid, TransactionId xid)
 {
 	DictKey		key = {dboid, relid};
 	DictEntry  *e;
@@ -369,6 +465,13 @@ ddict_version_bump(Oid dboid, Oid relid)
 	}
 	new = advance(e, ddict_now_us());
 	hlc_observe(new);			/* under the lock: a slot seeded next is above */
+	if (TransactionIdIsValid(xid))
+	{
+		uint32		expected = xid;
+
+		/* the creator's commit is visible: its table is in the catalogs */
+		(void) pg_atomic_compare_exchange_u32(&e->creator, &expected, InvalidTransactionId);
+	}
 	LWLockRelease(shared->lock);
 	return new;
 }

@@ -24,6 +24,8 @@
 #include "miscadmin.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
 
 typedef struct Touched
 {
@@ -200,6 +202,23 @@ ddict_note_forget(Oid relid, const char *name)
 
 static TransactionId commit_xid = InvalidTransactionId;
 
+/* PRE_COMMIT marked a version slot as created by commit_xid */
+static bool marked_creator = false;
+
+/* Was relid's table created by this transaction (not yet committed)? */
+static bool
+created_here(Oid relid)
+{
+	Relation	rel = RelationIdGetRelation(relid);
+	bool		created;
+
+	if (rel == NULL)
+		return false;
+	created = rel->rd_createSubid != InvalidSubTransactionId;
+	RelationClose(rel);
+	return created;
+}
+
 static bool
 same_key(const PendingKey *x, const PendingKey *y)
 {
@@ -278,16 +297,28 @@ pre_commit(void)
 	if (!counts_valid)
 		rebuild_counts();
 	relids = palloc(sizeof(Oid) * ncounts);
+	commit_xid = GetTopTransactionIdIfAny();
 	for (int i = 0; i < ncounts; i++)
 	{
-		(void) ddict_version_ensure(MyDatabaseId, counts[i].relid);
+		TransactionId creator = InvalidTransactionId;
+
+		/*
+		 * A dict whose table this transaction created is invisible to other
+		 * backends until the commit: its slot is marked as ours so that they
+		 * do not take it for a dropped dict's (shmem.c, evict_dead()).
+		 */
+		if (created_here(counts[i].relid))
+		{
+			creator = commit_xid;
+			marked_creator = true;
+		}
+		(void) ddict_version_ensure(MyDatabaseId, counts[i].relid, creator);
 		/* names change only by DDL, which ddict_ddl_check() notes */
 		if (ddict_version_needs_name(MyDatabaseId, counts[i].relid))
 			ddict_note_name(counts[i].relid);
 		relids[i] = counts[i].relid;
 	}
 	skip_transient_keys();
-	commit_xid = GetTopTransactionIdIfAny();
 	if (TransactionIdIsValid(commit_xid))
 		ddict_wal_log_intent(MyDatabaseId, commit_xid, relids, ncounts);
 	ddict_changelog_append(MyDatabaseId, pending, npending);
@@ -333,10 +364,13 @@ at_commit(void)
 
 		if (forgotten(counts[i].relid))
 			continue;
-		v = ddict_version_bump(MyDatabaseId, counts[i].relid);
+		v = ddict_version_bump(MyDatabaseId, counts[i].relid, commit_xid);
 		if (v != 0)
 			ddict_wal_log_bump(MyDatabaseId, counts[i].relid, commit_xid, v);
 	}
+	if (marked_creator)
+		ddict_version_release(commit_xid);	/* a forgotten dict's mark */
+	marked_creator = false;
 	commit_xid = InvalidTransactionId;
 	ddict_changelog_finish();
 	if (n > 0)
@@ -389,6 +423,9 @@ xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_ABORT:
+			if (marked_creator && event != XACT_EVENT_PREPARE)
+				ddict_version_release(commit_xid);
+			marked_creator = false;
 			commit_xid = InvalidTransactionId;
 			ddict_changelog_finish();
 			reset_state();
