@@ -19,6 +19,10 @@
 #      standby at its old version with the new rows — a missed bump.
 #      Required: replay prunes entries of aborted writers, and the crash
 #      window is still covered after many aborted writers.
+#   3. A table full of writers that are still running (prepared
+#      transactions, which cannot be pruned): the warning is said once, and
+#      commits in the meantime still move the standby, to the primary's
+#      version; so do the prepared ones when they commit.
 use strict;
 use warnings;
 
@@ -31,7 +35,8 @@ use Time::HiRes ();
 # backends, 18 * 8 + 2 * 16 = 176 entries.
 my $conf = "shared_preload_libraries = 'ddict'\nddict.max_dicts = 16\n"
   . "max_connections = 10\nautovacuum_max_workers = 1\nmax_worker_processes = 4\n"
-  . "max_wal_senders = 2\nautovacuum = off\nwal_writer_delay = '10s'\n";
+  . "max_wal_senders = 2\nautovacuum = off\nwal_writer_delay = '10s'\n"
+  . "max_prepared_transactions = 12\n";
 
 my $primary = PostgreSQL::Test::Cluster->new('primary');
 $primary->init(allows_streaming => 1);
@@ -168,6 +173,34 @@ sub moves_within
 }
 ok(moves_within('d7', $cached, 10),
 	'after many aborted writers, a commit whose bump record was lost still moves the standby');
+
+#
+# 3. Full of running writers: 12 prepared transactions of 15 dicts each.
+#
+for my $g (1 .. 12)
+{
+	my $writes = join ' ', map { "SELECT ddict_set('$_', 'prepared_$g', '$g');" } @all;
+	pq("BEGIN; $writes PREPARE TRANSACTION 'g$g';");
+}
+catch_up();
+$log = slurp_file($standby->logfile);
+my $warnings = () = $log =~ /too many pending bumps/g;
+is($warnings, 1, 'a full table is logged once, not once per intent');
+for my $i (1 .. 3)
+{
+	pq("SELECT ddict_set('d3', 'while_full', '$i')");
+	my $pv = pq(q{SELECT ddict_last_updated('d3')});
+	catch_up();
+	is(sq(q{SELECT ddict_last_updated('d3')}), $pv,
+		"commit $i while the table is full: the standby has the primary's version");
+	is(sq(q{SELECT ddict_get('d3', 'while_full')}), $i, "commit $i: and its row");
+}
+pq("COMMIT PREPARED 'g$_'") for 1 .. 12;
+my $pv = pq(q{SELECT ddict_last_updated('d9')});
+catch_up();
+is(sq(q{SELECT ddict_last_updated('d9')}), $pv,
+	"after COMMIT PREPARED of all: the standby has the primary's version");
+is(sq(q{SELECT count(*) FROM d9 WHERE key LIKE 'prepared_%'}), '12', 'and the prepared rows');
 
 $standby->stop;
 $primary->stop;
