@@ -19,7 +19,8 @@
 #     that comes after it still moves the version;
 #   * on one server: PREPARE, then COMMIT PREPARED from another session, and
 #     after a crash restart; a streaming standby follows the primary's
-#     version;
+#     version, and once promoted bumps a transaction prepared before the
+#     failover when it commits;
 #   * a prepared transaction that detached or dropped a dict is still
 #     refused, naming the dict.
 use strict;
@@ -213,6 +214,26 @@ for my $sql (q{SELECT ddict_detach('settings')}, q{DROP TABLE settings})
 	is(q1(q{SELECT count(*) FROM pg_prepared_xacts}), '0', "$sql: nothing prepared");
 }
 
+# Failover while prepared: the transaction is committed on the promoted
+# standby, which has only the replayed intent (no ddict_twophase record):
+# its first reader bumps the dict once the commit is visible.
+q1(q{BEGIN; SELECT ddict_set('settings', 'f', 'failover'); PREPARE TRANSACTION 'failover';});
+catch_up();
+my $before_failover = sv();
+$node->stop('immediate');
+$standby->promote;
+$standby->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()')
+  or die 'promotion did not finish';
+$standby->safe_psql('postgres', q{COMMIT PREPARED 'failover'});
+my $moved = 0;
+for (1 .. 100)
+{
+	$moved = 1, last if sv() ne $before_failover;
+	Time::HiRes::usleep(100_000);
+}
+ok($moved, 'COMMIT PREPARED after a failover moves the version on the new primary');
+is($standby->safe_psql('postgres', q{SELECT ddict_get('settings', 'f')}), 'failover',
+	'and the change is visible there');
+
 $standby->stop;
-$node->stop;
 done_testing();
