@@ -208,7 +208,7 @@ ddict_note_forget(Oid relid, const char *name)
 }
 
 static TransactionId commit_xid = InvalidTransactionId;
-static const char *first_dict_name(void);
+static const char *first_forgotten_name(void);
 
 /* PRE_COMMIT marked a version slot as created by commit_xid */
 static bool marked_creator = false;
@@ -365,7 +365,7 @@ pre_prepare(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("cannot PREPARE a transaction that detached or dropped ddict dict %s",
-						first_dict_name()),
+						first_forgotten_name()),
 				 errdetail("Prepared transactions can change dicts, but not detach or drop them."),
 				 errhint("Detach or drop dicts outside of two-phase transactions.")));
 	if (npending == 0)
@@ -435,22 +435,16 @@ at_commit(void)
 }
 
 /*
- * The qualified name of a dict this transaction changed, for messages: a
- * dict dropped in this transaction is no longer in the catalogs, so the
- * name recorded when it was dropped is used.
+ * The qualified name of the first dict this transaction detached or
+ * dropped, for messages: a dict dropped in this transaction is no longer in
+ * the catalogs, so the name recorded when it was dropped is used.
  */
 static const char *
-first_dict_name(void)
+first_forgotten_name(void)
 {
-	Oid			relid = npending > 0 ? pending[0].relid : forgets[0].relid;
-	char	   *rel = get_rel_name(relid);
-
-	if (rel != NULL)
-		return ddict_qualified_name(relid);
-	for (int i = 0; i < nforgets; i++)
-		if (forgets[i].relid == relid)
-			return forgets[i].name;
-	return "?";
+	if (get_rel_name(forgets[0].relid) != NULL)
+		return ddict_qualified_name(forgets[0].relid);
+	return forgets[0].name;
 }
 
 static void

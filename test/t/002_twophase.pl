@@ -196,6 +196,13 @@ for my $undone (q{SELECT ddict_detach('settings')}, q{DROP TABLE settings})
 	is(version(), $v0, "$undone undone: version unchanged");
 }
 
+# A transaction that wrote one dict and dropped another names the dropped one.
+q1(q{SELECT ddict_create('other')});
+($ret, $out, $err) = $node->psql('postgres',
+	q{BEGIN; SELECT ddict_set('settings', 'w', 'x'); DROP TABLE other; PREPARE TRANSACTION 'mixed';});
+like($err, qr/detached or dropped ddict dict public.other/, 'the refusal names the dropped dict');
+is(q1(q{SELECT count(*) FROM pg_class WHERE relname = 'other'}), '1', 'and nothing was dropped');
+
 # The same session goes on after a refused PREPARE: no stale state behind,
 # the next ordinary write bumps, and a later dict-free PREPARE works.
 ($ret, $out, $err) = $node->psql('postgres', q{
