@@ -52,7 +52,8 @@ CREATE TEMP TABLE temp_dict (key text PRIMARY KEY, value text);
 SELECT ddict_attach('temp_dict');
 SELECT ddict_create('pg_temp.temp_dict2');
 
--- a cursor that is not one the server handed out gets a full reload
+-- a cursor that is not one the server handed out gets a full reload (and
+-- retires the dict's older cursors, the real one included: 14_cursors)
 SELECT version AS v, epoch AS e, "cursor" AS c FROM ddict_changes('hard') WHERE kind = 'f' \gset
 SELECT ddict_set('hard', 'z', 'zz');
 SELECT kind FROM ddict_changes('hard', :v, :e, :c + 8) WHERE kind IN ('u', 'd', 'f');

@@ -431,6 +431,25 @@ ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys)
 	pfree(cs);
 }
 
+/*
+ * A "whole dict" entry for (dboid, relid), written after a commit became
+ * visible (a prepared transaction's, prepared.c): every client whose cursor
+ * is before it reloads in full.  Raises nothing (commit callbacks).  A dict
+ * without a chain needs none: no client holds a cursor of it that this
+ * server would accept.
+ */
+void
+ddict_changelog_append_full(Oid dboid, Oid relid)
+{
+	Chain	   *c;
+
+	LWLockAcquire(logsh->lock, LW_EXCLUSIVE);
+	c = chain_find(dboid, relid);
+	if (c != NULL)
+		write_entry(c, c->next_seq++, LOG_FULL | LOG_FIRST, NULL, 0, InvalidTransactionId);
+	LWLockRelease(logsh->lock);
+}
+
 /* After commit or abort: this backend's entries are settled. */
 void
 ddict_changelog_finish(void)

@@ -74,7 +74,8 @@ ddict_shmem_request(void)
 	RequestAddinShmemSpace(add_size(add_size(add_size(ddict_shmem_size(),
 													  ddict_changelog_shmem_size()),
 											 ddict_publisher_shmem_size()),
-									ddict_streamer_shmem_size()));
+									add_size(ddict_streamer_shmem_size(),
+											 ddict_prepared_shmem_size())));
 	RequestNamedLWLockTranche("ddict", 2);
 	RequestNamedLWLockTranche("ddict streamers", 1);
 }
@@ -89,6 +90,7 @@ ddict_shmem_startup(void)
 	ddict_changelog_init();
 	ddict_publisher_shmem_init();
 	ddict_streamer_shmem_init();
+	ddict_prepared_shmem_init();
 }
 
 void

@@ -7,6 +7,7 @@
  *   changelog.c  a shared ring of changed keys that lets clients reload by delta
  *   cursor.c     the cursors clients hold: a dict's change number, sealed
  *   xact.c       what the current transaction changed; bumps at commit
+ *   prepared.c   dicts changed by prepared transactions, bumped after COMMIT PREPARED
  *   triggers.c   the C trigger attached to every dict table
  *   wal.c        a custom WAL resource manager so hot standbys move versions on replay
  *   registry.c   which tables are dicts; attach / detach / create; SPI plan cache
@@ -47,8 +48,9 @@ extern uint64 ddict_now_us(void);
 extern Size ddict_shmem_size(void);
 extern void ddict_shmem_init(void);
 extern bool ddict_version_get(Oid dboid, Oid relid, uint64 *version, bool *pending);
-extern uint64 ddict_version_ensure(Oid dboid, Oid relid);
-extern uint64 ddict_version_bump(Oid dboid, Oid relid);
+extern uint64 ddict_version_ensure(Oid dboid, Oid relid, TransactionId creator);
+extern uint64 ddict_version_bump(Oid dboid, Oid relid, TransactionId xid);
+extern void ddict_version_release(TransactionId xid);
 extern void ddict_version_redo_intent(Oid dboid, Oid relid, TransactionId xid);
 extern void ddict_version_redo(Oid dboid, Oid relid, TransactionId xid, uint64 version);
 extern void ddict_version_resolve(Oid dboid, Oid relid);
@@ -113,6 +115,7 @@ extern Size ddict_changelog_shmem_size(void);
 extern void ddict_changelog_init(void);
 extern void ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys);
 extern void ddict_changelog_finish(void);
+extern void ddict_changelog_append_full(Oid dboid, Oid relid);
 extern uint64 ddict_changelog_horizon(Oid dboid, Oid relid, bool make);
 extern uint64 ddict_changelog_until(Oid dboid, Oid relid);
 extern bool ddict_changelog_collect(Oid dboid, Oid relid, uint64 since,
@@ -134,6 +137,14 @@ extern void ddict_changelog_state(DdictRingState *st);
 extern uint64 ddict_cursor_seal(const uint8 *key, Oid dboid, Oid relid, uint64 seq);
 extern bool ddict_cursor_open(const uint8 *key, Oid dboid, Oid relid, uint64 cursor,
 							  uint64 *seq);
+
+/* prepared.c */
+#define DDICT_PREPARED_MAX_DICTS 64
+extern Size ddict_prepared_shmem_size(void);
+extern void ddict_prepared_shmem_init(void);
+extern void ddict_prepared_register(TransactionId xid, const Oid *relids, int n);
+extern void ddict_prepared_unregister(TransactionId xid);
+extern void ddict_prepared_settle(void);
 
 /* xact.c */
 extern void ddict_xact_init(void);

@@ -25,6 +25,16 @@
  * dropped.  So the version never moves
  * before the rows are visible, and a committed write never goes unbumped.
  *
+ * Writers can abort after logging their intent (a serialization failure at
+ * COMMIT, a failed PREPARE), and nothing in the WAL of ours says so.  Replay
+ * therefore prunes the table itself once it holds many entries: aborted
+ * writers are dropped, committed ones past the grace are bumped.  A writer
+ * older than the commit log's horizon (truncated by VACUUM; its status can
+ * no longer be read, and asking would fail every read of the dict) is
+ * bumped, since it may have committed: spurious bumps are harmless.  When
+ * the table is full all the same, the intent is counted on its dict as lost
+ * and the bump record that follows moves the version strictly.
+ *
  * Entries are created by writers before they commit (so that a full table is
  * an error in the writing transaction, never a silently missed bump), by the
  * first reader after a restart, and by WAL replay on a standby.  An existing
@@ -48,6 +58,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 
 typedef struct DictKey
 {
@@ -59,6 +70,12 @@ typedef struct DictEntry
 {
 	DictKey		key;
 	pg_atomic_uint32 npending;	/* pending bumps of this dict (replay only) */
+	uint32		lost;			/* intents replayed with no room to keep them:
+								 * their bump records move the version
+								 * strictly (replay only; exclusive lock) */
+	pg_atomic_uint32 creator;	/* xid of the uncommitted transaction that
+								 * created the dict, until it ended; see
+								 * evict_dead() */
 	pg_atomic_uint64 version;
 	pg_atomic_uint64 commits;
 	pg_atomic_uint64 last_changed;	/* TimestampTz */
@@ -72,6 +89,9 @@ typedef struct DdictShared
 	LWLock	   *lock;			/* protects the hash table's shape */
 	uint64		epoch;			/* when this shared memory was set up */
 	pg_atomic_uint64 hlc;		/* highest version handed out or replayed */
+	int			prune_at;		/* replay prunes pending bumps from this many
+								 * on (exclusive lock) */
+	bool		warned_full;	/* "too many pending bumps" said (idem) */
 } DdictShared;
 
 typedef struct PendingBumpKey
@@ -93,6 +113,9 @@ typedef struct PendingBump
  * it moves the version itself: a few WAL writer rounds.
  */
 #define PENDING_GRACE_MS	1000
+
+/* Replay looks for finished writers once this many bumps are pending. */
+#define PRUNE_MIN			64
 
 static DdictShared *shared = NULL;
 static HTAB *dict_table = NULL;
@@ -125,6 +148,8 @@ ddict_shmem_init(void)
 		shared->lock = &(GetNamedLWLockTranche("ddict"))[0].lock;
 		shared->epoch = ddict_now_us();
 		pg_atomic_init_u64(&shared->hlc, shared->epoch);
+		shared->prune_at = PRUNE_MIN;
+		shared->warned_full = false;
 	}
 	info.keysize = sizeof(DictKey);
 	info.entrysize = sizeof(DictEntry);
@@ -225,6 +250,8 @@ entry_create(DictKey *key, uint64 version, bool *full)
 	if (e && !found)
 	{
 		pg_atomic_init_u32(&e->npending, 0);
+		e->lost = 0;
+		pg_atomic_init_u32(&e->creator, InvalidTransactionId);
 		pg_atomic_init_u64(&e->version, version ? version : hlc_seed());
 		pg_atomic_init_u64(&e->commits, 0);
 		pg_atomic_init_u64(&e->last_changed, 0);
@@ -262,62 +289,128 @@ collect_entries(Size itemsize, void **out, entry_fill fill, const void *arg)
 	return n;
 }
 
-static bool
-fill_key(DictEntry *e, void *item, const void *arg)
+typedef struct EvictItem
 {
-	*(DictKey *) item = e->key;
+	DictKey		key;
+	TransactionId creator;
+} EvictItem;
+
+static bool
+fill_evict(DictEntry *e, void *item, const void *arg)
+{
+	EvictItem  *it = item;
+
+	it->key = e->key;
+	it->creator = pg_atomic_read_u32(&e->creator);
 	return true;
+}
+
+/*
+ * Is the transaction that created a dict still between its PRE_COMMIT and
+ * the end of its commit (or prepared, waiting for COMMIT PREPARED)?  Its
+ * table is in no catalog snapshot of other backends yet, but it is alive.
+ * In progress, or committed but not yet through its commit callback (which
+ * clears the mark): alive.  Aborted, or older than the commit log: not.
+ */
+static bool
+creator_alive(TransactionId xid)
+{
+	if (!TransactionIdIsValid(xid))
+		return false;
+	if (!TransactionIdIsNormal(xid) ||
+		TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid))
+		return false;
+	if (TransactionIdIsInProgress(xid))
+		return true;
+	return TransactionIdDidCommit(xid);
 }
 
 /*
  * Free the slots of dicts that no longer exist (dropped databases, tables
  * dropped without the event trigger): their versions are never reused,
  * since a re-created slot is seeded above everything handed out.
+ *
+ * A table that is not in the catalogs may also be one that a transaction
+ * still committing has just created (its PRE_COMMIT made the slot; its
+ * commit is not visible yet).  Evicting that slot would let the new dict
+ * commit without one — its bump lost, and every later use of it failing with
+ * "cannot track more than N dicts" instead of its creating transaction —
+ * so slots whose creator is alive are kept.  The creator is checked first:
+ * a creator seen finished has become visible, and the catalog lookup after
+ * it (with invalidations accepted) then finds its table.
  */
 static void
 evict_dead(void)
 {
-	DictKey    *dead;
-	int			n = collect_entries(sizeof(DictKey), (void **) &dead, fill_key, NULL);
+	EvictItem  *dead;
+	int			n = collect_entries(sizeof(EvictItem), (void **) &dead, fill_evict, NULL);
 
 	for (int i = 0; i < n; i++)
 	{
 		bool		gone;
 
-		if (dead[i].dboid == MyDatabaseId)
-			gone = !SearchSysCacheExists1(RELOID, ObjectIdGetDatum(dead[i].relid));
+		if (creator_alive(dead[i].creator))
+			continue;
+		if (dead[i].key.dboid == MyDatabaseId)
+		{
+			AcceptInvalidationMessages();
+			gone = !SearchSysCacheExists1(RELOID, ObjectIdGetDatum(dead[i].key.relid));
+		}
 		else
-			gone = !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dead[i].dboid));
+			gone = !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dead[i].key.dboid));
 		if (gone)
-			ddict_version_forget(dead[i].dboid, dead[i].relid);
+			ddict_version_forget(dead[i].key.dboid, dead[i].key.relid);
 	}
 	pfree(dead);
 }
 
+/* Mark e as created by xid (when valid). Exclusive lock held. */
+static void
+mark_creator(DictEntry *e, TransactionId creator)
+{
+	if (TransactionIdIsValid(creator))
+		pg_atomic_write_u32(&e->creator, creator);
+}
+
+/*
+ * The version of (dboid, relid), its slot made if needed; an error when the
+ * table is full.  creator: the xid of the calling transaction when it
+ * created the dict's table (the slot is then kept from eviction until that
+ * transaction ends, see evict_dead()), else InvalidTransactionId.
+ */
 uint64
-ddict_version_ensure(Oid dboid, Oid relid)
+ddict_version_ensure(Oid dboid, Oid relid, TransactionId creator)
 {
 	DictKey		key = {dboid, relid};
-	uint64		v;
-	bool		full;
+	uint64		v = 0;
+	bool		full = false;
 	DictEntry  *e;
 
-	if (ddict_version_get(dboid, relid, &v, NULL))
-		return v;
-
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	e = entry_create(&key, 0, &full);
-	if (e)
-		v = pg_atomic_read_u64(&e->version);
-	LWLockRelease(shared->lock);
-	if (full)
+	LWLockAcquire(shared->lock, LW_SHARED);
+	e = hash_search(dict_table, &key, HASH_FIND, NULL);
+	if (e && (!TransactionIdIsValid(creator) ||
+			  pg_atomic_read_u32(&e->creator) == creator))
 	{
-		evict_dead();
+		v = pg_atomic_read_u64(&e->version);
+		LWLockRelease(shared->lock);
+		return v;
+	}
+	LWLockRelease(shared->lock);
+
+	for (int attempt = 0; attempt < 2; attempt++)
+	{
+		if (attempt == 1)
+			evict_dead();
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 		e = entry_create(&key, 0, &full);
 		if (e)
+		{
+			mark_creator(e, creator);
 			v = pg_atomic_read_u64(&e->version);
+		}
 		LWLockRelease(shared->lock);
+		if (!full)
+			break;
 	}
 	if (full)
 		ereport(ERROR,
@@ -325,6 +418,30 @@ ddict_version_ensure(Oid dboid, Oid relid)
 				 errmsg("ddict cannot track more than %d dicts", ddict_max_dicts),
 				 errhint("Raise ddict.max_dicts and restart the server.")));
 	return v;
+}
+
+/*
+ * The transaction xid ended (aborted, or its prepared transaction was
+ * resolved): clear its creator marks.  Nothing to do after a commit, whose
+ * bumps clear them.
+ */
+void
+ddict_version_release(TransactionId xid)
+{
+	HASH_SEQ_STATUS seq;
+	DictEntry  *e;
+
+	if (!TransactionIdIsValid(xid))
+		return;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	hash_seq_init(&seq, dict_table);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		uint32		expected = xid;
+
+		(void) pg_atomic_compare_exchange_u32(&e->creator, &expected, InvalidTransactionId);
+	}
+	LWLockRelease(shared->lock);
 }
 
 /* What moves with every version change of e. Lock held. */
@@ -373,10 +490,11 @@ advance_unique(DictEntry *e)
 
 /*
  * Called after commit: must not raise an error.  Returns the new version, or
- * 0 when the entry is missing and there is no room for it.
+ * 0 when the entry is missing and there is no room for it.  xid: the
+ * committed transaction, whose creator mark (if any) is cleared.
  */
 uint64
-ddict_version_bump(Oid dboid, Oid relid)
+ddict_version_bump(Oid dboid, Oid relid, TransactionId xid)
 {
 	DictKey		key = {dboid, relid};
 	DictEntry  *e;
@@ -397,6 +515,13 @@ ddict_version_bump(Oid dboid, Oid relid)
 		}
 	}
 	new = advance_unique(e);
+	if (TransactionIdIsValid(xid))
+	{
+		uint32		expected = xid;
+
+		/* the creator's commit is visible: its table is in the catalogs */
+		(void) pg_atomic_compare_exchange_u32(&e->creator, &expected, InvalidTransactionId);
+	}
 	LWLockRelease(shared->lock);
 	return new;
 }
@@ -416,7 +541,110 @@ redo_entry(DictKey *key, uint64 version)
 	return e;
 }
 
-/* WAL replay of a writer's intent: its xid will bump relid once visible. */
+/*
+ * What became of a pending bump's writer.  Asked under XactTruncationLock,
+ * so that the commit log is not truncated between the horizon check and the
+ * read: an xid older than the commit log's horizon finished long ago and its
+ * status can no longer be read (asking would fail with "could not access
+ * status of transaction", on every read of the dict).  Such a writer may
+ * have committed: it is given a bump (a spurious bump is harmless, a missed
+ * one is not).  In replay (in_redo) an xid that neither committed nor
+ * explicitly aborted may still commit further on in the WAL (during crash
+ * recovery the proc array knows no running xids), so it counts as running.
+ */
+typedef enum WriterState
+{
+	WRITER_RUNNING,
+	WRITER_COMMITTED,
+	WRITER_ABORTED,
+	WRITER_FORGOTTEN
+} WriterState;
+
+static WriterState
+writer_state(TransactionId xid, bool in_redo)
+{
+	WriterState st;
+
+	LWLockAcquire(XactTruncationLock, LW_SHARED);
+	if (!TransactionIdIsNormal(xid) ||
+		TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid))
+		st = WRITER_FORGOTTEN;
+	else if (TransactionIdDidCommit(xid))
+		st = WRITER_COMMITTED;
+	else if (TransactionIdIsInProgress(xid))
+		st = WRITER_RUNNING;
+	else if (TransactionIdDidCommit(xid))	/* committed in between */
+		st = WRITER_COMMITTED;
+	else if (in_redo && !TransactionIdDidAbort(xid))
+		st = WRITER_RUNNING;
+	else
+		st = WRITER_ABORTED;
+	LWLockRelease(XactTruncationLock);
+	return st;
+}
+
+/* Drop pending bump p of dict e (NULL: its dict is gone). Exclusive lock. */
+static void
+pending_drop(PendingBump *p, DictEntry *e)
+{
+	hash_search(pending_table, &p->key, HASH_REMOVE, NULL);
+	if (e)
+		pg_atomic_fetch_sub_u32(&e->npending, 1);
+}
+
+/*
+ * Replay: settle the pending bumps whose writers finished, so that writers
+ * that failed at COMMIT after logging their intent (serialization failures)
+ * do not fill the table while no reader asks about their dicts.  Aborted:
+ * dropped.  Committed more than the grace ago (its commit record, earlier in
+ * the WAL, has been replayed, so it is visible) or forgotten by the commit
+ * log: bumped and dropped.  Exclusive lock held.
+ */
+static void
+prune_pending(void)
+{
+	HASH_SEQ_STATUS seq;
+	PendingBump *p;
+	TimestampTz now = GetCurrentTimestamp();
+	long		left;
+
+	hash_seq_init(&seq, pending_table);
+	while ((p = hash_seq_search(&seq)) != NULL)
+	{
+		DictKey		key = {p->key.dboid, p->key.relid};
+		DictEntry  *e = hash_search(dict_table, &key, HASH_FIND, NULL);
+
+		switch (writer_state(p->key.xid, true))
+		{
+			case WRITER_RUNNING:
+				break;
+			case WRITER_COMMITTED:
+				if (!TimestampDifferenceExceeds(p->replayed_at, now, PENDING_GRACE_MS))
+					break;
+				/* FALLTHROUGH */
+			case WRITER_FORGOTTEN:
+				if (e)
+					(void) advance_unique(e);
+				pending_drop(p, e);
+				break;
+			case WRITER_ABORTED:
+				pending_drop(p, e);
+				break;
+		}
+	}
+	left = hash_get_num_entries(pending_table);
+	shared->prune_at = (int) Min(Max(PRUNE_MIN, left * 2), pending_capacity());
+	if (left < pending_capacity())
+		shared->warned_full = false;
+}
+
+/*
+ * WAL replay of a writer's intent: its xid will bump relid once visible.
+ * When the table is full even after pruning, the intent is counted as lost
+ * on the dict: the bump record that follows the commit then moves the
+ * version strictly (ddict_version_redo).  What is not covered then is only
+ * a primary crash before that bump record was flushed (README, Hot standby).
+ */
 void
 ddict_version_redo_intent(Oid dboid, Oid relid, TransactionId xid)
 {
@@ -429,18 +657,27 @@ ddict_version_redo_intent(Oid dboid, Oid relid, TransactionId xid)
 	e = redo_entry(&key, 0);
 	if (e)
 	{
-		if (hash_get_num_entries(pending_table) >= pending_capacity())
-			elog(WARNING, "ddict: too many pending bumps during replay; dict %u will move only with its bump record",
-				 relid);
-		else
-		{
-			PendingBump *p = hash_search(pending_table, &pkey, HASH_ENTER_NULL, &found);
+		long		n = hash_get_num_entries(pending_table);
+		PendingBump *p = NULL;
 
-			if (p && !found)
-			{
-				p->replayed_at = GetCurrentTimestamp();
-				pg_atomic_fetch_add_u32(&e->npending, 1);
-			}
+		if (n >= shared->prune_at || n >= pending_capacity())
+		{
+			prune_pending();
+			n = hash_get_num_entries(pending_table);
+		}
+		if (n < pending_capacity())
+			p = hash_search(pending_table, &pkey, HASH_ENTER_NULL, &found);
+		if (p == NULL)
+		{
+			e->lost++;
+			if (!shared->warned_full)
+				elog(WARNING, "ddict: too many pending bumps during replay; dicts move only with their bump records until some are settled");
+			shared->warned_full = true;
+		}
+		else if (!found)
+		{
+			p->replayed_at = GetCurrentTimestamp();
+			pg_atomic_fetch_add_u32(&e->npending, 1);
 		}
 	}
 	LWLockRelease(shared->lock);
@@ -449,7 +686,9 @@ ddict_version_redo_intent(Oid dboid, Oid relid, TransactionId xid)
 /*
  * WAL replay of a primary's bump.  Strictly increasing here too, and equal to
  * the primary's version whenever this server's clock is not ahead.  When a
- * reader already resolved the pending bump, only catch up with the primary.
+ * reader already resolved the pending bump, only catch up with the primary;
+ * when the dict has intents that found no room (lost), move strictly: this
+ * may be one of them (and if it is not, the bump is merely spurious).
  */
 void
 ddict_version_redo(Oid dboid, Oid relid, TransactionId xid, uint64 version)
@@ -469,6 +708,11 @@ ddict_version_redo(Oid dboid, Oid relid, TransactionId xid, uint64 version)
 	if (hash_search(pending_table, &pkey, HASH_REMOVE, NULL))
 	{
 		pg_atomic_fetch_sub_u32(&e->npending, 1);
+		new = advance(e, version);
+	}
+	else if (e->lost > 0)
+	{
+		e->lost--;
 		new = advance(e, version);
 	}
 	else
@@ -510,25 +754,30 @@ ddict_version_resolve(Oid dboid, Oid relid)
 	hash_seq_init(&seq, pending_table);
 	while ((p = hash_seq_search(&seq)) != NULL)
 	{
-		bool		done;
+		bool		done = false;
 
 		if (p->key.dboid != dboid || p->key.relid != relid)
 			continue;
-		if (TransactionIdDidCommit(p->key.xid))
+		switch (writer_state(p->key.xid, false))
 		{
-			done = !XidInMVCCSnapshot(p->key.xid, snap) &&
-				TimestampDifferenceExceeds(p->replayed_at, now, PENDING_GRACE_MS);
-			if (done)
+			case WRITER_RUNNING:
+				break;
+			case WRITER_COMMITTED:
+				done = !XidInMVCCSnapshot(p->key.xid, snap) &&
+					TimestampDifferenceExceeds(p->replayed_at, now, PENDING_GRACE_MS);
+				if (done)
+					new = advance_unique(e);
+				break;
+			case WRITER_FORGOTTEN:
 				new = advance_unique(e);
+				done = true;
+				break;
+			case WRITER_ABORTED:
+				done = true;
+				break;
 		}
-		else
-			done = !TransactionIdIsInProgress(p->key.xid) &&
-				!TransactionIdDidCommit(p->key.xid);
 		if (done)
-		{
-			hash_search(pending_table, &p->key, HASH_REMOVE, NULL);
-			pg_atomic_fetch_sub_u32(&e->npending, 1);
-		}
+			pending_drop(p, e);
 	}
 	if (new)
 		hlc_observe(new);

@@ -39,7 +39,7 @@ ddict_current_version(Oid relid)
 	SPI_connect();
 	(void) ddict_lookup(relid);
 	SPI_finish();
-	v = ddict_version_ensure(MyDatabaseId, relid);
+	v = ddict_version_ensure(MyDatabaseId, relid, InvalidTransactionId);
 	ddict_note_name(relid);
 	return v;
 }

@@ -13,10 +13,17 @@
  *               visible to every new snapshot: only now bump each dict's
  *               version and log the bump to WAL.
  *
- * PREPARE TRANSACTION of a transaction that changed a dict is refused: the
- * bump would have to happen at COMMIT PREPARED, possibly in another backend
- * or after a restart, and a silently missed bump is the one failure ddict
- * must not have.
+ * PREPARE TRANSACTION of a transaction that changed a dict does what
+ * PRE_COMMIT does but the change ring, and hands the dicts to prepared.c,
+ * which records them durably and bumps them once COMMIT PREPARED made the
+ * changes visible — possibly in another backend, a logical replication
+ * apply worker (two_phase subscriptions prepare every remote two-phase
+ * transaction) or after a restart.  A prepared transaction that detached
+ * or dropped a dict is still refused.
+ *
+ * A dict whose table the transaction created is not in other backends'
+ * catalog snapshots until it commits: its slot is marked with the xid, so
+ * that slot eviction (shmem.c) leaves it alone until the transaction ended.
  */
 #include "ddict.h"
 
@@ -24,6 +31,8 @@
 #include "miscadmin.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
 
 typedef struct Touched
 {
@@ -254,6 +263,24 @@ ddict_note_forget(Oid relid, const char *name)
 }
 
 static TransactionId commit_xid = InvalidTransactionId;
+static const char *first_forgotten_name(void);
+
+/* PRE_COMMIT marked a version slot as created by commit_xid */
+static bool marked_creator = false;
+
+/* Was relid's table created by this transaction (not yet committed)? */
+static bool
+created_here(Oid relid)
+{
+	Relation	rel = RelationIdGetRelation(relid);
+	bool		created;
+
+	if (rel == NULL)
+		return false;
+	created = rel->rd_createSubid != InvalidSubTransactionId;
+	RelationClose(rel);
+	return created;
+}
 
 static bool
 same_key(const PendingKey *x, const PendingKey *y)
@@ -350,29 +377,87 @@ skip_transient_keys(void)
 	pfree(idx);
 }
 
-static void
-pre_commit(void)
+/*
+ * Every changed dict gets a version slot (an error here still aborts the
+ * transaction cleanly) and its name for the publisher; the intent record
+ * for standbys is logged.  Returns the changed dicts (palloc'd), *n of them.
+ */
+static Oid *
+prepare_bump(int *n)
 {
 	Oid		   *relids;
 
-	if (npending == 0)
-		return;
 	if (!counts_valid)
 		rebuild_counts();
-	relids = palloc(sizeof(Oid) * ncounts);
+	relids = palloc(sizeof(Oid) * Max(ncounts, 1));
+	commit_xid = GetTopTransactionIdIfAny();
 	for (int i = 0; i < ncounts; i++)
 	{
-		(void) ddict_version_ensure(MyDatabaseId, counts[i].relid);
+		TransactionId creator = InvalidTransactionId;
+
+		/*
+		 * A dict whose table this transaction created is invisible to other
+		 * backends until the commit: its slot is marked as ours so that they
+		 * do not take it for a dropped dict's (shmem.c, evict_dead()).
+		 */
+		if (created_here(counts[i].relid))
+		{
+			creator = commit_xid;
+			marked_creator = true;
+		}
+		(void) ddict_version_ensure(MyDatabaseId, counts[i].relid, creator);
 		/* names change only by DDL, which ddict_ddl_check() notes */
 		if (ddict_version_needs_name(MyDatabaseId, counts[i].relid))
 			ddict_note_name(counts[i].relid);
 		relids[i] = counts[i].relid;
 	}
-	skip_transient_keys();
-	commit_xid = GetTopTransactionIdIfAny();
 	if (TransactionIdIsValid(commit_xid))
 		ddict_wal_log_intent(MyDatabaseId, commit_xid, relids, ncounts);
+	*n = ncounts;
+	return relids;
+}
+
+static void
+pre_commit(void)
+{
+	int			n;
+
+	if (npending == 0)
+		return;
+	pfree(prepare_bump(&n));
+	skip_transient_keys();
 	ddict_changelog_append(MyDatabaseId, pending, npending);
+}
+
+/*
+ * PREPARE TRANSACTION of a transaction that changed dicts: what a commit
+ * would do before its commit record, except the change ring (prepared.c
+ * appends a "whole dict" entry once COMMIT PREPARED made the changes
+ * visible), and a durable record of the dicts for whoever commits it.
+ */
+static TransactionId prepared_xid = InvalidTransactionId;
+
+static void
+pre_prepare(void)
+{
+	Oid		   *relids;
+	int			n;
+
+	if (nforgets > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot PREPARE a transaction that detached or dropped ddict dict %s",
+						first_forgotten_name()),
+				 errdetail("Prepared transactions can change dicts, but not detach or drop them."),
+				 errhint("Detach or drop dicts outside of two-phase transactions.")));
+	if (npending == 0)
+		return;
+	relids = prepare_bump(&n);
+	if (TransactionIdIsValid(commit_xid))
+	{
+		ddict_prepared_register(commit_xid, relids, n);
+		prepared_xid = commit_xid;
+	}
 	pfree(relids);
 }
 
@@ -415,10 +500,13 @@ at_commit(void)
 
 		if (forgotten(counts[i].relid))
 			continue;
-		v = ddict_version_bump(MyDatabaseId, counts[i].relid);
+		v = ddict_version_bump(MyDatabaseId, counts[i].relid, commit_xid);
 		if (v != 0)
 			ddict_wal_log_bump(MyDatabaseId, counts[i].relid, commit_xid, v);
 	}
+	if (marked_creator)
+		ddict_version_release(commit_xid);	/* a forgotten dict's mark */
+	marked_creator = false;
 	commit_xid = InvalidTransactionId;
 	ddict_changelog_finish();
 	if (n > 0)
@@ -429,22 +517,16 @@ at_commit(void)
 }
 
 /*
- * The qualified name of a dict this transaction changed, for messages: a
- * dict dropped in this transaction is no longer in the catalogs, so the
- * name recorded when it was dropped is used.
+ * The qualified name of the first dict this transaction detached or
+ * dropped, for messages: a dict dropped in this transaction is no longer in
+ * the catalogs, so the name recorded when it was dropped is used.
  */
 static const char *
-first_dict_name(void)
+first_forgotten_name(void)
 {
-	Oid			relid = npending > 0 ? pending[0].relid : forgets[0].relid;
-	char	   *rel = get_rel_name(relid);
-
-	if (rel != NULL)
-		return ddict_qualified_name(relid);
-	for (int i = 0; i < nforgets; i++)
-		if (forgets[i].relid == relid)
-			return forgets[i].name;
-	return "?";
+	if (get_rel_name(forgets[0].relid) != NULL)
+		return ddict_qualified_name(forgets[0].relid);
+	return forgets[0].name;
 }
 
 static void
@@ -458,22 +540,26 @@ xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			at_commit();
 			reset_state();
+			/* a COMMIT PREPARED in this transaction, or in another backend */
+			ddict_prepared_settle();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
-			if (npending > 0 || nforgets > 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("cannot PREPARE a transaction that changed ddict dict %s",
-								first_dict_name()),
-						 errdetail("Versions of dicts move at commit; a prepared transaction would commit without moving them."),
-						 errhint("Change dicts outside of two-phase transactions.")));
+			pre_prepare();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_ABORT:
+			if (marked_creator && event != XACT_EVENT_PREPARE)
+				ddict_version_release(commit_xid);
+			if (TransactionIdIsValid(prepared_xid) && event != XACT_EVENT_PREPARE)
+				ddict_prepared_unregister(prepared_xid);	/* PREPARE failed */
+			prepared_xid = InvalidTransactionId;
+			marked_creator = false;
 			commit_xid = InvalidTransactionId;
 			ddict_changelog_finish();
 			reset_state();
+			if (event == XACT_EVENT_ABORT)
+				ddict_prepared_settle();
 			break;
 		default:
 			break;

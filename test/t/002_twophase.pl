@@ -1,17 +1,22 @@
 # 002_twophase.pl — PREPARE TRANSACTION and dicts (DESIGN §3.6).
 #
-# ddict refuses to prepare a transaction that changed a dict (the bump would
-# have to happen at COMMIT PREPARED, maybe in another backend or after a
-# restart).  What must hold:
+# A prepared transaction may change dicts: ddict records its dicts at
+# PREPARE (shared memory and a file, src/prepared.c) and bumps them once
+# COMMIT PREPARED made the changes visible, in whatever session runs it.
+# (test/t/013_twophase_apply.pl covers logical replication with two_phase,
+# restarts and crashes while prepared, and standbys.)  What must hold:
 #
 #   * PREPARE of a transaction that wrote a dict — through ddict_set, a plain
-#     INSERT, TRUNCATE, or a write in a released savepoint — fails with
-#     "cannot PREPARE a transaction that changed ddict dict", the transaction
-#     is rolled back (no row written, nothing left in pg_prepared_xacts) and
-#     the version does not move;
+#     INSERT, UPDATE, DELETE, TRUNCATE, or a write in a released savepoint —
+#     succeeds; while prepared the version does not move and the change is
+#     not visible; COMMIT PREPARED (in the same or another session) makes it
+#     visible and moves the version, counting one commit; ROLLBACK PREPARED
+#     moves nothing;
 #   * a prepared transaction that never touched a dict still works, and so
 #     does one whose only dict write was rolled back to a savepoint (that
 #     write is gone, so there is nothing to bump);
+#   * PREPARE of a transaction that detached or dropped a dict is refused,
+#     naming the dict, and nothing is prepared;
 #   * the backend stays usable: the next ordinary transaction bumps normally.
 use strict;
 use warnings;
@@ -28,57 +33,84 @@ $node->start;
 
 sub q1 { return $node->safe_psql('postgres', $_[0]); }
 sub version { return q1("SELECT ddict_last_updated('settings')"); }
+sub commits { return q1("SELECT commits FROM ddict_stats WHERE dict = 'settings'::regclass"); }
 
 q1(q{CREATE EXTENSION ddict;
      SELECT ddict_create('settings');
      SELECT ddict_set('settings', 'a', '1');
      CREATE TABLE plain (id int PRIMARY KEY, note text);});
 
-my $refused = qr/cannot PREPARE a transaction that changed ddict dict public.settings/;
-
-# Each refused case: the PREPARE fails, nothing is written, no version move.
-my @refused_cases = (
-	[ 'ddict_set', q{SELECT ddict_set('settings', 'p1', 'x')}, 'p1' ],
-	[ 'plain INSERT', q{INSERT INTO settings VALUES ('p2', 'x')}, 'p2' ],
-	[ 'UPDATE', q{UPDATE settings SET value = 'changed' WHERE key = 'a'}, undef ],
-	[ 'DELETE', q{DELETE FROM settings WHERE key = 'a'}, undef ],
-	[ 'TRUNCATE', q{TRUNCATE settings}, undef ],
+# Each case: [name, statement, check of the change, its value once committed]
+my @cases = (
+	[ 'ddict_set', q{SELECT ddict_set('settings', 'p1', 'x')},
+		q{SELECT coalesce(ddict_get('settings', 'p1'), '-')}, 'x' ],
+	[ 'plain INSERT', q{INSERT INTO settings VALUES ('p2', 'x')},
+		q{SELECT coalesce(ddict_get('settings', 'p2'), '-')}, 'x' ],
+	[ 'UPDATE', q{UPDATE settings SET value = 'changed' WHERE key = 'a'},
+		q{SELECT ddict_get('settings', 'a')}, 'changed' ],
+	[ 'DELETE', q{DELETE FROM settings WHERE key = 'a'},
+		q{SELECT coalesce(ddict_get('settings', 'a'), '-')}, '-' ],
 	[
 		'write in a released savepoint',
 		q{SAVEPOINT s; INSERT INTO settings VALUES ('p3', 'x'); RELEASE SAVEPOINT s},
-		'p3'
+		q{SELECT coalesce(ddict_get('settings', 'p3'), '-')}, 'x'
 	],
 	[
 		'write in a savepoint, another savepoint rolled back after it',
 		q{SAVEPOINT s1; INSERT INTO settings VALUES ('p4', 'x'); RELEASE s1;
 		  SAVEPOINT s2; INSERT INTO plain VALUES (99, 'y'); ROLLBACK TO s2},
-		'p4'
+		q{SELECT coalesce(ddict_get('settings', 'p4'), '-')}, 'x'
 	],
+	[ 'TRUNCATE', q{TRUNCATE settings}, q{SELECT ddict_len('settings')}, '0' ],
 );
 
 my $gid = 0;
 my ($ret, $out, $err);
-for my $case (@refused_cases)
+for my $case (@cases)
 {
-	my ($name, $sql, $newkey) = @$case;
+	my ($name, $sql, $check, $after) = @$case;
+	for my $end ('ROLLBACK PREPARED', 'COMMIT PREPARED')
+	{
+		q1(q{INSERT INTO settings VALUES ('a', '1') ON CONFLICT (key) DO UPDATE SET value = '1'});
+		my ($v0, $c0, $before) = (version(), commits(), q1($check));
+		$gid++;
+		($ret, $out, $err) = $node->psql('postgres',
+			"BEGIN; INSERT INTO plain VALUES ($gid, 'side'); $sql; PREPARE TRANSACTION 'g$gid';");
+		is($ret, 0, "$name: PREPARE TRANSACTION succeeds") or diag $err;
+		is(q1("SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'g$gid'"), '1', "$name: prepared");
+		is(version(), $v0, "$name: version does not move at PREPARE");
+		is(q1("SELECT count(*) FROM plain WHERE id = $gid"), '0', "$name: not visible while prepared");
+		q1("$end 'g$gid'");     # another session than the one that prepared
+		if ($end eq 'COMMIT PREPARED')
+		{
+			cmp_ok(version(), '>', $v0, "$name: COMMIT PREPARED moved the version");
+			is(commits(), $c0 + 1, "$name: and counted one commit");
+			is(q1($check), $after, "$name: the change is visible");
+		}
+		else
+		{
+			is(version(), $v0, "$name: ROLLBACK PREPARED did not move the version");
+			is(commits(), $c0, "$name: and counted no commit");
+			is(q1($check), $before, "$name: the change is gone");
+		}
+	}
+}
+
+# Detach and drop are refused at PREPARE, naming the dict.
+my $refused = qr/cannot PREPARE a transaction that detached or dropped ddict dict public.settings/;
+for my $sql (q{SELECT ddict_detach('settings')}, q{DROP TABLE settings})
+{
 	my $v0 = version();
 	$gid++;
 	($ret, $out, $err) = $node->psql('postgres',
 		"BEGIN; INSERT INTO plain VALUES ($gid, 'side'); $sql; PREPARE TRANSACTION 'g$gid';");
-	isnt($ret, 0, "$name: PREPARE TRANSACTION fails");
-	like($err, $refused, "$name: with the ddict error");
-	is(q1("SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'g$gid'"),
-		'0', "$name: nothing prepared");
-	is(q1("SELECT count(*) FROM plain WHERE id = $gid"), '0',
-		"$name: the transaction's other writes are rolled back");
-	is(q1("SELECT ddict_get('settings', 'a')"), '1', "$name: existing key untouched");
-	if (defined $newkey)
-	{
-		is(q1("SELECT count(*) FROM settings WHERE key = '$newkey'"), '0',
-			"$name: dict row not written")
-		  or diag q1('SELECT * FROM settings');
-	}
-	is(version(), $v0, "$name: version did not move");
+	isnt($ret, 0, "$sql: PREPARE TRANSACTION fails");
+	like($err, $refused, "$sql: with the ddict error naming the dict");
+	is(q1("SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'g$gid'"), '0', "$sql: nothing prepared");
+	is(q1("SELECT count(*) FROM plain WHERE id = $gid"), '0', "$sql: the transaction is rolled back");
+	is(q1(q{SELECT count(*) FROM ddict_dicts WHERE dict = 'settings'::regclass}), '1',
+		"$sql: the dict is still attached");
+	is(version(), $v0, "$sql: version did not move");
 }
 
 # A prepared transaction that did not touch a dict still works, committed or
@@ -164,16 +196,22 @@ for my $undone (q{SELECT ddict_detach('settings')}, q{DROP TABLE settings})
 	is(version(), $v0, "$undone undone: version unchanged");
 }
 
-# The same session goes on: a refused PREPARE leaves no stale state behind,
-# the next ordinary write bumps, and the one after that prepares fine again.
+# A transaction that wrote one dict and dropped another names the dropped one.
+q1(q{SELECT ddict_create('other')});
+($ret, $out, $err) = $node->psql('postgres',
+	q{BEGIN; SELECT ddict_set('settings', 'w', 'x'); DROP TABLE other; PREPARE TRANSACTION 'mixed';});
+like($err, qr/detached or dropped ddict dict public.other/, 'the refusal names the dropped dict');
+is(q1(q{SELECT count(*) FROM pg_class WHERE relname = 'other'}), '1', 'and nothing was dropped');
+
+# The same session goes on after a refused PREPARE: no stale state behind,
+# the next ordinary write bumps, and a later dict-free PREPARE works.
 ($ret, $out, $err) = $node->psql('postgres', q{
-	BEGIN; SELECT ddict_set('settings', 'x', '1'); PREPARE TRANSACTION 'refused';
+	BEGIN; SELECT ddict_detach('settings'); PREPARE TRANSACTION 'refused';
 	SELECT ddict_set('settings', 'after', '1');
 	BEGIN; INSERT INTO plain VALUES (300, 'p'); PREPARE TRANSACTION 'after_refusal';
 	COMMIT PREPARED 'after_refusal';
 }, on_error_stop => 0);
 like($err, $refused, 'same session: PREPARE refused');
-is(q1("SELECT ddict_get('settings', 'x') IS NULL"), 't', 'same session: refused write absent');
 is(q1("SELECT ddict_get('settings', 'after')"), '1', 'same session: next write committed');
 cmp_ok(version(), '>', $v0, 'same session: next write moved the version');
 is(q1('SELECT note FROM plain WHERE id = 300'), 'p',
