@@ -105,6 +105,35 @@ SELECT ddict_pop('tenant', 'ddict_alice:plan', 'dflt') AS hidden,
 RESET ROLE;
 SELECT key, value FROM tenant ORDER BY key;
 
+-- Policies change what a reader sees without a write: CREATE, ALTER and
+-- DROP POLICY on a dict make its clients reload in full, with what the
+-- reader sees now.
+DROP POLICY drop_box_insert ON tenant;
+DROP POLICY drop_box_delete ON tenant;
+SET ROLE ddict_bob;
+SELECT version AS v, epoch AS e, "cursor" AS c, dict AS d FROM ddict_changes('tenant') WHERE kind = 'f' \gset
+RESET ROLE;
+ALTER POLICY own_keys ON tenant USING (key LIKE 'ddict_alice:%');
+SET ROLE ddict_bob;
+SELECT kind, key FROM ddict_changes('tenant', :v, :e, :c, :d) ORDER BY kind <> 'f', key;
+SELECT version AS v, "cursor" AS c FROM ddict_changes('tenant', :v, :e, :c, :d) WHERE kind = 'f' \gset
+RESET ROLE;
+CREATE POLICY bob_too ON tenant USING (key LIKE 'ddict_bob:%');
+SET ROLE ddict_bob;
+SELECT kind, key FROM ddict_changes('tenant', :v, :e, :c, :d) ORDER BY kind <> 'f', key;
+SELECT version AS v, "cursor" AS c FROM ddict_changes('tenant', :v, :e, :c, :d) WHERE kind = 'f' \gset
+RESET ROLE;
+DROP POLICY own_keys ON tenant;
+SET ROLE ddict_bob;
+SELECT kind, key FROM ddict_changes('tenant', :v, :e, :c, :d) ORDER BY kind <> 'f', key;
+RESET ROLE;
+-- a failed DROP POLICY changes nothing (and the name of a table that is not
+-- a dict is no concern of ddict's)
+SELECT ddict_last_updated('tenant') AS v \gset
+DROP POLICY no_such_policy ON tenant;
+DROP POLICY IF EXISTS no_such_policy ON no_such_table;
+SELECT ddict_last_updated('tenant') = :v AS unchanged;
+
 DROP TABLE tenant;
 DROP OWNED BY ddict_alice, ddict_bob;
 DROP ROLE ddict_alice, ddict_bob;

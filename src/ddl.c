@@ -19,10 +19,13 @@
  *         CREATE OR REPLACE VIEW v (when t's or v's row type is a value
  *         type) change the text clients read without touching the dict;
  *       - ALTER TRIGGER of ddict's own triggers and rules on dicts are
- *         refused; ALTER SCHEMA ... RENAME renames the dicts it holds.
+ *         refused; ALTER SCHEMA ... RENAME renames the dicts it holds;
+ *       - CREATE / ALTER POLICY (1.2) on a dict change what its readers
+ *         see: its clients reload in full.
  *   ddl_command_start  DROP INDEX: the last unique index of a dict's key
  *       may not go (also through a partitioned parent's index).  Checked
  *       before the drop, because DROP INDEX CONCURRENTLY commits on the way.
+ *       DROP POLICY (1.2) on a dict: its clients reload in full.
  *   sql_drop  DROP TABLE of a dict unregisters it; dropping a dict's own
  *       triggers, its key or value column, or its last unique key index by
  *       a cascade (DROP TYPE/COLLATION/SCHEMA ... CASCADE) is refused.
@@ -57,6 +60,7 @@
 #include "catalog/pg_depend.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_policy.h"
 #include "catalog/pg_rewrite.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_trigger.h"
@@ -607,6 +611,24 @@ created_rule(Oid ruleoid)
 				 errhint("Use a trigger, or detach the dict with ddict_detach() first.")));
 }
 
+/*
+ * CREATE / ALTER POLICY on a dict: what its readers' SELECT returns changes
+ * without a write.  Clients reload in full (a delta would miss rows that
+ * became visible).
+ */
+static void
+altered_policy(Oid policyoid)
+{
+	Oid			table = catalog_oid_field(PolicyRelationId, PolicyOidIndexId, Anum_pg_policy_oid,
+										  policyoid, Anum_pg_policy_polrelid, NULL);
+
+	if (OidIsValid(table) && is_dict(table))
+	{
+		ddict_require_preload();
+		ddict_note_change(table, NULL, 0, DDICT_WRITE_ALL);
+	}
+}
+
 /* ALTER SCHEMA ... RENAME / OWNER: dicts in it have a new qualified name. */
 static void
 altered_schema(Oid nsp)
@@ -683,6 +705,8 @@ ddict_on_ddl_end(PG_FUNCTION_ARGS)
 			created_rule(objids[i]);
 		else if (classids[i] == NamespaceRelationId)
 			altered_schema(objids[i]);
+		else if (classids[i] == PolicyRelationId)
+			altered_policy(objids[i]);
 	}
 	SPI_finish();
 	PG_RETURN_VOID();
@@ -735,6 +759,35 @@ refuse_dropping_key_indexes(List *indexes)
 	}
 }
 
+/*
+ * DROP POLICY on a dict, before it runs (the policy is gone by the end, and
+ * sql_drop does not say its table): readers may see more rows after it.
+ * Noted now; a DROP that fails rolls the note back with the transaction.
+ */
+static void
+dropping_policies(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	foreach(lc, stmt->objects)
+	{
+		List	   *names = (List *) lfirst(lc);
+		Oid			table;
+
+		if (list_length(names) < 2)
+			continue;
+		/* the table's (qualified) name, then the policy's */
+		table = RangeVarGetRelid(makeRangeVarFromNameList(list_truncate(list_copy(names),
+																		 list_length(names) - 1)),
+								 NoLock, true);
+		if (OidIsValid(table) && is_dict(table))
+		{
+			ddict_require_preload();
+			ddict_note_change(table, NULL, 0, DDICT_WRITE_ALL);
+		}
+	}
+}
+
 /* DROP INDEX, before it runs. */
 Datum
 ddict_on_ddl_start(PG_FUNCTION_ARGS)
@@ -750,6 +803,11 @@ ddict_on_ddl_start(PG_FUNCTION_ARGS)
 	if (!IsA(trigdata->parsetree, DropStmt))
 		PG_RETURN_VOID();
 	stmt = (DropStmt *) trigdata->parsetree;
+	if (stmt->removeType == OBJECT_POLICY)
+	{
+		dropping_policies(stmt);
+		PG_RETURN_VOID();
+	}
 	if (stmt->removeType != OBJECT_INDEX)
 		PG_RETURN_VOID();
 	foreach(lc, stmt->objects)

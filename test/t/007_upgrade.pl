@@ -29,8 +29,10 @@ q1(q{CREATE TABLE renamed (key text PRIMARY KEY, value text NOT NULL)});
 q1(q{SELECT ddict_attach('renamed')});
 q1(q{ALTER TRIGGER ddict_change ON renamed RENAME TO x});
 
-q1(q{ALTER EXTENSION ddict UPDATE});
+q1(q{ALTER EXTENSION ddict UPDATE TO '1.1'});
 is(q1(q{SELECT extversion FROM pg_extension WHERE extname = 'ddict'}), '1.1', 'updated to 1.1');
+q1(q{ALTER EXTENSION ddict UPDATE});
+is(q1(q{SELECT extversion FROM pg_extension WHERE extname = 'ddict'}), '1.2', 'then updated to 1.2');
 $node->safe_psql('fresh', 'CREATE EXTENSION ddict');
 
 my $objects = q{
