@@ -63,8 +63,22 @@
 #include "access/xact.h"
 #include "storage/procarray.h"
 #include "utils/builtins.h"
-
+#include "utils/guc.h"
 #include "utils/hsearch.h"
+
+int			ddict_changelog_kb = 8192;
+
+void
+ddict_changelog_define_gucs(void)
+{
+	DefineCustomIntVariable("ddict.changelog_size",
+							"Size of the shared ring of changed keys used for delta reloads.",
+							"Clients whose last reload is older than the ring reload in full.",
+							&ddict_changelog_kb,
+							8192, 64, INT_MAX / 1024,
+							PGC_POSTMASTER, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+}
 
 #define LOG_MAGIC	0xDD1C7E57u
 #define LOG_PAD		0x01			/* filler up to the end of the ring */

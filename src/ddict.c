@@ -26,10 +26,6 @@
 
 PG_MODULE_MAGIC;
 
-int			ddict_max_dicts = 1024;
-int			ddict_changelog_kb = 8192;
-int			ddict_max_delta_keys = 10000;
-int			ddict_max_value_size = 1024 * 1024;
 bool		ddict_preloaded = false;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -99,34 +95,11 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
-	DefineCustomIntVariable("ddict.max_dicts",
-							"Maximum number of dicts (over all databases) whose versions are tracked.",
-							NULL,
-							&ddict_max_dicts,
-							1024, 16, INT_MAX / 2,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
-	DefineCustomIntVariable("ddict.changelog_size",
-							"Size of the shared ring of changed keys used for delta reloads.",
-							"Clients whose last reload is older than the ring reload in full.",
-							&ddict_changelog_kb,
-							8192, 64, INT_MAX / 1024,
-							PGC_POSTMASTER, GUC_UNIT_KB,
-							NULL, NULL, NULL);
-	DefineCustomIntVariable("ddict.max_delta_keys",
-							"Keys one transaction may change in one dict before clients reload it in full.",
-							NULL,
-							&ddict_max_delta_keys,
-							10000, 0, INT_MAX,
-							PGC_SUSET, 0,
-							NULL, NULL, NULL);
-	DefineCustomIntVariable("ddict.max_value_size",
-							"Largest value, in bytes, that may be stored in a dict.",
-							"Enforced by the dict trigger on every write path.",
-							&ddict_max_value_size,
-							1024 * 1024, 1, MaxAllocSize,
-							PGC_SUSET, GUC_UNIT_BYTE,
-							NULL, NULL, NULL);
+	/* each subsystem defines its own settings */
+	ddict_shmem_define_gucs();	/* ddict.max_dicts */
+	ddict_changelog_define_gucs();	/* ddict.changelog_size */
+	ddict_triggers_define_gucs();	/* ddict.max_value_size */
+	ddict_xact_define_gucs();	/* ddict.max_delta_keys */
 	ddict_publisher_register();	/* its GUCs, and the background worker */
 	ddict_vpage_define_gucs();
 	ddict_streamer_define_gucs();	/* published changes (Redis Streams) */

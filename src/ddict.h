@@ -30,7 +30,7 @@
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
 
-/* GUCs (ddict.c) */
+/* GUCs, each defined by the file that owns it (its XxxDefineGucs, from _PG_init) */
 extern int	ddict_max_dicts;
 extern int	ddict_changelog_kb;
 extern int	ddict_max_delta_keys;
@@ -45,6 +45,7 @@ extern void ddict_require_arg(FunctionCallInfo fcinfo, int n, const char *what);
 extern uint64 ddict_now_us(void);
 
 /* shmem.c */
+extern void ddict_shmem_define_gucs(void);
 extern Size ddict_shmem_size(void);
 extern void ddict_shmem_init(void);
 extern bool ddict_version_get(Oid dboid, Oid relid, uint64 *version, bool *pending);
@@ -111,6 +112,7 @@ typedef struct PendingKey
 	char	   *data;			/* key bytes, TopTransactionContext */
 } PendingKey;
 
+extern void ddict_changelog_define_gucs(void);
 extern Size ddict_changelog_shmem_size(void);
 extern void ddict_changelog_init(void);
 extern void ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys);
@@ -148,6 +150,7 @@ extern void ddict_prepared_settle(void);
 
 /* xact.c */
 extern void ddict_xact_init(void);
+extern void ddict_xact_define_gucs(void);
 extern void ddict_note_change(Oid relid, const char *key, int len, KeyWrite w);
 extern void ddict_note_kept(Oid relid, const char *key, int len);
 extern bool ddict_xact_changed(Oid relid);
@@ -194,6 +197,9 @@ extern bool ddict_key_is_unique(Relation rel, AttrNumber keyatt, List *except);
 extern SPIPlanPtr ddict_plan(const char *sql, int nargs, Oid *argtypes);
 extern char *ddict_ext_schema(void);
 extern Oid	ddict_ext_namespace(void);
+
+/* triggers.c */
+extern void ddict_triggers_define_gucs(void);
 
 /* ddl.c */
 extern Oid	ddict_trigger_fn(void);

@@ -53,12 +53,27 @@
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/procarray.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
+
+int			ddict_max_dicts = 1024;
+
+void
+ddict_shmem_define_gucs(void)
+{
+	DefineCustomIntVariable("ddict.max_dicts",
+							"Maximum number of dicts (over all databases) whose versions are tracked.",
+							NULL,
+							&ddict_max_dicts,
+							1024, 16, INT_MAX / 2,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+}
 
 typedef struct DictKey
 {

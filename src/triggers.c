@@ -22,8 +22,24 @@
 #include "commands/trigger.h"
 #include "catalog/pg_type.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+
+int			ddict_max_value_size = 1024 * 1024;
+
+void
+ddict_triggers_define_gucs(void)
+{
+	DefineCustomIntVariable("ddict.max_value_size",
+							"Largest value, in bytes, that may be stored in a dict.",
+							"Enforced by the dict trigger on every write path.",
+							&ddict_max_value_size,
+							1024 * 1024, 1, MaxAllocSize,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+}
 
 PG_FUNCTION_INFO_V1(ddict_trigger);
 

@@ -29,10 +29,25 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+
+int			ddict_max_delta_keys = 10000;
+
+void
+ddict_xact_define_gucs(void)
+{
+	DefineCustomIntVariable("ddict.max_delta_keys",
+							"Keys one transaction may change in one dict before clients reload it in full.",
+							NULL,
+							&ddict_max_delta_keys,
+							10000, 0, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+}
 
 typedef struct Touched
 {
