@@ -3,19 +3,17 @@
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "ALTER EXTENSION ddict UPDATE TO '1.2'" to load this file. \quit
 
--- ddict_changes() gains full_rows: false answers a full load ('f') with its
--- header row alone; the client then streams the rows with COPY (below).
-DROP FUNCTION @extschema@.ddict_changes(regclass, bigint, bigint, bigint, oid);
-CREATE FUNCTION @extschema@.ddict_changes(dict regclass, since_version bigint DEFAULT NULL,
-                                          since_epoch bigint DEFAULT NULL,
-                                          since_cursor bigint DEFAULT NULL,
-                                          since_dict oid DEFAULT NULL,
-                                          full_rows boolean DEFAULT true)
+-- ddict_changes() with full_rows: false answers a full load ('f') with its
+-- header row alone; the client then streams the rows with COPY (below).  An
+-- overload, so that the five-argument form (and clients of 1.1) stay as
+-- they are.
+CREATE FUNCTION @extschema@.ddict_changes(dict regclass, since_version bigint, since_epoch bigint,
+                                          since_cursor bigint, since_dict oid, full_rows boolean)
   RETURNS TABLE(kind "char", key text, value bytea, version bigint, epoch bigint, "cursor" bigint,
                 dict oid, "until" bigint)
   AS 'MODULE_PATHNAME', 'ddict_changes' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION @extschema@.ddict_changes(regclass, bigint, bigint, bigint, oid, boolean) IS
-  'ddict: client sync in one round trip: a header row (u/d/f, with the relation the name means and the ring head after its snapshot) then changed (s) or deleted (x) keys; full_rows => false: a full answer is its header alone';
+  'ddict: ddict_changes() whose full answer (f) is its header alone when full_rows is false (the rows then come by COPY: ddict_full_begin)';
 
 -- A full load by COPY: ddict_full_begin() (the header, and the query to COPY
 -- in the same READ COMMITTED transaction), then ddict_full_end() (checks that

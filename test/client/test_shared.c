@@ -114,14 +114,17 @@ test_fifty_dicts_one_connection(void **state)
 	for (int i = 0; i < 50; i++)
 		free(sqlf(admin, "UPDATE s50_%d SET value = 'w%d'", i, i));
 	assert_int_equal(ddict_client_sync(c), 50);
-	/* nothing changed: one statement reads all 50 versions, and no
-	 * ddict_changes() runs (pg_stat_statements) */
+	/* nothing changed: one statement, ddict_unchanged_many(), checks all
+	 * 50 (1.2), no ddict_changes() and no BEGIN (pg_stat_statements) */
 	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
 	assert_int_equal(ddict_client_sync(c), 0);
 	assert_int_equal(sql_ll(admin, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
 							" WHERE query LIKE '%%ddict_changes(%%' AND query NOT LIKE '%%pg_stat_statements%%'"), 0);
 	assert_int_equal(sql_ll(admin, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
-							" WHERE query LIKE '%%ddict_last_updated(u.d%%' AND query NOT LIKE '%%pg_stat_statements%%'"), 1);
+							" WHERE query LIKE '%%ddict_unchanged_many(%%' AND query NOT LIKE '%%pg_stat_statements%%'"), 1);
+	assert_int_equal(sql_ll(admin, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+							" WHERE query NOT LIKE '%%pg_stat_statements%%'"
+							" AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"), 1);
 	for (int i = 0; i < 50; i++)
 		assert_true(stats_of(d[i]).unchanged >= 1);
 	for (int i = 0; i < 50; i++)
