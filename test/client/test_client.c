@@ -1655,7 +1655,7 @@ test_server_at_1_1(void **state)
 	assert_non_null(c);
 	for (int i = 0; i < 3; i++)
 	{
-		char		name[8];
+		char		name[16];
 		ddict_options o;
 
 		snprintf(name, sizeof(name), "t%d", i + 1);
@@ -1733,7 +1733,8 @@ test_large(void **state)
 	snprintf(expect, sizeof(expect), "value number %ld", nkeys / 2);
 	assert_value(d, key, expect);
 	/*
-	 * Rows arrive one by one (single-row mode): the peak is the table plus
+	 * Rows arrive one by one (COPY data, or single-row mode from a 1.1
+	 * server): the peak is the table plus
 	 * small change.  A materialised PGresult of the same rows alone would
 	 * take more than ~100 bytes per row on top of it.
 	 */
