@@ -13,7 +13,7 @@ EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" ddict.control)
 DATA        = $(wildcard sql/ddict--*.sql)
 PGFILEDESC  = "ddict - dicts backed by tables with commit-time versions"
 
-REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_changes 09_stats 10_hardening 11_rls 12_relation 13_ddl
+REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_changes 09_stats 10_hardening 11_rls 12_relation 13_ddl 14_load
 REGRESS_OPTS = --inputdir=. --outputdir=test/out/regress --user=postgres
 ISOLATION    = commit_visibility rollback out_of_order setdefault changes_delta ddl_locks aborted_writers publish_rls full_load_swap
 ISOLATION_OPTS = --inputdir=test/isolation --outputdir=test/out/isolation --user=postgres
