@@ -776,12 +776,14 @@ apply(ddict *h, int rc, ddict_snapshot *snap, dd_build *b, bool refull, check_ou
 /* A check answered "unchanged" without ddict_changes() (a scalar answer or
  * the probe of many dicts). */
 static void
-answered_unchanged(ddict *h, check_out *o)
+answered_unchanged(ddict *h, check_out *o, int64_t now)
 {
-	atomic_store(&h->last_check_us, dd_now_us());
+	atomic_store(&h->last_check_us, now);
 	atomic_fetch_add_explicit(&h->checks, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&h->unchanged, 1, memory_order_relaxed);
-	dd_mark(h, true);
+	/* dd_mark(h, true), with the batch's clock reading */
+	atomic_store(&h->last_ok_us, now);
+	atomic_store(&h->stale, false);
 	vp_refresh(h);
 	dd_snapfile_maybe_write(h);
 	o->rc = 0;
@@ -846,7 +848,7 @@ check_one(dd_conn *c, ddict *h, check_out *o)
 	PQclear(r);
 	if (!unchanged)
 		return false;
-	answered_unchanged(h, o);
+	answered_unchanged(h, o, dd_now_us());
 	return true;
 }
 
@@ -1112,13 +1114,24 @@ probe_many(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 	PGresult   *r = NULL,
 			   *x;
 	const char *ans;
+	size_t		names = 0,
+				lens_[DD_BATCH_MAX];
+	int64_t		now;
 
+	for (int j = 0; j < m; j++)
+		names += (lens_[j] = strlen(w[j]->dict));
+	/* each buffer at its final size at once */
 	for (int i = 0; i < 4; i++)
+	{
+		a[i].cap = 20 + (size_t) m * (i == 0 ? 4 : i == 1 ? 8 : 12) + (i == 0 ? names : 0);
+		if ((a[i].p = malloc(a[i].cap)) == NULL)
+			a[i].oom = true;
 		array_header(&a[i], i == 0 ? 25 : i == 1 ? 26 : 20, m);
+	}
 	for (int j = 0; j < m; j++)
 	{
 		const ddict_snapshot *cur = atomic_load(&w[j]->current);
-		size_t		n = strlen(w[j]->dict);
+		size_t		n = lens_[j];
 
 		put32(&a[0], (uint32_t) n);
 		put(&a[0], w[j]->dict, n);
@@ -1163,13 +1176,14 @@ probe_many(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 		return m;				/* each finds out in its check */
 	}
 	ans = PQgetvalue(r, 0, 0);
+	now = dd_now_us();
 	for (int j = 0; j < m; j++)
 	{
 		const ddict_snapshot *cur = atomic_load(&w[j]->current);
 
 		if (!wf[j] && cur->epoch != 0 && cur->relid != 0 && ans[j] == 'u')
 		{
-			answered_unchanged(w[j], &out[idx[j]]);
+			answered_unchanged(w[j], &out[idx[j]], now);
 			continue;
 		}
 		w[k] = w[j];

@@ -560,7 +560,7 @@ enum
 static const char *rt_names[] = {
 	"prepared SELECT value", "Redis GET", "prepared SELECT 1", "prepared SELECT ddict_last_updated()",
 	"ddict_get_buf autosync (PG version)", "ddict_get_buf autosync (Redis version)",
-	"ddict_get_buf autosync (PG version, direct: prepared)",
+	"ddict_get_buf autosync (PG version; direct = 1: prepared)",
 };
 
 typedef struct rt_ctx

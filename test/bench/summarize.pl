@@ -92,7 +92,7 @@ my $sel = med('reads|rt_p50_us|prepared SELECT value');
 my $sel1 = med('reads|rt_p50_us|prepared SELECT 1');
 my $auto = med('reads|rt_p50_us|ddict_get_buf autosync (PG version)');
 my $autor = med('reads|rt_p50_us|ddict_get_buf autosync (Redis version)');
-my $autod = med('reads|rt_p50_us|ddict_get_buf autosync (PG version, direct: prepared)');
+my $autod = med('reads|rt_p50_us|ddict_get_buf autosync (PG version; direct = 1: prepared)');
 my $hfloor = med('reads|hot_p50_ns|hash floor');
 my $hget = med('reads|hot_p50_ns|ddict_get_buf manual');
 my $vget = med('reads|get_p50_ns|ddict_get_buf autosync (versions page)');
@@ -304,7 +304,7 @@ for my $v ('hash floor', 'ddict_get_buf manual', 'ddict_get_buf push', 'ddict_ge
 		fig("reads|hot_p50_ns|$v", unit => 'ns'), fig("reads|hot_p99_ns|$v", unit => 'ns');
 }
 for my $v ('prepared SELECT value', 'Redis GET', 'prepared SELECT 1', 'prepared SELECT ddict_last_updated()',
-	'ddict_get_buf autosync (PG version)', 'ddict_get_buf autosync (PG version, direct: prepared)',
+	'ddict_get_buf autosync (PG version)', 'ddict_get_buf autosync (PG version; direct = 1: prepared)',
 	'ddict_get_buf autosync (Redis version)')
 {
 	my %label = (
@@ -313,7 +313,7 @@ for my $v ('prepared SELECT value', 'Redis GET', 'prepared SELECT 1', 'prepared 
 		'prepared SELECT 1' => '`SELECT 1` (prepared): one round trip',
 		'prepared SELECT ddict_last_updated()' => '`SELECT ddict_last_updated(\'t\')` (prepared)',
 		'ddict_get_buf autosync (PG version)' => '`ddict_get_buf`, autosync, nothing changed (unnamed `ddict_unchanged()`)',
-		'ddict_get_buf autosync (PG version, direct: prepared)' => '`ddict_get_buf`, autosync, nothing changed, `direct = 1` (prepared)',
+		'ddict_get_buf autosync (PG version; direct = 1: prepared)' => '`ddict_get_buf`, autosync, nothing changed, `direct = 1` (prepared)',
 		'ddict_get_buf autosync (Redis version)' => '`ddict_get_buf`, autosync with `redis_url`, nothing changed');
 	printf "| %s | %s | %s |\n", $label{$v}, fig("reads|rt_p50_us|$v"), fig("reads|rt_p99_us|$v");
 }
