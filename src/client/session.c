@@ -9,10 +9,15 @@
  * transaction, see sync.c), and no named prepared statement — unless the
  * client was told it talks to PostgreSQL directly
  * (ddict_client_options.direct): then the session is ours alone, and the
- * check and the version probe are prepared and the session set to READ
- * COMMITTED once, which saves a parse, a plan and two statements per check.
- * The database's OID is asked once per connection, with the schema: the
- * versions page keys a dict's slot by it (sync.c).
+ * checks (ddict_unchanged(), ddict_changes(), the probe of many dicts) are
+ * prepared and the session set to READ COMMITTED once, which saves a parse
+ * and a plan per check.  Unnamed statements send their parameter types
+ * (built-in OIDs), so that no type name is looked up at each parse.
+ * The database's OID is asked once per connection, with the schema, and
+ * which protocol the extension speaks: 1.0 (no relation in the header),
+ * 1.1 (ddict_unchanged()), 1.2 (full loads by COPY, ddict_unchanged_many());
+ * a client talks to each in its own terms.  The versions page keys a dict's
+ * slot by the database's OID (sync.c).
  * (A pooler hands a server connection to other clients between
  * transactions: a prepared statement or a SET would be missing there, or
  * leak into someone else's session.)

@@ -1,24 +1,44 @@
 /*
  * sync.c — the client half of ddict_changes(), for one dict or many.
  *
- * One round trip per check: we send the (version, epoch, cursor) of the
- * current snapshot and get a header row — 'u' unchanged (nothing follows),
- * 'd' delta, 'f' full — and then the changed ('s') or deleted ('x') keys.
- * The server reads the version before it takes the snapshot the rows come
- * from, so rows are at least as new as the header's version; we store that
- * version with the snapshot we build.
+ * One round trip per check that finds nothing new, one statement: the
+ * scalar ddict_unchanged() with the (version, epoch, cursor, relation) of
+ * the current snapshot, sent alone (it reads no rows, so it is right at any
+ * isolation level and needs no transaction block).  Only when it answers
+ * NULL — something changed, or the name means another relation — does the
+ * check go on to ddict_changes(), which answers with a header row — 'u'
+ * unchanged, 'd' delta, 'f' full — and then the changed ('s') or deleted
+ * ('x') keys.  The server reads the version before it takes the snapshot
+ * the rows come from, so rows are at least as new as the header's version;
+ * we store that version with the snapshot we build.  A dict whose change is
+ * already known (a newer version from Redis, a push) skips the scalar
+ * check.  Rejected: ddict_changes() alone as the common check (its function
+ * scan costs about a fifth of a round trip more: README, "Where the
+ * server's time goes"), and sending it alone at the session's isolation
+ * level with a retry on SQLSTATE 0A000 (a second round trip for every
+ * change in a REPEATABLE READ database, for one statement saved elsewhere).
  *
- * Every check is a pipeline segment of its own transaction:
+ * ddict_changes() is a pipeline segment of its own transaction:
  *     BEGIN ISOLATION LEVEL READ COMMITTED; ddict_changes(...); COMMIT; Sync
  * (the function needs a snapshot taken after it read the version, whatever
  * the database's default isolation; nothing is set on the session, so a
  * transaction pooler may hand the server connection to anybody after the
- * Sync).  A direct connection (ddict_client_options.direct) is our own
- * session: it is set to READ COMMITTED once, and a check is the prepared
- * ddict_changes() and its Sync.  The checks of many dicts that fall due together — the dicts that
- * readers found the connection busy for, interval dicts that are due, push
- * mode's pending syncs — go in one pipeline: one network round trip, and
- * one failing dict does not abort the others' segments.
+ * Sync; a failure inside it is followed by ROLLBACK, dd_conn_end_txn()).  A
+ * direct connection (ddict_client_options.direct) is our own session: it is
+ * set to READ COMMITTED once, its statements are prepared, and a
+ * ddict_changes() is sent with its Sync alone.  The checks of many dicts
+ * that fall due together — the dicts that readers found the connection
+ * busy for, interval dicts that are due, push mode's pending syncs — are
+ * first asked together, ddict_unchanged_many() (1.2; before, a statement
+ * reading each dict's relation and version), and those that changed get
+ * their ddict_changes() in one pipeline: one network round trip, and one
+ * failing dict does not abort the others' segments.
+ *
+ * Full loads (extension 1.2): ddict_changes() is asked with full_rows =>
+ * false, so a full answer is its header alone; the rows then come by COPY
+ * (FORMAT binary) in a transaction of their own (load.c), as does every
+ * first load.  Against 1.1 and 1.0 servers a full answer's rows come in
+ * libpq single-row mode, as before.
  *
  * A full load (the first load, or a delta that does not apply) of a dict
  * whose client already serves other dicts runs on a short-lived connection
@@ -37,10 +57,10 @@
  * server still at extension 1.0 has no such column: we then behave as
  * before, following the name without noticing a swap.
  *
- * Rows are received in single-row mode: a full reload of a 1M-key dict is
- * copied row by row into the new table and never held as one PGresult.  A
- * delta is only applied on top of what it was computed against: if its
- * header names another epoch (server restarted) or a version older than
+ * Rows of ddict_changes() are received in single-row mode: a full reload
+ * of a 1M-key dict from a 1.1 server is copied row by row into the new
+ * table and never held as one PGresult.  A delta is only applied on top of
+ * what it was computed against: if its header names another epoch (server restarted) or a version older than
  * ours (a failover to a server that is behind, a restored backup), we drop
  * it and ask again in full.
  *
