@@ -75,7 +75,7 @@ build_statements(dd_conn *c, ddict *h, bool unchanged)
 	/* The relations and versions of many dicts in one statement (by name:
 	 * the relation a name means may change, sync.c); 1.2: the answer for
 	 * each as one character of one value.  Parameters are typed by the
-	 * client (DD_PROBE_TYPES, binary arrays): no names to look up. */
+	 * client (dd_probe_types, binary arrays): no names to look up. */
 	c->sql[DD_SQL_PROBE] = c->probe_many ?
 		dd_asprintf("SELECT %s.ddict_unchanged_many($1, $2, $3, $4)", s) :
 		dd_asprintf(
@@ -84,7 +84,7 @@ build_statements(dd_conn *c, ddict *h, bool unchanged)
 	c->sql[DD_SQL_SETDEFAULT] = dd_asprintf(
 		"SELECT %s.ddict_setdefault($1::pg_catalog.regclass, $2::pg_catalog.text, $3::pg_catalog.text)", s);
 	/* The common autosync check, one statement: the parameter types come
-	 * with it (DD_UNCHANGED_TYPES), so the parser looks up no type names. */
+	 * with it (dd_unchanged_types), so the parser looks up no type names. */
 	if (unchanged)
 		c->sql[DD_SQL_UNCHANGED] = dd_asprintf("SELECT %s.ddict_unchanged($1, $2, $3, $4, $5)", s);
 	if (c->copy_full)
