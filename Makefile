@@ -13,9 +13,9 @@ EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" ddict.control)
 DATA        = $(wildcard sql/ddict--*.sql)
 PGFILEDESC  = "ddict - dicts backed by tables with commit-time versions"
 
-REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_changes 09_stats 10_hardening 11_rls 12_relation 13_ddl 14_cursors 15_privileges
+REGRESS      = 01_setup 02_basic 03_types 04_errors 05_attach 06_security 07_versions 08_changes 09_stats 10_hardening 11_rls 12_relation 13_ddl 14_cursors 15_privileges 16_load
 REGRESS_OPTS = --inputdir=. --outputdir=test/out/regress --user=postgres
-ISOLATION    = commit_visibility rollback out_of_order setdefault changes_delta ddl_locks aborted_writers publish_rls truncate_load
+ISOLATION    = commit_visibility rollback out_of_order setdefault changes_delta ddl_locks aborted_writers publish_rls truncate_load full_load_swap
 ISOLATION_OPTS = --inputdir=test/isolation --outputdir=test/out/isolation --user=postgres
 
 PG_CONFIG  ?= /usr/lib/postgresql/15/bin/pg_config

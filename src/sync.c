@@ -20,6 +20,8 @@
  * means now, the answer is 'f' for the new relation, whatever the rest says.
  * The 1.0 signature (four arguments, six columns) is still served by this
  * function, for databases not yet updated: it then behaves as before.
+ * 1.2 adds full_rows (default true): false answers 'f' with the header
+ * alone, for a client that then loads the rows by COPY (fullload.c).
  *
  * Row-level security: a delta re-reads its changed keys with the caller's
  * privileges, and a key it does not get back would become an 'x' row.  When
@@ -499,7 +501,9 @@ ddict_changes(PG_FUNCTION_ARGS)
 	init_result(fcinfo);
 	em.sink.header = emit_header;
 	em.sink.row = emit;
-	em.sink.full_rows = true;
+	/* 1.2: full_rows false answers 'f' with its header alone (the client
+	 * loads the rows by COPY: fullload.c) */
+	em.sink.full_rows = !(PG_NARGS() > 5 && !PG_ARGISNULL(5) && !PG_GETARG_BOOL(5));
 	em.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	em.relid = relid;
 	if (em.rsinfo->setDesc->natts < 6 || em.rsinfo->setDesc->natts > CHANGES_MAX_COLS)

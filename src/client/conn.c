@@ -420,6 +420,53 @@ dd_conn_settle(dd_conn *c)
 			continue;
 		}
 		if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF || PQexitPipelineMode(c->pg))
+		{
+			dd_conn_end_txn(c);
 			return;
+		}
 	}
+}
+
+/*
+ * timeout_ms bounds each wait for data, as for results: a long COPY keeps
+ * going as long as rows keep arriving.
+ */
+int
+dd_conn_copy_data(dd_conn *c, char **buf)
+{
+	int64_t		deadline = dd_conn_deadline(c);
+
+	*buf = NULL;
+	for (;;)
+	{
+		int			n = PQgetCopyData(c->pg, buf, 1),
+					rc;
+
+		if (n > 0)
+			return n;
+		if (n == -1)
+			return 0;
+		if (n < -1)
+			return DDICT_ECONN;
+		rc = wait_socket(c, true, false, deadline);
+		if (rc != DDICT_OK)
+			return rc;
+		if (!PQconsumeInput(c->pg))
+			return DDICT_ECONN;
+	}
+}
+
+void
+dd_conn_end_txn(dd_conn *c)
+{
+	PGresult   *r;
+	int			rc;
+
+	if (!dd_conn_ok(c) || PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF ||
+		PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+		return;
+	if (!PQsendQuery(c->pg, "ROLLBACK") || dd_conn_flush(c) != DDICT_OK)
+		return;
+	while ((r = dd_conn_next(c, &rc)) != NULL)
+		PQclear(r);
 }

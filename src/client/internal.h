@@ -7,6 +7,7 @@
  *
  *   error.c     return codes, thread-local messages, a handle's last error
  *   hash.c      SipHash-1-3 (keyed: crafted keys cannot flood a table)
+ *   copy.c      parser of binary COPY streams of (key, value) rows (no I/O)
  *   io.c        clocks, bounded waits, event fds, backoff with jitter
  *               (shared by libpq and Redis)
  *   table.c     arena + open-addressing hash table, immutable once published
@@ -21,6 +22,8 @@
  *   session.c   per connection: the extension's schema, statements, the
  *               prepared check (direct connections only); per dict: metadata
  *   redis.c     Redis commands: GET of versions, SUBSCRIBE, messages
+ *   load.c      a full load by COPY (FORMAT binary) in one transaction
+ *               (1.2 servers: ddict_full_begin, COPY, ddict_full_end)
  *   sync.c      the ddict_changes() protocol: checks of one or many dicts
  *               (a version probe, then one pipeline), full loads, publish;
  *               the reads' checks
@@ -66,6 +69,48 @@
 /* ---- hash.c ---- */
 uint64_t	dd_hash(const uint64_t key[2], const void *data, size_t len);
 void		dd_random_key(uint64_t key[2]);
+
+/* ---- copy.c ---- */
+
+/*
+ * A binary COPY stream of (key, value) rows, parsed as it is fed.  Feed a
+ * piece, then call dd_copy_next() until it returns DD_COPY_MORE (feed the
+ * next piece) or DD_COPY_END; dd_copy_finish() after the last piece.  Errors
+ * (DDICT_ERR: malformed, message in err; DDICT_ENOMEM) are final.
+ */
+typedef struct dd_copy
+{
+	int			state;
+	const char *win;			/* the data being parsed: a fed piece or own */
+	size_t		winlen,
+				winpos;
+	char	   *own;			/* a row cut at a piece's end, until completed */
+	size_t		ownlen,
+				owncap;
+	uint64_t	rows;
+	char		err[120];
+} dd_copy;
+
+typedef struct dd_copy_row
+{
+	const char *key,
+			   *val;			/* valid until the next call */
+	size_t		klen,
+				vlen;
+} dd_copy_row;
+
+#define DD_COPY_ROW 1
+#define DD_COPY_MORE 2
+#define DD_COPY_END 3
+
+void		dd_copy_init(dd_copy *p);
+void		dd_copy_free(dd_copy *p);
+/* data must stay valid until dd_copy_next() asks for more; DDICT_EINVAL:
+ * rows of the previous piece were not all taken. */
+int			dd_copy_feed(dd_copy *p, const char *data, size_t n);
+int			dd_copy_next(dd_copy *p, dd_copy_row *row);
+/* At the end of the data: DDICT_OK when the stream was complete. */
+int			dd_copy_finish(dd_copy *p);
 
 /* ---- table.c ---- */
 
@@ -385,11 +430,22 @@ bool		dd_backoff_due(const dd_backoff *b, int64_t now);
 
 enum
 {
-	DD_SQL_CHANGES, DD_SQL_SET, DD_SQL_DELETE, DD_SQL_POP, DD_SQL_SETDEFAULT, DD_SQL_PROBE, DD_SQL_N
+	DD_SQL_CHANGES, DD_SQL_SET, DD_SQL_DELETE, DD_SQL_POP, DD_SQL_SETDEFAULT, DD_SQL_PROBE,
+	/* NULL when the server's extension lacks the function (session.c) */
+	DD_SQL_UNCHANGED,			/* ddict_unchanged() (1.1) */
+	DD_SQL_FULL_BEGIN,			/* ddict_full_begin() (1.2) */
+	DD_SQL_FULL_END,			/* ddict_full_end() (1.2) */
+	DD_SQL_N
 };
 
 #define DD_PREPARED_CHANGES "libddict_changes"
 #define DD_PREPARED_PROBE "libddict_versions"
+#define DD_PREPARED_UNCHANGED "libddict_unchanged"
+
+/* Parameter types sent with DD_SQL_UNCHANGED (regclass, int8 x3, oid) and
+ * the 1.2 DD_SQL_PROBE (text[], oid[], int8[], int8[]): session.c */
+extern const Oid dd_unchanged_types[5];
+extern const Oid dd_probe_types[4];
 
 typedef struct dd_conn
 {
@@ -413,6 +469,9 @@ typedef struct dd_conn
 	bool		session_rc;		/* direct: the session is READ COMMITTED */
 	bool		changes_rel;	/* the server's ddict_changes() takes since_dict
 								 * and names the relation (extension 1.1+) */
+	bool		copy_full;		/* full loads by COPY (1.2+: load.c); then
+								 * ddict_changes() answers 'f' with its header */
+	bool		probe_many;		/* DD_SQL_PROBE is ddict_unchanged_many() (1.2+) */
 	uint32_t	dboid;			/* the database's OID (0: unknown) */
 	pthread_mutex_t cancel_lock;
 	PGcancel   *cancel;			/* cancel_lock: of the own connection */
@@ -455,6 +514,13 @@ int			dd_conn_exec(dd_conn *c, ddict *h, const char *sql, int nparams,
 int			dd_conn_skip(dd_conn *c, PGresult **err, ExecStatusType want);
 /* Expect the Sync that ends a pipeline segment. */
 int			dd_conn_expect_sync(dd_conn *c);
+/* The next CopyData of a COPY TO in progress: > 0 its length (*buf: free
+ * with PQfreemem), 0 the COPY's data ended (collect its result with
+ * dd_conn_next), or an error code (DDICT_ECONN, DDICT_ETIMEDOUT). */
+int			dd_conn_copy_data(dd_conn *c, char **buf);
+/* After an error inside BEGIN ... COMMIT (the COMMIT skipped): ROLLBACK, so
+ * that the connection is idle again (a pooler's, an application's). */
+void		dd_conn_end_txn(dd_conn *c);
 /* After an operation: hand a borrowed connection back idle. */
 void		dd_conn_settle(dd_conn *c);
 
@@ -685,6 +751,15 @@ struct dd_client
 	int			kick_fd;
 	atomic_bool closing;
 };
+
+/* ---- load.c ---- */
+
+/*
+ * A full load of h by COPY on c (session set up, c->copy_full), in one
+ * transaction: on DDICT_OK *out is the new snapshot (not yet published) and
+ * b its build, as dd_recv_check() leaves them; else the error is reported.
+ */
+int			dd_load_full(ddict *h, dd_conn *c, ddict_snapshot **out, dd_build *b);
 
 /* ---- sync.c ---- */
 void		dd_lock(ddict *h);

@@ -9,10 +9,15 @@
  * transaction, see sync.c), and no named prepared statement — unless the
  * client was told it talks to PostgreSQL directly
  * (ddict_client_options.direct): then the session is ours alone, and the
- * check and the version probe are prepared and the session set to READ
- * COMMITTED once, which saves a parse, a plan and two statements per check.
- * The database's OID is asked once per connection, with the schema: the
- * versions page keys a dict's slot by it (sync.c).
+ * checks (ddict_unchanged(), ddict_changes(), the probe of many dicts) are
+ * prepared and the session set to READ COMMITTED once, which saves a parse
+ * and a plan per check.  Unnamed statements send their parameter types
+ * (built-in OIDs), so that no type name is looked up at each parse.
+ * The database's OID is asked once per connection, with the schema, and
+ * which protocol the extension speaks: 1.0 (no relation in the header),
+ * 1.1 (ddict_unchanged()), 1.2 (full loads by COPY, ddict_unchanged_many());
+ * a client talks to each in its own terms.  The versions page keys a dict's
+ * slot by the database's OID (sync.c).
  * (A pooler hands a server connection to other clients between
  * transactions: a prepared statement or a SET would be missing there, or
  * leak into someone else's session.)
@@ -24,6 +29,10 @@
 
 #include "internal.h"
 #include "../common/redis_key.h"
+
+/* Built-in type OIDs (pg_type.dat; fixed since they were assigned). */
+const Oid	dd_unchanged_types[5] = {2205 /* regclass */ , 20 /* int8 */ , 20, 20, 26 /* oid */ };
+const Oid	dd_probe_types[4] = {1009 /* text[] */ , 1028 /* oid[] */ , 1016 /* int8[] */ , 1016};
 
 static char *
 dd_asprintf(const char *fmt, ...) DD_PRINTF(1, 2);
@@ -42,17 +51,18 @@ dd_asprintf(const char *fmt, ...)
 }
 
 static int
-build_statements(dd_conn *c, ddict *h)
+build_statements(dd_conn *c, ddict *h, bool unchanged)
 {
 	const char *s = c->schema;
 
 	/* 1.1: $5 is the relation the cache came from; the header names the
 	 * relation the dict's name means now, and "until" is the floor a stream
-	 * entry must reach to apply (sync.c, stream.c) */
+	 * entry must reach to apply (sync.c, stream.c).  1.2: a full answer is
+	 * its header alone, the rows come by COPY (load.c). */
 	c->sql[DD_SQL_CHANGES] = c->changes_rel ?
 		dd_asprintf("SELECT kind, key, value, version, epoch, cursor, dict, \"until\" FROM %s.ddict_changes("
 					"$1::pg_catalog.regclass, $2::pg_catalog.int8, $3::pg_catalog.int8,"
-					" $4::pg_catalog.int8, $5::pg_catalog.oid)", s) :
+					" $4::pg_catalog.int8, $5::pg_catalog.oid%s)", s, c->copy_full ? ", false" : "") :
 		dd_asprintf("SELECT kind, key, value, version, epoch, cursor FROM %s.ddict_changes("
 					"$1::pg_catalog.regclass, $2::pg_catalog.int8, $3::pg_catalog.int8,"
 					" $4::pg_catalog.int8)", s);
@@ -63,14 +73,30 @@ build_statements(dd_conn *c, ddict *h)
 	c->sql[DD_SQL_POP] = dd_asprintf(
 		"SELECT %s.ddict_pop($1::pg_catalog.regclass, $2::pg_catalog.text, NULL::pg_catalog.text)", s);
 	/* The relations and versions of many dicts in one statement (by name:
-	 * the relation a name means may change, sync.c). */
-	c->sql[DD_SQL_PROBE] = dd_asprintf(
+	 * the relation a name means may change, sync.c); 1.2: the answer for
+	 * each as one character of one value.  Parameters are typed by the
+	 * client (dd_probe_types, binary arrays): no names to look up. */
+	c->sql[DD_SQL_PROBE] = c->probe_many ?
+		dd_asprintf("SELECT %s.ddict_unchanged_many($1, $2, $3, $4)", s) :
+		dd_asprintf(
 		"SELECT u.d::pg_catalog.regclass::pg_catalog.oid, %s.ddict_last_updated(u.d::pg_catalog.regclass)"
 		" FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(d, i) ORDER BY u.i", s);
 	c->sql[DD_SQL_SETDEFAULT] = dd_asprintf(
 		"SELECT %s.ddict_setdefault($1::pg_catalog.regclass, $2::pg_catalog.text, $3::pg_catalog.text)", s);
+	/* The common autosync check, one statement: the parameter types come
+	 * with it (dd_unchanged_types), so the parser looks up no type names. */
+	if (unchanged)
+		c->sql[DD_SQL_UNCHANGED] = dd_asprintf("SELECT %s.ddict_unchanged($1, $2, $3, $4, $5)", s);
+	if (c->copy_full)
+	{
+		c->sql[DD_SQL_FULL_BEGIN] = dd_asprintf(
+			"SELECT version, epoch, cursor, relation, query, token FROM %s.ddict_full_begin($1::pg_catalog.regclass)", s);
+		c->sql[DD_SQL_FULL_END] = dd_asprintf(
+			"SELECT %s.ddict_full_end($1::pg_catalog.oid, $2::pg_catalog.int8)", s);
+	}
 	for (size_t i = 0; i < DD_SQL_N; i++)
-		if (c->sql[i] == NULL)
+		if (c->sql[i] == NULL && (i < DD_SQL_UNCHANGED || (i == DD_SQL_UNCHANGED && unchanged) ||
+								  c->copy_full))
 			return dd_fail(h, DDICT_ENOMEM, "out of memory");
 	return DDICT_OK;
 }
@@ -87,12 +113,16 @@ prepare_check(dd_conn *c, ddict *h)
 	PGresult   *err;
 	int			rc;
 
-	const char *names[2] = {DD_PREPARED_CHANGES, DD_PREPARED_PROBE};
-	const int	sqls[2] = {DD_SQL_CHANGES, DD_SQL_PROBE};
+	const char *names[3] = {DD_PREPARED_CHANGES, DD_PREPARED_PROBE, DD_PREPARED_UNCHANGED};
+	const int	sqls[3] = {DD_SQL_CHANGES, DD_SQL_PROBE, DD_SQL_UNCHANGED};
+	const int	nparams[3] = {dd_changes_nparams(c), c->probe_many ? 4 : 1, 5};
+	const Oid  *types[3] = {NULL, c->probe_many ? dd_probe_types : NULL, dd_unchanged_types};
 
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 3; i++)
 	{
-		if (!PQsendPrepare(c->pg, names[i], c->sql[sqls[i]], i == 0 ? dd_changes_nparams(c) : 1, NULL))
+		if (c->sql[sqls[i]] == NULL)
+			continue;
+		if (!PQsendPrepare(c->pg, names[i], c->sql[sqls[i]], nparams[i], types[i]))
 			return dd_conn_failed(c, h, DDICT_ECONN, "preparing ddict_changes", NULL);
 		if ((rc = dd_conn_flush(c)) != DDICT_OK)
 			return dd_conn_failed(c, h, rc, "preparing ddict_changes", NULL);
@@ -113,6 +143,7 @@ setup(dd_conn *c, ddict *h)
 {
 	PGresult   *r;
 	int			rc;
+	bool		unchanged;
 
 	/* the schema, and whether ddict_changes() has the 1.1 shape (since_dict,
 	 * the relation in the header): a 1.0 server gets the 1.0 call, and the
@@ -123,7 +154,18 @@ setup(dd_conn *c, ddict *h)
 					  "  '.ddict_changes(pg_catalog.regclass,pg_catalog.int8,pg_catalog.int8,pg_catalog.int8,pg_catalog.oid)')"
 					  "  IS NOT NULL,"
 					  " (SELECT d.oid FROM pg_catalog.pg_database d"
-					  "  WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())"
+					  "  WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),"
+					  " pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||)"
+					  "  '.ddict_unchanged(pg_catalog.regclass,pg_catalog.int8,pg_catalog.int8,pg_catalog.int8,pg_catalog.oid)')"
+					  "  IS NOT NULL,"
+					  " pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||)"
+					  "  '.ddict_full_begin(pg_catalog.regclass)') IS NOT NULL"
+					  " AND pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||)"
+					  "  '.ddict_changes(pg_catalog.regclass,pg_catalog.int8,pg_catalog.int8,pg_catalog.int8,pg_catalog.oid,pg_catalog.bool)')"
+					  "  IS NOT NULL"
+					  " AND pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||)"
+					  "  '.ddict_unchanged_many(pg_catalog.text[],pg_catalog.oid[],pg_catalog.int8[],pg_catalog.int8[])')"
+					  "  IS NOT NULL"
 					  " FROM pg_catalog.pg_extension e"
 					  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
 					  " WHERE e.extname = 'ddict'",
@@ -139,14 +181,17 @@ setup(dd_conn *c, ddict *h)
 	}
 	dd_conn_free_sql(c);
 	c->schema = strdup(PQgetvalue(r, 0, 0));
-	c->changes_rel = PQnfields(r) == 3 && PQgetvalue(r, 0, 1)[0] == 't';
+	c->changes_rel = PQnfields(r) == 5 && PQgetvalue(r, 0, 1)[0] == 't';
 	/* the database's OID: its dicts' slots on the versions page (sync.c) */
-	c->dboid = PQnfields(r) == 3 && !PQgetisnull(r, 0, 2) ?
+	c->dboid = PQnfields(r) == 5 && !PQgetisnull(r, 0, 2) ?
 		(uint32_t) strtoul(PQgetvalue(r, 0, 2), NULL, 10) : 0;
+	/* 1.1's scalar check; 1.2's full load by COPY and check of many dicts */
+	unchanged = c->changes_rel && PQgetvalue(r, 0, 3)[0] == 't';
+	c->copy_full = c->probe_many = c->changes_rel && PQgetvalue(r, 0, 4)[0] == 't';
 	PQclear(r);
 	if (c->schema == NULL)
 		return dd_fail(h, DDICT_ENOMEM, "out of memory");
-	rc = build_statements(c, h);
+	rc = build_statements(c, h, unchanged);
 	c->session_rc = false;
 	if (rc == DDICT_OK && c->prepare && !c->borrowed)
 		rc = prepare_check(c, h);

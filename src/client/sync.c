@@ -1,24 +1,44 @@
 /*
  * sync.c — the client half of ddict_changes(), for one dict or many.
  *
- * One round trip per check: we send the (version, epoch, cursor) of the
- * current snapshot and get a header row — 'u' unchanged (nothing follows),
- * 'd' delta, 'f' full — and then the changed ('s') or deleted ('x') keys.
- * The server reads the version before it takes the snapshot the rows come
- * from, so rows are at least as new as the header's version; we store that
- * version with the snapshot we build.
+ * One round trip per check that finds nothing new, one statement: the
+ * scalar ddict_unchanged() with the (version, epoch, cursor, relation) of
+ * the current snapshot, sent alone (it reads no rows, so it is right at any
+ * isolation level and needs no transaction block).  Only when it answers
+ * NULL — something changed, or the name means another relation — does the
+ * check go on to ddict_changes(), which answers with a header row — 'u'
+ * unchanged, 'd' delta, 'f' full — and then the changed ('s') or deleted
+ * ('x') keys.  The server reads the version before it takes the snapshot
+ * the rows come from, so rows are at least as new as the header's version;
+ * we store that version with the snapshot we build.  A dict whose change is
+ * already known (a newer version from Redis, a push) skips the scalar
+ * check.  Rejected: ddict_changes() alone as the common check (its function
+ * scan costs about a fifth of a round trip more: README, "Where the
+ * server's time goes"), and sending it alone at the session's isolation
+ * level with a retry on SQLSTATE 0A000 (a second round trip for every
+ * change in a REPEATABLE READ database, for one statement saved elsewhere).
  *
- * Every check is a pipeline segment of its own transaction:
+ * ddict_changes() is a pipeline segment of its own transaction:
  *     BEGIN ISOLATION LEVEL READ COMMITTED; ddict_changes(...); COMMIT; Sync
  * (the function needs a snapshot taken after it read the version, whatever
  * the database's default isolation; nothing is set on the session, so a
  * transaction pooler may hand the server connection to anybody after the
- * Sync).  A direct connection (ddict_client_options.direct) is our own
- * session: it is set to READ COMMITTED once, and a check is the prepared
- * ddict_changes() and its Sync.  The checks of many dicts that fall due together — the dicts that
- * readers found the connection busy for, interval dicts that are due, push
- * mode's pending syncs — go in one pipeline: one network round trip, and
- * one failing dict does not abort the others' segments.
+ * Sync; a failure inside it is followed by ROLLBACK, dd_conn_end_txn()).  A
+ * direct connection (ddict_client_options.direct) is our own session: it is
+ * set to READ COMMITTED once, its statements are prepared, and a
+ * ddict_changes() is sent with its Sync alone.  The checks of many dicts
+ * that fall due together — the dicts that readers found the connection
+ * busy for, interval dicts that are due, push mode's pending syncs — are
+ * first asked together, ddict_unchanged_many() (1.2; before, a statement
+ * reading each dict's relation and version), and those that changed get
+ * their ddict_changes() in one pipeline: one network round trip, and one
+ * failing dict does not abort the others' segments.
+ *
+ * Full loads (extension 1.2): ddict_changes() is asked with full_rows =>
+ * false, so a full answer is its header alone; the rows then come by COPY
+ * (FORMAT binary) in a transaction of their own (load.c), as does every
+ * first load.  Against 1.1 and 1.0 servers a full answer's rows come in
+ * libpq single-row mode, as before.
  *
  * A full load (the first load, or a delta that does not apply) of a dict
  * whose client already serves other dicts runs on a short-lived connection
@@ -37,10 +57,10 @@
  * server still at extension 1.0 has no such column: we then behave as
  * before, following the name without noticing a swap.
  *
- * Rows are received in single-row mode: a full reload of a 1M-key dict is
- * copied row by row into the new table and never held as one PGresult.  A
- * delta is only applied on top of what it was computed against: if its
- * header names another epoch (server restarted) or a version older than
+ * Rows of ddict_changes() are received in single-row mode: a full reload
+ * of a 1M-key dict from a 1.1 server is copied row by row into the new
+ * table and never held as one PGresult.  A delta is only applied on top of
+ * what it was computed against: if its header names another epoch (server restarted) or a version older than
  * ours (a failover to a server that is behind, a restored backup), we drop
  * it and ask again in full.
  *
@@ -400,6 +420,7 @@ typedef struct recv_state
 {
 	ddict	   *h;
 	bool		changes_rel;	/* the connection's server names the relation */
+	bool		copy_full;		/* 'f' comes alone: the rows by COPY (load.c) */
 	const ddict_snapshot *cur;
 	dd_build   *b;
 	bool		header;
@@ -447,6 +468,12 @@ take_header(recv_state *st, const PGresult *r, int i, char kind)
 	}
 	if (kind == 'u')
 		return DDICT_OK;
+	/* 1.2: a full answer is its header alone; the rows come by COPY */
+	if (kind == 'f' && st->copy_full)
+	{
+		st->refull = true;
+		return DDICT_OK;
+	}
 	if (kind == 'd' && (st->cur->epoch == 0 || st->epoch != st->cur->epoch ||
 						st->version < st->cur->version))
 	{
@@ -520,6 +547,7 @@ dd_recv_changes(ddict *h, dd_conn *c, ddict_snapshot **out, dd_build *b, bool *r
 	memset(&st, 0, sizeof(st));
 	st.h = h;
 	st.changes_rel = c->changes_rel;
+	st.copy_full = c->copy_full;
 	st.cur = atomic_load(&h->current);
 	st.b = b;
 	*out = NULL;
@@ -765,6 +793,98 @@ apply(ddict *h, int rc, ddict_snapshot *snap, dd_build *b, bool refull, check_ou
 	o->rc = 1;
 }
 
+/* A check answered "unchanged" without ddict_changes() (a scalar answer or
+ * the probe of many dicts). */
+static void
+answered_unchanged(ddict *h, check_out *o, int64_t now)
+{
+	atomic_store(&h->last_check_us, now);
+	atomic_fetch_add_explicit(&h->checks, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->unchanged, 1, memory_order_relaxed);
+	/* dd_mark(h, true), with the batch's clock reading */
+	atomic_store(&h->last_ok_us, now);
+	atomic_store(&h->stale, false);
+	vp_refresh(h);
+	dd_snapfile_maybe_write(h);
+	o->rc = 0;
+	o->refull = false;
+}
+
+/*
+ * One dict's check as one statement: ddict_unchanged() alone, outside any
+ * transaction block (it reads no rows: right at any isolation level, and
+ * nothing stays on the session).  Prepared on a direct connection, else an
+ * unnamed statement whose parameter types come with it.  Returns true when
+ * it settled the check (unchanged; or the connection broke: o->rc), false
+ * when the dict needs ddict_changes(): NULL (something changed, or the
+ * name means another relation), an error of the statement (the
+ * ddict_changes() that follows reports it), or no ddict_unchanged().
+ */
+static bool
+check_one(dd_conn *c, ddict *h, check_out *o)
+{
+	const ddict_snapshot *cur = atomic_load(&h->current);
+	char		v[24],
+				e[24],
+				cu[24],
+				d[16];
+	const char *vals[5] = {h->dict, v, e, cu, d};
+	PGresult   *r = NULL,
+			   *x;
+	int			rc,
+				qrc = DDICT_OK;
+	bool		unchanged;
+
+	if (c->sql[DD_SQL_UNCHANGED] == NULL || cur->epoch == 0 || cur->relid == 0)
+		return false;
+	snprintf(v, sizeof(v), "%lld", (long long) cur->version);
+	snprintf(e, sizeof(e), "%lld", (long long) cur->epoch);
+	snprintf(cu, sizeof(cu), "%lld", (long long) cur->cursor);
+	snprintf(d, sizeof(d), "%lu", (unsigned long) cur->relid);
+	atomic_store(&h->last_check_us, dd_now_us());
+	rc = (c->prepared ?
+		  PQsendQueryPrepared(c->pg, DD_PREPARED_UNCHANGED, 5, vals, NULL, NULL, 0) :
+		  PQsendQueryParams(c->pg, c->sql[DD_SQL_UNCHANGED], 5, dd_unchanged_types, vals, NULL,
+							NULL, 0)) ? dd_conn_flush(c) : DDICT_ECONN;
+	while (rc == DDICT_OK && (x = dd_conn_next(c, &qrc)) != NULL)
+	{
+		if (r == NULL)
+			r = x;
+		else
+			PQclear(x);
+	}
+	if (rc == DDICT_OK)
+		rc = qrc;
+	if (rc != DDICT_OK || !dd_conn_ok(c))
+	{
+		PQclear(r);
+		o->rc = dd_conn_failed(c, h, rc != DDICT_OK ? rc : DDICT_ECONN, "ddict_unchanged", NULL);
+		o->refull = false;
+		dd_mark(h, false);
+		return true;
+	}
+	unchanged = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+		PQnfields(r) == 1 && !PQgetisnull(r, 0, 0);
+	PQclear(r);
+	if (!unchanged)
+		return false;
+	answered_unchanged(h, o, dd_now_us());
+	return true;
+}
+
+/* A full load by COPY (1.2 servers, load.c) of h on c, applied. */
+static void
+load_copy(ddict *h, dd_conn *c, check_out *o)
+{
+	ddict_snapshot *snap = NULL;
+	dd_build	b;
+	int			rc;
+
+	atomic_store(&h->last_check_us, dd_now_us());
+	rc = dd_load_full(h, c, &snap, &b);
+	apply(h, rc, snap, &b, false, o);
+}
+
 /*
  * One pipeline on connection c for v[0..n): every dict's segment is sent,
  * then every result read.  The caller holds what guards c and every dict's
@@ -818,6 +938,8 @@ pipeline(dd_conn *c, ddict **v, const bool *full, int n, check_out *out)
 	}
 	if (dd_conn_ok(c) && !PQexitPipelineMode(c->pg))
 		dd_conn_settle(c);
+	/* a failed ddict_changes() skipped its COMMIT: end the transaction */
+	dd_conn_end_txn(c);
 }
 
 /* Full loads on a short-lived connection of their own (see the header). */
@@ -838,7 +960,9 @@ load_separately(ddict *h, check_out *o)
 	rc = dd_session_ensure(&tmp, h, true);
 	if (rc == DDICT_OK)
 		rc = dd_ensure_meta(h, &tmp);
-	if (rc == DDICT_OK)
+	if (rc == DDICT_OK && tmp.copy_full)
+		load_copy(h, &tmp, o);
+	else if (rc == DDICT_OK)
 		pipeline(&tmp, &h, &full, 1, o);
 	else
 	{
@@ -932,19 +1056,181 @@ names_array(ddict **w, int m)
  * others get theirs in a second round trip.  Returns how many of w[] still
  * need a check (compacted), or m when the probe failed (all do).
  */
+/* ---- 1.2: ddict_unchanged_many(), parameters as binary arrays ---- */
+
+typedef struct bin
+{
+	char	   *p;
+	size_t		len,
+				cap;
+	bool		oom;
+} bin;
+
+static void
+put(bin *b, const void *data, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->len + n > b->cap)
+	{
+		size_t		cap = b->cap ? 2 * b->cap : 512;
+		char	   *np;
+
+		while (cap < b->len + n)
+			cap *= 2;
+		if ((np = realloc(b->p, cap)) == NULL)
+		{
+			b->oom = true;
+			return;
+		}
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, data, n);
+	b->len += n;
+}
+
+static void
+put32(bin *b, uint32_t v)
+{
+	v = htobe32(v);
+	put(b, &v, 4);
+}
+
+static void
+put64(bin *b, uint64_t v)
+{
+	v = htobe64(v);
+	put(b, &v, 8);
+}
+
+/* A one-dimensional array's header (array_recv's format), no NULLs. */
+static void
+array_header(bin *b, uint32_t elemtype, int n)
+{
+	put32(b, 1);
+	put32(b, 0);
+	put32(b, elemtype);
+	put32(b, (uint32_t) n);
+	put32(b, 1);
+}
+
+/*
+ * ddict_unchanged_many(names, relations, versions, epochs): 'u' per dict
+ * whose name means the relation of its contents at the cached version.
+ * Returns how many of w[] still need a check (compacted), or m when the
+ * probe failed (all do).
+ */
+static int
+probe_many(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
+{
+	bin			a[4] = {{0}};
+	const char *params[4];
+	int			lens[4],
+				fmts[4] = {1, 1, 1, 1},
+				k = 0,
+				rc,
+				qrc;
+	PGresult   *r = NULL,
+			   *x;
+	const char *ans;
+	size_t		names = 0,
+				lens_[DD_BATCH_MAX];
+	int64_t		now;
+
+	for (int j = 0; j < m; j++)
+		names += (lens_[j] = strlen(w[j]->dict));
+	/* each buffer at its final size at once */
+	for (int i = 0; i < 4; i++)
+	{
+		a[i].cap = 20 + (size_t) m * (i == 0 ? 4 : i == 1 ? 8 : 12) + (i == 0 ? names : 0);
+		if ((a[i].p = malloc(a[i].cap)) == NULL)
+			a[i].oom = true;
+		array_header(&a[i], i == 0 ? 25 : i == 1 ? 26 : 20, m);
+	}
+	for (int j = 0; j < m; j++)
+	{
+		const ddict_snapshot *cur = atomic_load(&w[j]->current);
+		size_t		n = lens_[j];
+
+		put32(&a[0], (uint32_t) n);
+		put(&a[0], w[j]->dict, n);
+		put32(&a[1], 4);
+		put32(&a[1], cur->relid);
+		put32(&a[2], 8);
+		put64(&a[2], (uint64_t) cur->version);
+		put32(&a[3], 8);
+		put64(&a[3], (uint64_t) cur->epoch);
+	}
+	rc = DDICT_ENOMEM;
+	if (!a[0].oom && !a[1].oom && !a[2].oom && !a[3].oom)
+	{
+		for (int i = 0; i < 4; i++)
+		{
+			params[i] = a[i].p;
+			lens[i] = (int) a[i].len;
+		}
+		rc = (c->prepared ?
+			  PQsendQueryPrepared(c->pg, DD_PREPARED_PROBE, 4, params, lens, fmts, 0) :
+			  PQsendQueryParams(c->pg, c->sql[DD_SQL_PROBE], 4, dd_probe_types, params, lens, fmts, 0))
+			? dd_conn_flush(c) : DDICT_ECONN;
+	}
+	for (int i = 0; i < 4; i++)
+		free(a[i].p);
+	while (rc == DDICT_OK && (x = dd_conn_next(c, &qrc)) != NULL)
+	{
+		if (r == NULL)
+			r = x;
+		else
+			PQclear(x);
+	}
+	if (rc == DDICT_OK)
+		rc = qrc;
+	if (rc != DDICT_OK || r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK ||
+		PQntuples(r) != 1 || PQnfields(r) != 1 || PQgetisnull(r, 0, 0) ||
+		PQgetlength(r, 0, 0) != m)
+	{
+		PQclear(r);
+		if (rc != DDICT_OK && rc != DDICT_ENOMEM)
+			(void) dd_conn_failed(c, w[0], rc, "ddict_unchanged_many", NULL);
+		return m;				/* each finds out in its check */
+	}
+	ans = PQgetvalue(r, 0, 0);
+	now = dd_now_us();
+	for (int j = 0; j < m; j++)
+	{
+		const ddict_snapshot *cur = atomic_load(&w[j]->current);
+
+		if (!wf[j] && cur->epoch != 0 && cur->relid != 0 && ans[j] == 'u')
+		{
+			answered_unchanged(w[j], &out[idx[j]], now);
+			continue;
+		}
+		w[k] = w[j];
+		wf[k] = wf[j];
+		idx[k] = idx[j];
+		k++;
+	}
+	PQclear(r);
+	return k;
+}
+
 static int
 probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 {
-	char	   *arr = names_array(w, m);
-	const char *params[1] = {arr};
+	char	   *arr;
+	const char *params[1];
 	PGresult   *r = NULL,
 			   *x;
 	int			k = 0,
 				rc,
 				qrc;
 
-	if (arr == NULL)
+	if (c->probe_many)
+		return probe_many(c, w, wf, idx, m, out);
+	if ((arr = names_array(w, m)) == NULL)
 		return m;
+	params[0] = arr;
 	rc = (c->prepared ? PQsendQueryPrepared(c->pg, DD_PREPARED_PROBE, 1, params, NULL, NULL, 0)
 		  : PQsendQueryParams(c->pg, c->sql[DD_SQL_PROBE], 1, NULL, params, NULL, NULL, 0))
 		? dd_conn_flush(c) : DDICT_ECONN;
@@ -994,9 +1280,18 @@ probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 	return k;
 }
 
-/* The client's lock and every sync_lock held. */
+/*
+ * Checks (and full loads) of v[0..n) on the client's connection; the
+ * client's lock and every sync_lock held.  full[i]: load in full; changed
+ * (optional): the dict is known to have changed (Redis, a push), so its
+ * check goes straight to ddict_changes().  Many dicts: one probe of all,
+ * then one pipeline of ddict_changes() for those it did not settle; one
+ * dict: ddict_unchanged() alone, then (NULL) the pipeline; full loads by
+ * COPY after those (1.2 servers).
+ */
 static void
-pg_checks(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read)
+pg_checks(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read,
+		  const bool *changed)
 {
 	int			idx[DD_BATCH_MAX],
 				m;
@@ -1004,30 +1299,56 @@ pg_checks(dd_client *c, ddict **v, bool *full, int n, check_out *out, bool read)
 	bool		wf[DD_BATCH_MAX] = {false};
 	check_out	wo[DD_BATCH_MAX];
 
+	int			loads[DD_BATCH_MAX],
+				nloads = 0,
+				k = 0;
+
 	m = prepare_batch(c, v, n, out, read, idx);
 	if (m == 0)
 		return;
 	vp_ensure(c);
+	/* 1.2: full loads by COPY, after the other dicts' checks */
 	for (int j = 0; j < m; j++)
 	{
-		w[j] = v[idx[j]];
-		wf[j] = full[idx[j]];
+		if (full[idx[j]] && c->conn.copy_full)
+		{
+			loads[nloads++] = idx[j];
+			continue;
+		}
+		w[k] = v[idx[j]];
+		wf[k] = full[idx[j]];
+		idx[k] = idx[j];
+		k++;
 	}
+	m = k;
 	if (m >= 2)
 		m = probe(&c->conn, w, wf, idx, m, out);
-	if (m == 0 || !dd_conn_ok(&c->conn))
+	else if (m == 1 && !wf[0] && !(changed && changed[idx[0]]) && check_one(&c->conn, w[0], &out[idx[0]]))
+		m = 0;
+	if (m > 0 && dd_conn_ok(&c->conn))
 	{
+		pipeline(&c->conn, w, wf, m, wo);
 		for (int j = 0; j < m; j++)
-		{
-			dd_mark(w[j], false);
-			out[idx[j]].rc = DDICT_ECONN;
-			out[idx[j]].refull = false;
-		}
-		return;
+			out[idx[j]] = wo[j];
+		m = 0;
 	}
-	pipeline(&c->conn, w, wf, m, wo);
 	for (int j = 0; j < m; j++)
-		out[idx[j]] = wo[j];
+	{
+		dd_mark(w[j], false);
+		out[idx[j]].rc = DDICT_ECONN;
+		out[idx[j]].refull = false;
+	}
+	for (int j = 0; j < nloads; j++)
+	{
+		if (dd_conn_ok(&c->conn))
+			load_copy(v[loads[j]], &c->conn, &out[loads[j]]);
+		else
+		{
+			dd_mark(v[loads[j]], false);
+			out[loads[j]].rc = dd_fail(v[loads[j]], DDICT_ECONN, "not connected to the server");
+			out[loads[j]].refull = false;
+		}
+	}
 }
 
 /*
@@ -1055,7 +1376,7 @@ refull_all(dd_client *c, ddict **v, int n, check_out *out)
 			}
 		if (m == 0)
 			return;
-		pg_checks(c, w, full, m, o, false);
+		pg_checks(c, w, full, m, o, false, NULL);
 		for (int j = 0; j < m; j++)
 			out[idx[j]] = o[j];
 	}
@@ -1160,7 +1481,8 @@ dd_check_many(dd_client *c, ddict **v, int n, bool read, int *rcs)
 	ddict	   *w[DD_BATCH_MAX];
 	bool		need[DD_BATCH_MAX],
 				newer[DD_BATCH_MAX],
-				full[DD_BATCH_MAX];
+				full[DD_BATCH_MAX],
+				known[DD_BATCH_MAX];
 	check_out	out[DD_BATCH_MAX];
 	int			m = 0;
 	int64_t		now = dd_now_us();
@@ -1188,6 +1510,8 @@ dd_check_many(dd_client *c, ddict **v, int n, bool read, int *rcs)
 		}
 		w[m] = v[i];
 		full[m] = false;
+		/* a newer version from Redis, a push: no "unchanged?" first */
+		known[m] = newer[i] || v[i]->opts.mode == DDICT_PUSH;
 		m++;
 	}
 	if (m == 0)
@@ -1205,7 +1529,7 @@ dd_check_many(dd_client *c, ddict **v, int n, bool read, int *rcs)
 		}
 		return;
 	}
-	pg_checks(c, w, full, m, out, read);
+	pg_checks(c, w, full, m, out, read, known);
 	refull_all(c, w, m, out);
 	for (int i = 0, j = 0; i < n && rcs; i++)
 		if (need[i])
@@ -1238,7 +1562,7 @@ sync_once(ddict *h, bool force_full)
 		else
 		{
 			dd_client_lock(c);
-			pg_checks(c, &h, &full, 1, &o, false);
+			pg_checks(c, &h, &full, 1, &o, false, NULL);
 			dd_client_unlock(c);
 		}
 		if (o.rc < 0 || !o.refull)

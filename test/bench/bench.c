@@ -486,6 +486,42 @@ open_push(const char *dict, ddict_change_fn cb)
 #endif
 }
 
+/* An autosync handle on a client told it talks to PostgreSQL directly
+ * (direct = 1: the check is a prepared statement). */
+#ifdef HAVE_DDICT_CLIENT
+static ddict_client *direct_client;
+
+static ddict *
+open_direct(const char *dict, ddict_client **cl)
+{
+	ddict_client_options co;
+	ddict_options o;
+	ddict	   *d;
+
+	ddict_client_options_init(&co);
+	co.direct = 1;
+	co.timeout_ms = 60000;
+	if ((*cl = ddict_client_open(conninfo, &co)) == NULL)
+		die("ddict_client_open: %s", ddict_errmsg());
+	ddict_options_init(&o);
+	o.mode = DDICT_AUTOSYNC;
+	if ((d = ddict_open_on(*cl, dict, &o)) == NULL)
+		die("ddict_open_on %s: %s", dict, ddict_errmsg());
+	return d;
+}
+#else
+static void *direct_client;
+
+static ddict *
+open_direct(const char *dict, void **cl)
+{
+	(void) dict;
+	*cl = NULL;
+	fprintf(stderr, "ddict_bench: not measured: this libddict has no ddict_client (direct)\n");
+	return NULL;
+}
+#endif
+
 static void
 redis_load(redisContext *rc, PGconn *pc, const char *dict)
 {
@@ -519,11 +555,12 @@ redis_load(redisContext *rc, PGconn *pc, const char *dict)
 
 enum
 {
-	R_SELECT, R_REDIS, R_SELECT1, R_LASTUPD, R_AUTO, R_AUTO_REDIS, R_N
+	R_SELECT, R_REDIS, R_SELECT1, R_LASTUPD, R_AUTO, R_AUTO_REDIS, R_AUTO_DIRECT, R_N
 };
 static const char *rt_names[] = {
 	"prepared SELECT value", "Redis GET", "prepared SELECT 1", "prepared SELECT ddict_last_updated()",
 	"ddict_get_buf autosync (PG version)", "ddict_get_buf autosync (Redis version)",
+	"ddict_get_buf autosync (PG version; direct = 1: prepared)",
 };
 
 typedef struct rt_ctx
@@ -532,6 +569,7 @@ typedef struct rt_ctx
 	redisContext *rc;
 	ddict	   *autosync;
 	ddict	   *autosync_redis;
+	ddict	   *autosync_direct;	/* on a client with direct = 1 */
 } rt_ctx;
 
 /* ops round trips of variant v, each timed; ns in out[] */
@@ -598,6 +636,10 @@ run_rt(const rt_ctx *c, int v, int ops, int offset, double *out)
 			case R_AUTO_REDIS:
 				if (ddict_get_buf(c->autosync_redis, k, KLEN, buf, sizeof(buf), &len) != DDICT_OK)
 					die("autosync (redis) get %s: %s", k, ddict_errmsg());
+				break;
+			case R_AUTO_DIRECT:
+				if (ddict_get_buf(c->autosync_direct, k, KLEN, buf, sizeof(buf), &len) != DDICT_OK)
+					die("autosync (direct) get %s: %s", k, ddict_errmsg());
 				break;
 		}
 		out[i] = now_ns() - t0;
@@ -707,9 +749,11 @@ cmd_reads(void)
 	setenv("DDICT_VERSIONS_PAGE", "off", 1);
 	rc.autosync = open_dict(dict, DDICT_AUTOSYNC);
 	rc.autosync_redis = open_redis_mode(dict, DDICT_AUTOSYNC, NULL);
+	rc.autosync_direct = open_direct(dict, &direct_client);
 	unsetenv("DDICT_VERSIONS_PAGE");
 	for (int v = 0; v < R_N; v++)
-		rt_on[v] = v != R_AUTO_REDIS || rc.autosync_redis != NULL;
+		rt_on[v] = (v != R_AUTO_REDIS || rc.autosync_redis != NULL) &&
+			(v != R_AUTO_DIRECT || rc.autosync_direct != NULL);
 	fprintf(stderr, "reads: round trips, %d reps x %d ops per variant\n", reps, ops);
 	for (int v = 0; v < R_N; v++)
 		if (rt_on[v])
@@ -759,6 +803,10 @@ cmd_reads(void)
 	ddict_close(fc.vpage);
 	ddict_close(rc.autosync);
 	ddict_close(rc.autosync_redis);
+	ddict_close(rc.autosync_direct);
+#ifdef HAVE_DDICT_CLIENT
+	ddict_client_close(direct_client);
+#endif
 	redisFree(rc.rc);
 	PQfinish(pc);
 	fl_free(&fl);

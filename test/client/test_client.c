@@ -23,19 +23,37 @@ pgss_reset(void)
 	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
 }
 
+/* calls and rows of the statements whose text contains what (a LIKE
+ * pattern's middle) since the reset, in this database */
 static void
-pgss_changes(long long *calls, long long *rows)
+pgss_like(const char *what, long long *calls, long long *rows)
 {
 	/* The pattern is built at run time so that this query never matches itself. */
 	char	   *v = sqlf(admin,
 						 "SELECT coalesce(sum(calls), 0) || ' ' || coalesce(sum(rows), 0)"
 						 "  FROM pg_stat_statements"
-						 " WHERE query LIKE '%%' || 'ddict_changes' || '(%%'"
-						 "   AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())");
+						 " WHERE query LIKE '%%' || '%s' || '%%'"
+						 "   AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+						 what);
 
 	assert_non_null(v);
 	assert_int_equal(sscanf(v, "%lld %lld", calls, rows), 2);
 	free(v);
+}
+
+static void
+pgss_changes(long long *calls, long long *rows)
+{
+	pgss_like("ddict_changes(", calls, rows);
+}
+
+/* Every statement since the reset, but pg_stat_statements' own. */
+static long long
+pgss_statements(void)
+{
+	return sql_ll(admin, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+				  " WHERE query NOT LIKE '%%' || 'pg_stat_statements' || '%%'"
+				  "   AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())");
 }
 
 /* ---- errors ---- */
@@ -245,9 +263,14 @@ test_unchanged_zero_rows(void **state)
 	assert_int_equal(s1.rows_fetched, s0.rows_fetched);
 	assert_int_equal(s1.reloads, s0.reloads);
 	assert_int_equal(s1.deltas, s0.deltas);
-	pgss_changes(&calls, &rows);
+	/* one statement per check: ddict_unchanged() alone, no BEGIN, no
+	 * COMMIT, no ddict_changes() */
+	pgss_like("ddict_unchanged(", &calls, &rows);
 	assert_int_equal(calls, N);
-	assert_int_equal(rows, N);	/* the header row of each call only */
+	assert_int_equal(rows, N);	/* one scalar each */
+	pgss_changes(&calls, &rows);
+	assert_int_equal(calls, 0);
+	assert_int_equal(pgss_statements(), N);
 	ddict_close(d);
 }
 
@@ -1413,6 +1436,256 @@ peak_rss_kb(void)
 	return kb;
 }
 
+/* ddict_open() on conninfo + extra (a later keyword wins), page off. */
+static ddict *
+open_extra(const char *extra, const char *dict, ddict_mode mode)
+{
+	char		conninfo[1024];
+	ddict_options o;
+	ddict	   *d;
+
+	snprintf(conninfo, sizeof(conninfo), "%s %s", test_conninfo(), extra);
+	ddict_options_init(&o);
+	o.mode = mode;
+	setenv("DDICT_VERSIONS_PAGE", "off", 1);
+	d = ddict_open(conninfo, dict, &o);
+	unsetenv("DDICT_VERSIONS_PAGE");
+	if (d == NULL)
+		fail_msg("ddict_open(%s, %s): %s", extra, dict, ddict_errmsg());
+	return d;
+}
+
+/*
+ * Full loads by COPY (1.2): ddict_full_begin, one COPY, ddict_full_end,
+ * and no ddict_changes() rows; values are the bytes ddict_changes() sends
+ * (the text output, not converted to the client's encoding: a LATIN1 client
+ * still gets UTF-8 values, as before), keys text; row-level security holds.
+ */
+static void
+test_full_load_copy(void **state)
+{
+	ddict	   *d;
+	char	   *v;
+	size_t		n;
+	long long	calls,
+				rows;
+	ddict_stats s0,
+				s1;
+
+	(void) state;
+	fresh_dict(admin, "t_copy", "jsonb");
+	free(sqlf(admin, "INSERT INTO t_copy SELECT 'k' || g, jsonb_build_object('n', g, 's', 'é')"
+			  " FROM generate_series(1, 3000) g"));
+	free(sqlf(admin, "INSERT INTO t_copy VALUES ('clé', '\"ü\"')"));
+	pgss_reset();
+	d = open_extra("client_encoding=LATIN1", "t_copy", DDICT_MANUAL);
+	pgss_like("ddict_full_begin(", &calls, &rows);
+	assert_int_equal(calls, 1);
+	pgss_like("COPY (SELECT", &calls, &rows);
+	assert_int_equal(calls, 1);
+	assert_int_equal(rows, 3001);
+	pgss_like("ddict_full_end(", &calls, &rows);
+	assert_int_equal(calls, 1);
+	pgss_changes(&calls, &rows);
+	assert_int_equal(calls, 0);
+	assert_int_equal(ddict_len(d), 3001);
+	assert_int_equal(stats_of(d).rows_fetched, 3001);
+	/* the jsonb text output's UTF-8 bytes, as the server spells them */
+	assert_int_equal(ddict_get(d, "k42", DDICT_NTS, &v, &n), DDICT_OK);
+	assert_int_equal(n, strlen("{\"n\": 42, \"s\": \"\xc3\xa9\"}"));
+	assert_memory_equal(v, "{\"n\": 42, \"s\": \"\xc3\xa9\"}", n);
+	ddict_free(v);
+	/* keys in the client's encoding (LATIN1 'clé'), as ddict_changes() sends them */
+	assert_int_equal(ddict_get(d, "cl\xe9", DDICT_NTS, &v, &n), DDICT_OK);
+	assert_memory_equal(v, "\"\xc3\xbc\"", 4);
+	ddict_free(v);
+
+	/* TRUNCATE: no delta applies; the check's 'f' comes alone, the rows by COPY */
+	free(sqlf(admin, "TRUNCATE t_copy; INSERT INTO t_copy VALUES ('only', '1')"));
+	s0 = stats_of(d);
+	pgss_reset();
+	assert_int_equal(ddict_sync(d), 1);
+	s1 = stats_of(d);
+	assert_int_equal(s1.reloads - s0.reloads, 1);
+	assert_int_equal(s1.rows_fetched - s0.rows_fetched, 1);
+	assert_int_equal(ddict_len(d), 1);
+	assert_value(d, "only", "1");
+	pgss_changes(&calls, &rows);
+	assert_int_equal(rows, calls);	/* headers only */
+	pgss_like("COPY (SELECT", &calls, &rows);
+	assert_int_equal(calls, 1);
+	ddict_close(d);
+
+	/* row-level security: a role that sees its rows only loads those */
+	free(sqlf(admin, "DROP TABLE IF EXISTS t_copy_rls; DROP ROLE IF EXISTS ddict_copy_reader;"
+			  "CREATE ROLE ddict_copy_reader LOGIN"));
+	fresh_dict(admin, "t_copy_rls", "text");
+	free(sqlf(admin, "INSERT INTO t_copy_rls SELECT 'k' || g, g::text FROM generate_series(1, 10) g;"
+			  "ALTER TABLE t_copy_rls ENABLE ROW LEVEL SECURITY;"
+			  "CREATE POLICY mine ON t_copy_rls FOR SELECT TO ddict_copy_reader USING (value::int <= 3);"
+			  "GRANT SELECT ON t_copy_rls TO ddict_copy_reader;"
+			  "GRANT USAGE ON SCHEMA public TO ddict_copy_reader"));
+	d = open_extra("user=ddict_copy_reader", "t_copy_rls", DDICT_MANUAL);
+	assert_int_equal(ddict_len(d), 3);
+	assert_value(d, "k3", "3");
+	assert_value(d, "k4", NULL);
+	ddict_close(d);
+	free(sqlf(admin, "DROP TABLE t_copy_rls; DROP OWNED BY ddict_copy_reader; DROP ROLE ddict_copy_reader"));
+}
+
+/*
+ * A session whose transactions default to REPEATABLE READ: the
+ * one-statement check (ddict_unchanged() reads no rows) still answers
+ * "unchanged"; a change goes to BEGIN ISOLATION LEVEL READ COMMITTED;
+ * ddict_changes(), whose delta is exact, and a full reload by COPY too.
+ */
+static void
+test_repeatable_read_session(void **state)
+{
+	ddict	   *d;
+	ddict_stats s0,
+				s1;
+	long long	calls,
+				rows;
+	char	   *iso,
+				conninfo[1024];
+	PGconn	   *rr;
+
+	(void) state;
+	fresh_dict(admin, "t_rr", "text");
+	free(sqlf(admin, "INSERT INTO t_rr SELECT 'k' || g, 'v' || g FROM generate_series(1, 100) g"));
+	/* the session really is REPEATABLE READ */
+	snprintf(conninfo, sizeof(conninfo), "%s options='-c default_transaction_isolation=repeatable\\\\ read'",
+			 test_conninfo());
+	rr = PQconnectdb(conninfo);
+	assert_int_equal(PQstatus(rr), CONNECTION_OK);
+	iso = sqlf(rr, "SHOW transaction_isolation");
+	assert_string_equal(iso, "repeatable read");
+	free(iso);
+	PQfinish(rr);
+
+	d = open_extra("options='-c default_transaction_isolation=repeatable\\\\ read'", "t_rr",
+				   DDICT_AUTOSYNC);
+	assert_value(d, "k7", "v7");
+	s0 = stats_of(d);
+	pgss_reset();
+	for (int i = 0; i < 5; i++)
+		assert_value(d, "k7", "v7");
+	s1 = stats_of(d);
+	assert_int_equal(s1.unchanged - s0.unchanged, 5);
+	pgss_like("ddict_unchanged(", &calls, &rows);
+	assert_int_equal(calls, 5);
+	assert_int_equal(pgss_statements(), 5);
+
+	free(sqlf(admin, "UPDATE t_rr SET value = 'changed' WHERE key = 'k7'; DELETE FROM t_rr WHERE key = 'k8'"));
+	s0 = stats_of(d);
+	assert_value(d, "k7", "changed");
+	assert_value(d, "k8", NULL);
+	s1 = stats_of(d);
+	assert_int_equal(s1.deltas - s0.deltas, 1);
+	assert_int_equal(s1.reloads, s0.reloads);
+	assert_int_equal(ddict_len(d), 99);
+
+	free(sqlf(admin, "TRUNCATE t_rr; INSERT INTO t_rr VALUES ('after', 'truncate')"));
+	assert_value(d, "after", "truncate");
+	assert_int_equal(ddict_len(d), 1);
+	assert_int_equal(stats_of(d).reloads - s1.reloads, 1);
+	assert_int_equal(stats_of(d).errors, s0.errors);
+	ddict_close(d);
+}
+
+/*
+ * A database whose extension is still at 1.1: no ddict_full_begin(), so
+ * full loads come as ddict_changes() rows, and the check of many dicts is
+ * the 1.1 probe; everything works as before.
+ */
+static void
+test_server_at_1_1(void **state)
+{
+	ddict	   *d;
+	ddict_client_options co;
+	ddict_client *c;
+	ddict	   *e[3];
+	char		conninfo[1024];
+	PGconn	   *old;
+
+	(void) state;
+	free(sqlf(admin, "DROP DATABASE IF EXISTS ddict_v11"));
+	free(sqlf(admin, "CREATE DATABASE ddict_v11"));
+	snprintf(conninfo, sizeof(conninfo), "%s dbname=ddict_v11", admin_conninfo());
+	old = PQconnectdb(conninfo);
+	assert_int_equal(PQstatus(old), CONNECTION_OK);
+	free(sqlf(old, "SET client_min_messages = warning; CREATE EXTENSION ddict VERSION '1.1'"));
+	free(sqlf(old, "SELECT ddict_create('t' || g) FROM generate_series(1, 3) g"));
+	free(sqlf(old, "INSERT INTO t1 SELECT 'k' || g, 'v' || g FROM generate_series(1, 500) g"));
+
+	d = open_extra("dbname=ddict_v11", "t1", DDICT_AUTOSYNC);
+	assert_int_equal(ddict_len(d), 500);
+	assert_value(d, "k5", "v5");
+	free(sqlf(old, "UPDATE t1 SET value = 'x' WHERE key = 'k5'"));
+	assert_value(d, "k5", "x");
+	assert_int_equal(stats_of(d).deltas, 1);
+	free(sqlf(old, "TRUNCATE t1"));
+	assert_value(d, "k5", NULL);
+	assert_int_equal(ddict_len(d), 0);
+	assert_int_equal(stats_of(d).reloads, 2);
+	ddict_close(d);
+
+	/* three dicts on one client: the 1.1 probe, then the pipeline */
+	ddict_client_options_init(&co);
+	snprintf(conninfo, sizeof(conninfo), "%s dbname=ddict_v11", test_conninfo());
+	c = ddict_client_open(conninfo, &co);
+	assert_non_null(c);
+	for (int i = 0; i < 3; i++)
+	{
+		char		name[16];
+		ddict_options o;
+
+		snprintf(name, sizeof(name), "t%d", i + 1);
+		ddict_options_init(&o);
+		o.mode = DDICT_MANUAL;
+		e[i] = ddict_open_on(c, name, &o);
+		assert_non_null(e[i]);
+	}
+	assert_int_equal(ddict_client_sync(c), 0);
+	free(sqlf(old, "INSERT INTO t2 VALUES ('new', 'row')"));
+	assert_int_equal(ddict_client_sync(c), 1);
+	assert_value(e[1], "new", "row");
+	for (int i = 0; i < 3; i++)
+		ddict_close(e[i]);
+	ddict_client_close(c);
+	PQfinish(old);
+	free(sqlf(admin, "DROP DATABASE ddict_v11"));
+}
+
+/*
+ * A check that fails on the server inside its BEGIN ... COMMIT (here: the
+ * role lost SELECT on the dict) leaves no aborted transaction behind: once
+ * the privilege is back, the next check works on the same connection.
+ */
+static void
+test_check_error_recovers(void **state)
+{
+	ddict	   *d;
+
+	(void) state;
+	free(sqlf(admin, "DROP TABLE IF EXISTS t_err; DROP ROLE IF EXISTS ddict_err_reader;"
+			  "CREATE ROLE ddict_err_reader LOGIN"));
+	fresh_dict(admin, "t_err", "text");
+	free(sqlf(admin, "INSERT INTO t_err VALUES ('k', 'v'); GRANT SELECT ON t_err TO ddict_err_reader"));
+	d = open_extra("user=ddict_err_reader", "t_err", DDICT_MANUAL);
+	assert_value(d, "k", "v");
+	free(sqlf(admin, "REVOKE SELECT ON t_err FROM ddict_err_reader; UPDATE t_err SET value = 'w'"));
+	assert_int_equal(ddict_sync(d), DDICT_ESERVER);
+	assert_non_null(strstr(ddict_errmsg(), "permission denied"));
+	assert_value(d, "k", "v");	/* the snapshot is still served */
+	free(sqlf(admin, "GRANT SELECT ON t_err TO ddict_err_reader"));
+	assert_int_equal(ddict_sync(d), 1);
+	assert_value(d, "k", "w");
+	ddict_close(d);
+	free(sqlf(admin, "DROP TABLE t_err; DROP OWNED BY ddict_err_reader; DROP ROLE ddict_err_reader"));
+}
+
 static void
 test_large(void **state)
 {
@@ -1443,7 +1716,8 @@ test_large(void **state)
 	snprintf(expect, sizeof(expect), "value number %ld", nkeys / 2);
 	assert_value(d, key, expect);
 	/*
-	 * Rows arrive one by one (single-row mode): the peak is the table plus
+	 * Rows arrive one by one (COPY data, or single-row mode from a 1.1
+	 * server): the peak is the table plus
 	 * small change.  A materialised PGresult of the same rows alone would
 	 * take more than ~100 bytes per row on top of it.
 	 */
@@ -1490,6 +1764,10 @@ main(void)
 		cmocka_unit_test(test_version_backwards),
 		cmocka_unit_test(test_server_down),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_full_load_copy),
+		cmocka_unit_test(test_repeatable_read_session),
+		cmocka_unit_test(test_server_at_1_1),
+		cmocka_unit_test(test_check_error_recovers),
 		cmocka_unit_test(test_large),
 	};
 

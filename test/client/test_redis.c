@@ -173,13 +173,16 @@ pgss_reset(void)
 	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
 }
 
+/* Statements that asked the server about the dict: ddict_changes() or the
+ * scalar check ddict_unchanged(). */
 static long long
 pgss_changes_calls(void)
 {
 	/* The pattern is built at run time so that this query never matches itself. */
 	return sql_ll(admin,
 				  "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
-				  " WHERE query LIKE '%%' || 'ddict_changes' || '(%%'"
+				  " WHERE (query LIKE '%%' || 'ddict_changes' || '(%%'"
+				  "        OR query LIKE '%%' || 'ddict_unchanged' || '(%%')"
 				  "   AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())");
 }
 

@@ -1,7 +1,8 @@
 /*
  * test_unit.c — libddict internals without a server: the hash table, the
  * snapshot builder (deltas, tombstones, overlays, compaction) against a
- * reference model, change diffs, and the reader guard under threads.
+ * reference model, change diffs, the reader guard under threads, and the
+ * binary COPY parser against valid, cut, split and garbage streams.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,12 @@
 #include "internal.h"
 
 static const uint64_t seed[2] = {1, 2};
+
+static void
+rc_ok_or_err(int rc)
+{
+	assert_true(rc == DDICT_OK || rc == DDICT_ERR);
+}
 
 static void
 test_hash(void **state)
@@ -475,6 +482,239 @@ test_redis_url(void **state)
 	url_bad(NULL, "no URL");
 }
 
+/* ---- the binary COPY parser (copy.c) ---- */
+
+static void
+put_be16(char **p, uint16_t v)
+{
+	(*p)[0] = (char) (v >> 8);
+	(*p)[1] = (char) v;
+	*p += 2;
+}
+
+static void
+put_be32(char **p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--)
+		*(*p)++ = (char) (v >> (8 * i));
+}
+
+/* A valid stream of n rows "k<i>" -> i copies of 'v' (and one NUL). */
+static size_t
+copy_stream(char *buf, int n)
+{
+	static const char sig[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0'};
+	char	   *p = buf;
+
+	memcpy(p, sig, 11);
+	p += 11;
+	put_be32(&p, 0);			/* flags */
+	put_be32(&p, 0);			/* header extension */
+	for (int i = 0; i < n; i++)
+	{
+		char		key[16];
+		int			kl = snprintf(key, sizeof(key), "k%d", i);
+
+		put_be16(&p, 2);
+		put_be32(&p, (uint32_t) kl);
+		memcpy(p, key, (size_t) kl);
+		p += kl;
+		put_be32(&p, (uint32_t) i + 1);
+		memset(p, 'v', (size_t) i);
+		p[i] = '\0';
+		p += i + 1;
+	}
+	put_be16(&p, 0xFFFF);		/* trailer */
+	return (size_t) (p - buf);
+}
+
+/*
+ * Feed buf in pieces of the given sizes (cycled); returns DDICT_OK and the
+ * rows seen (checked against copy_stream's) or the parser's error.
+ */
+static int
+parse_pieces(const char *buf, size_t len, const size_t *sizes, size_t nsizes, int *rows,
+			 bool check_rows, char *err, size_t errlen)
+{
+	dd_copy		p;
+	dd_copy_row r;
+	size_t		off = 0,
+				k = 0;
+	int			rc = DDICT_OK;
+
+	*rows = 0;
+	dd_copy_init(&p);
+	while (off < len && rc == DDICT_OK)
+	{
+		size_t		n = sizes[k++ % nsizes];
+		/* each piece in a buffer of its own, freed after use: a row that
+		 * pointed into an old piece would be caught by ASan/valgrind */
+		char	   *piece;
+
+		if (n > len - off)
+			n = len - off;
+		piece = malloc(n ? n : 1);
+		memcpy(piece, buf + off, n);
+		off += n;
+		rc = dd_copy_feed(&p, piece, n);
+		while (rc == DDICT_OK)
+		{
+			int			x = dd_copy_next(&p, &r);
+
+			if (x == DD_COPY_ROW)
+			{
+				if (check_rows)
+				{
+					char		key[16];
+
+					snprintf(key, sizeof(key), "k%d", *rows);
+					assert_int_equal(r.klen, strlen(key));
+					assert_memory_equal(r.key, key, r.klen);
+					assert_int_equal(r.vlen, (size_t) *rows + 1);
+					for (size_t i = 0; i + 1 < r.vlen; i++)
+						assert_int_equal(r.val[i], 'v');
+					assert_int_equal(r.val[r.vlen - 1], '\0');
+				}
+				(*rows)++;
+				continue;
+			}
+			if (x != DD_COPY_MORE && x != DD_COPY_END)
+				rc = x;
+			break;
+		}
+		free(piece);
+	}
+	if (rc == DDICT_OK)
+		rc = dd_copy_finish(&p);
+	if (err)
+		snprintf(err, errlen, "%s", p.err);
+	dd_copy_free(&p);
+	return rc;
+}
+
+static void
+test_copy_parser(void **state)
+{
+	static char buf[64 * 1024];
+	size_t		len = copy_stream(buf, 200);
+	const size_t whole[] = {SIZE_MAX / 2},
+				bytes[] = {1},
+				mixed[] = {7, 1, 64, 3, 1000, 2, 19};
+	int			rows;
+	char		err[160];
+
+	(void) state;
+	/* whole, byte by byte, and in odd pieces: the same 200 rows */
+	assert_int_equal(parse_pieces(buf, len, whole, 1, &rows, true, err, sizeof(err)), DDICT_OK);
+	assert_int_equal(rows, 200);
+	assert_int_equal(parse_pieces(buf, len, bytes, 1, &rows, true, err, sizeof(err)), DDICT_OK);
+	assert_int_equal(rows, 200);
+	assert_int_equal(parse_pieces(buf, len, mixed, 7, &rows, true, err, sizeof(err)), DDICT_OK);
+	assert_int_equal(rows, 200);
+	/* an empty dict: header and trailer */
+	len = copy_stream(buf, 0);
+	assert_int_equal(parse_pieces(buf, len, whole, 1, &rows, true, err, sizeof(err)), DDICT_OK);
+	assert_int_equal(rows, 0);
+
+	/* cut anywhere: an error at the end, never a crash or a false success */
+	len = copy_stream(buf, 20);
+	for (size_t cut = 0; cut < len; cut++)
+	{
+		assert_int_equal(parse_pieces(buf, cut, whole, 1, &rows, true, err, sizeof(err)), DDICT_ERR);
+		assert_non_null(strstr(err, "malformed COPY data"));
+		assert_int_equal(parse_pieces(buf, cut, bytes, 1, &rows, true, NULL, 0), DDICT_ERR);
+	}
+}
+
+/* One malformed stream: built from a valid one of 3 rows, patched. */
+static void
+expect_malformed(const char *what, size_t at, const char *patch, size_t plen, bool append)
+{
+	static char buf[4096];
+	size_t		len = copy_stream(buf, 3);
+	const size_t whole[] = {SIZE_MAX / 2},
+				bytes[] = {1};
+	int			rows;
+	char		err[160];
+
+	if (append)
+	{
+		memcpy(buf + len, patch, plen);
+		len += plen;
+	}
+	else
+		memcpy(buf + at, patch, plen);
+	assert_int_equal(parse_pieces(buf, len, whole, 1, &rows, false, err, sizeof(err)), DDICT_ERR);
+	if (strstr(err, what) == NULL)
+		fail_msg("%s: got \"%s\"", what, err);
+	assert_int_equal(parse_pieces(buf, len, bytes, 1, &rows, false, err, sizeof(err)), DDICT_ERR);
+	if (strstr(err, what) == NULL)
+		fail_msg("%s (byte by byte): got \"%s\"", what, err);
+}
+
+static void
+test_copy_malformed(void **state)
+{
+	/* offsets in copy_stream's output: header 19 bytes, then row 0 =
+	 * count(2) klen(4) "k0"(2) vlen(4) "\0"(1) */
+	const size_t row0 = 19;
+
+	(void) state;
+	expect_malformed("bad signature", 0, "PGCOPX", 6, false);
+	expect_malformed("bad signature", 6, "\r", 1, false);
+	expect_malformed("OIDs", 11, "\0\1\0\0", 4, false);
+	expect_malformed("critical flags", 11, "\x80\0\0\0", 4, false);
+	expect_malformed("header extension too long", 15, "\x7f\xff\xff\xff", 4, false);
+	expect_malformed("exactly two columns", row0, "\0\3", 2, false);
+	expect_malformed("exactly two columns", row0, "\0\0", 2, false);
+	expect_malformed("exactly two columns", row0, "\x80\0", 2, false);
+	expect_malformed("without a key", row0 + 2, "\xff\xff\xff\xff", 4, false);
+	expect_malformed("without a value", row0 + 8, "\xff\xff\xff\xff", 4, false);
+	expect_malformed("negative field length", row0 + 2, "\xff\xff\xff\xfe", 4, false);
+	expect_malformed("negative field length", row0 + 8, "\x80\0\0\0", 4, false);
+	/* a length past the data: the stream ends inside the row */
+	expect_malformed("without its trailer", row0 + 8, "\x7f\0\0\0", 4, false);
+	expect_malformed("data after the trailer", 0, "x", 1, true);
+	expect_malformed("data after the trailer", 0, "\xff\xff", 2, true);
+}
+
+/* Random bytes and random mutations of a valid stream: an answer, no crash. */
+static void
+test_copy_garbage(void **state)
+{
+	static char good[8192],
+				buf[8192];
+	size_t		len = copy_stream(good, 30);
+	const size_t sizes[] = {5, 1, 17, 300, 2};
+	unsigned	r = 12345;
+	int			rows;
+
+	(void) state;
+	for (int iter = 0; iter < 20000; iter++)
+	{
+		size_t		n;
+
+		if (iter % 2 == 0)
+		{
+			n = (size_t) (rand_r(&r) % 300);
+			for (size_t i = 0; i < n; i++)
+				buf[i] = (char) rand_r(&r);
+			if (n >= 11 && iter % 4 == 0)
+				memcpy(buf, good, 19);	/* a valid header, then garbage */
+		}
+		else
+		{
+			n = len;
+			memcpy(buf, good, len);
+			for (int m = rand_r(&r) % 4 + 1; m > 0; m--)
+				buf[(size_t) rand_r(&r) % len] = (char) rand_r(&r);
+			if (rand_r(&r) % 3 == 0)
+				n = (size_t) rand_r(&r) % len;
+		}
+		rc_ok_or_err(parse_pieces(buf, n, sizes, 5, &rows, false, NULL, 0));
+	}
+}
+
 int
 main(void)
 {
@@ -485,6 +725,9 @@ main(void)
 		cmocka_unit_test(test_guard),
 		cmocka_unit_test(test_guard_many),
 		cmocka_unit_test(test_redis_url),
+		cmocka_unit_test(test_copy_parser),
+		cmocka_unit_test(test_copy_malformed),
+		cmocka_unit_test(test_copy_garbage),
 	};
 
 	return cmocka_run_group_tests_name("unit", tests, NULL, NULL);

@@ -1,10 +1,13 @@
 # 007_upgrade.pl — a database created at extension version 1.0 and updated
-# with ALTER EXTENSION ddict UPDATE behaves as a fresh 1.1 install:
+# with ALTER EXTENSION ddict UPDATE (to 1.1, then to 1.2) behaves as a
+# fresh install:
 #   * the same objects (functions, event triggers) as CREATE EXTENSION;
 #   * dicts made under 1.0 keep their data and versions move on writes;
 #   * a 1.0 dict whose trigger was renamed (1.0 allowed it) no longer makes
 #     DDL on other tables fail, and ddict_detach removes its triggers;
-#   * the 1.1 guards hold for dicts made under 1.0.
+#   * the 1.1 guards hold for dicts made under 1.0;
+#   * 1.2's full load by COPY and check of many dicts work on them, and the
+#     1.1 forms of ddict_changes() are still there.
 use strict;
 use warnings;
 
@@ -31,6 +34,7 @@ q1(q{ALTER TRIGGER ddict_change ON renamed RENAME TO x});
 
 q1(q{ALTER EXTENSION ddict UPDATE TO '1.1'});
 is(q1(q{SELECT extversion FROM pg_extension WHERE extname = 'ddict'}), '1.1', 'updated to 1.1');
+ok(q1(q{SELECT to_regprocedure('ddict_full_begin(regclass)') IS NULL}), '... without 1.2 functions');
 q1(q{ALTER EXTENSION ddict UPDATE});
 is(q1(q{SELECT extversion FROM pg_extension WHERE extname = 'ddict'}), '1.2', 'then updated to 1.2');
 $node->safe_psql('fresh', 'CREATE EXTENSION ddict');
@@ -51,6 +55,24 @@ q1(q{SELECT ddict_set('settings', 'a', '2')});
 cmp_ok(q1(q{SELECT ddict_last_updated('settings')}), '>', $v, 'and their version moves on writes');
 like(q1(q{SELECT kind::text || ':' || (dict = 'settings'::regclass)::text FROM ddict_changes('settings') LIMIT 1}),
 	qr/^f:true$/, 'ddict_changes answers with the relation in its header');
+
+# 1.2 on a 1.0 dict: a full load by COPY in one READ COMMITTED transaction,
+# the header-only full answer, the check of many dicts; 1.1's five-argument
+# ddict_changes() is still there for 1.1 clients.
+my $load = q1(q{BEGIN ISOLATION LEVEL READ COMMITTED;
+  CREATE TEMP TABLE h AS SELECT * FROM ddict_full_begin('settings');
+  SELECT (SELECT query FROM h) || '|' || (SELECT version = ddict_last_updated('settings') FROM h)::text
+         || '|' || (SELECT ddict_full_end(relation, token) IS NOT NULL FROM h)::text;
+  COMMIT;});
+like($load, qr/^SELECT "?key"?::pg_catalog\.text, .*FROM ONLY public\.settings\|true\|true$/,
+	'ddict_full_begin gives the header and the query, ddict_full_end agrees');
+is(q1(q{SELECT string_agg(kind::text, ',') FROM ddict_changes('settings', NULL, NULL, NULL, NULL, false)}),
+	'f', 'ddict_changes(full_rows => false) answers a full load with its header alone');
+is(q1(q{SELECT count(*) FROM ddict_changes('settings', NULL, NULL, NULL, NULL)}), '2',
+	'the five-argument ddict_changes of 1.1 still sends the rows');
+is(q1(q{SELECT ddict_unchanged_many(ARRAY['settings'], ARRAY['settings'::regclass::oid],
+                                    ARRAY[ddict_last_updated('settings')], ARRAY[ddict_epoch()])}),
+	'u', 'ddict_unchanged_many answers for a 1.0 dict');
 
 # The renamed trigger of 1.0 does not make DDL elsewhere fail.
 q1(q{CREATE TABLE fkp (id int PRIMARY KEY)});
