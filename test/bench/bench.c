@@ -1485,7 +1485,7 @@ pool_conns(const char *pgb, int pool)
 	 * bench cluster's max_connections (50) */
 	int			procs = quick ? 4 : 8,
 				dicts = 5;
-	const char *variants[3] = {"ddict_open per dict", "one client per process", "one client per process, pgbouncer"};
+	const char *variants[3] = {"ddict_open per dict", "one client per process", "one client per process through pgbouncer"};
 	char		metric[64],
 				vname[96];
 	PGconn	   *pc = pg_connect();

@@ -100,13 +100,21 @@ my $vhot = med('reads|hot_p50_ns|ddict_get_buf autosync (versions page)');
 
 my $rg = ratio($get, $floor);
 target('cached get p50 ≤ 1.1× a plain open-addressing hash lookup (100k random keys; issue 11)',
-	defined $rg ? sprintf('`ddict_get_buf` %s ns vs hash table %s ns: %s%s', fmt($get), fmt($floor), x($rg),
-		defined $snap ? sprintf('; pinned `ddict_snapshot_get` %s ns: %s', fmt($snap), x(ratio($snap, $floor))) : '')
+	defined $rg ? sprintf('`ddict_get_buf` %s ns vs hash table %s ns: %s%s%s', fmt($get), fmt($floor), x($rg),
+		defined $snap ? sprintf('; pinned `ddict_snapshot_get` %s ns: %s', fmt($snap), x(ratio($snap, $floor))) : '',
+		$rg > 1.1 ? '; what remains beyond the table: the reader guard (a thread-local slot, two plain stores), '
+		  . 'the base + overlay lookups of a snapshot and two per-thread counters; a pinned get skips the '
+		  . 'guard and the counters. With 100k random keys each get is mostly cache misses, which both sides '
+		  . 'pay, and this shared VM moved the ratio between about 1.1x and 1.3x from run to run' : '')
 	  : 'not measured',
 	defined $rg ? $rg <= 1.1 : undef);
 my $rs = defined $sel && defined $get ? $sel * 1000 / $get : undef;
 target('cached get at least 250× faster than a prepared point SELECT',
-	defined $rs ? sprintf('SELECT %s µs / get %s ns = %s', fmt($sel), fmt($get), x($rs)) : 'not measured',
+	defined $rs ? sprintf('SELECT %s µs / get %s ns = %s%s', fmt($sel), fmt($get), x($rs),
+		$rs < 250 ? sprintf('; why: 250× a %s µs SELECT (Unix socket, same host) is %.0f ns, below the '
+		  . 'hash table alone (%s ns) on this machine: a lookup that misses the CPU caches costs more '
+		  . 'than the target allows', fmt($sel), $sel * 1000 / 250, fmt($floor)) : '')
+	  : 'not measured',
 	defined $rs ? $rs >= 250 : undef);
 my $rh = ratio($hget, $hfloor);
 target('hot key ≤ 1.5× the hash table\'s hot-key figure (issue 11)',
