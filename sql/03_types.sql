@@ -28,3 +28,23 @@ SELECT ddict_get('settings', ''), ddict_get('settings', 'ключ 🔑'),
 -- pseudo-types cannot be value types
 SELECT ddict_create('bad_type', 'anyelement');
 SELECT to_regclass('bad_type') IS NULL AS not_created;
+
+-- Values are what SELECT shows: their type's output function, never a cast
+-- (boolean's cast says "true", char(n)'s trims), called by its qualified
+-- name, so that no overload anyone creates can take its place (an
+-- exact-type _ddict_text(mood) once ran as every reader).
+SELECT ddict_create('tv_bool', 'boolean');
+SELECT ddict_create('tv_char', 'char(6)');
+CREATE TYPE tv_mood AS ENUM ('sad', 'ok');
+SELECT ddict_create('tv_m', 'tv_mood');
+INSERT INTO tv_bool VALUES ('k', true);
+INSERT INTO tv_char VALUES ('k', 'ab');
+INSERT INTO tv_m VALUES ('k', 'ok');
+CREATE FUNCTION public._ddict_text(tv_mood) RETURNS text LANGUAGE sql AS $$ SELECT 'forged' $$;
+SELECT ddict_get('tv_bool', 'k') AS bool, '[' || ddict_get('tv_char', 'k') || ']' AS char6,
+       ddict_get('tv_m', 'k') AS mood;
+SELECT convert_from(value, 'UTF8') AS mood FROM ddict_changes('tv_m') WHERE kind = 's';
+SELECT b.value AS select_bool, c.value AS select_char6 FROM tv_bool b, tv_char c;
+DROP FUNCTION public._ddict_text(tv_mood);
+DROP TABLE tv_bool, tv_char, tv_m;
+DROP TYPE tv_mood;

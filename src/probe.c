@@ -34,7 +34,9 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
+#include "nodes/value.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -101,6 +103,30 @@ names(void)
 	return name_cache;
 }
 
+/*
+ * The relation a (possibly qualified) name means, InvalidOid for nothing or
+ * for a name that is not one (bad syntax, four parts, another database):
+ * a check of many dicts answers "?" for it instead of failing them all.
+ */
+static Oid
+lookup_name(const char *name)
+{
+	char	   *copy = pstrdup(name);
+	List	   *parts = NIL,
+			   *names = NIL;
+	ListCell   *lc;
+
+	if (!SplitIdentifierString(copy, '.', &parts) || list_length(parts) < 1 ||
+		list_length(parts) > 3)
+		return InvalidOid;
+	if (list_length(parts) == 3 &&
+		strcmp((char *) linitial(parts), get_database_name(MyDatabaseId)) != 0)
+		return InvalidOid;
+	foreach(lc, parts)
+		names = lappend(names, makeString((char *) lfirst(lc)));
+	return RangeVarGetRelid(makeRangeVarFromNameList(names), NoLock, true);
+}
+
 /* What name::regclass means now, InvalidOid for nothing. */
 static Oid
 resolve(text *t)
@@ -118,7 +144,7 @@ resolve(text *t)
 		if (e)
 			return e->relid;
 	}
-	relid = RangeVarGetRelid(makeRangeVarFromNameList(stringToQualifiedNameList(s)), NoLock, true);
+	relid = lookup_name(s);
 	/* the lookup may have processed invalidations that emptied the cache */
 	if (strlen(s) < NAME_KEY_LEN && name_cache)
 	{

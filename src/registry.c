@@ -193,15 +193,31 @@ ddict_qualified_name(Oid relid)
 
 /*
  * SQL for the text of a value column (quoted name valcol, type valtype):
- * through the type's output function for types a user may own (see
- * ddict_value_text() in functions.c), ::text for built-in types.
+ * the text its type's output function gives, which is what SELECT shows
+ * (value::text would go through a cast: boolean's says "true" where SELECT
+ * shows "t", char(n)'s trims, and CREATE CAST changes no row and moves no
+ * version).  The output function is called by its qualified name and the
+ * cstring made text by pg_catalog.textin: an output function takes exactly
+ * its type (or, in pg_catalog, a pseudo-type such as anyenum), so no
+ * overload anyone can create resolves better — the former
+ * _ddict_text(anyelement) lost to an exact-type overload created in the
+ * extension's schema, which then ran as every reader.  A domain is read
+ * as its base type (casts from domains are ignored by PostgreSQL).
  */
 char *
 ddict_value_text_sql(const char *valcol, Oid valtype)
 {
-	if (getBaseType(valtype) < FirstNormalObjectId)
-		return psprintf("%s::pg_catalog.text", valcol);
-	return psprintf("%s._ddict_text(%s)", ddict_ext_schema(), valcol);
+	Oid			base = getBaseType(valtype);
+	Oid			out;
+	bool		varlena;
+
+	getTypeOutputInfo(base, &out, &varlena);
+	/* a domain, however deep, as its base type: a relabelling, no cast */
+	return psprintf("pg_catalog.textin(%s(%s%s%s))",
+					quote_qualified_identifier(get_namespace_name(get_func_namespace(out)),
+											   get_func_name(out)),
+					valcol, base != valtype ? "::" : "",
+					base != valtype ? format_type_be_qualified(base) : "");
 }
 
 DictInfo *
