@@ -29,9 +29,13 @@
  * steps told a reader the sizes of keys it could not read — a delta walks
  * only its dict's entries, and a dict nobody writes keeps its cursor for as
  * long as the server runs.  A chain is made on the first write or read of
- * its dict and numbered from the count of all entries ever appended, so a
- * chain made again (after its entries left the ring and its slot was taken)
- * never hands out a number an older chain of the dict did.  When the
+ * its dict and numbered from just above the highest number any dropped
+ * chain had reached, so a chain made again (after its slot was taken) never
+ * hands out a number an older chain of the dict did: its old cursors are
+ * below the new chain's first number and get full answers.  (Numbering from
+ * a count of all entries, as first written, told any role how many keys the
+ * cluster had changed; and a chain made again right after its drop took the
+ * old chain's numbers.)  When the
  * horizon itself has left the ring (a large writer evicted an in-flight
  * one's keys) no cursor can be exact and the answer is 0: reload in full.
  *
@@ -123,7 +127,7 @@ typedef struct LogShared
 	uint64		size;			/* bytes in the ring */
 	uint64		head;			/* next position to write */
 	uint64		tail;			/* oldest position still in the ring */
-	uint64		appended;		/* entries ever appended (numbers new chains) */
+	uint64		floor;			/* above every number of a dropped chain */
 	uint8		cursor_key[DDICT_CURSOR_KEY_LEN];	/* seals cursors (cursor.c) */
 	int			nslots;
 	pg_atomic_uint64 inflight[FLEXIBLE_ARRAY_MEMBER];	/* start + 1, or 0 */
@@ -181,7 +185,7 @@ ddict_changelog_init(void)
 		/* Position 0 means "no previous entry" in a chain: start after it. */
 		logsh->head = logsh->tail = MAXIMUM_ALIGNOF;
 		/* Change number 0 means "no cursor" to clients: start after it. */
-		logsh->appended = 1;
+		logsh->floor = 0;
 		if (!pg_strong_random(logsh->cursor_key, sizeof(logsh->cursor_key)))
 			ereport(FATAL,
 					(errmsg("ddict: could not generate the key that seals cursors")));
@@ -294,6 +298,7 @@ chains_room(int n, const Oid *keep, int nkeep, Oid dboid)
 		}
 		if (oldest == NULL)
 			return false;
+		logsh->floor = Max(logsh->floor, oldest->next_seq);
 		(void) hash_search(chains, &oldest->key, HASH_REMOVE, NULL);
 	}
 	return true;
@@ -309,7 +314,7 @@ chain_make(Oid dboid, Oid relid)
 
 	if (c != NULL && !found)
 	{
-		c->first_seq = c->next_seq = logsh->appended;
+		c->first_seq = c->next_seq = logsh->floor + 1;
 		c->last_pos = 0;
 		c->refused_at = 0;
 	}
@@ -366,7 +371,6 @@ write_entry(Chain *c, uint64 seq, uint32 flags, const char *key, uint32 keylen,
 		memcpy((char *) e + ENTRY_HDR, key, keylen);
 	c->last_pos = logsh->head;
 	logsh->head += need;
-	logsh->appended++;
 }
 
 /* (numbers fit 40 bits: cursor.c; this bit marks "none written yet") */
@@ -448,9 +452,10 @@ ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys)
 /*
  * A "whole dict" entry for (dboid, relid), written after a commit became
  * visible (a prepared transaction's, prepared.c): every client whose cursor
- * is before it reloads in full.  Raises nothing (commit callbacks).  A dict
- * without a chain needs none: no client holds a cursor of it that this
- * server would accept.
+ * is before it reloads in full.  Raises nothing (commit callbacks).  The
+ * caller bumps the version, then calls ddict_changelog_finish().  A dict
+ * without a chain needs none: a chain made later starts above every number
+ * handed out before, so no cursor this server would accept predates it.
  */
 void
 ddict_changelog_append_full(Oid dboid, Oid relid)
@@ -460,7 +465,19 @@ ddict_changelog_append_full(Oid dboid, Oid relid)
 	LWLockAcquire(logsh->lock, LW_EXCLUSIVE);
 	c = chain_find(dboid, relid);
 	if (c != NULL)
+	{
+		/*
+		 * In flight until the caller's bump and ddict_changelog_finish(): a
+		 * reader in between must take a cursor at or below this entry (its
+		 * "unchanged" answer would otherwise step past it).
+		 */
+		if (!my_inflight)
+		{
+			pg_atomic_write_u64(&logsh->inflight[MyProc->pgprocno], logsh->head + 1);
+			my_inflight = true;
+		}
 		write_entry(c, c->next_seq++, LOG_FULL | LOG_FIRST, NULL, 0, InvalidTransactionId);
+	}
 	LWLockRelease(logsh->lock);
 }
 
@@ -573,10 +590,10 @@ ddict_changelog_horizon(Oid dboid, Oid relid, bool make)
  * before they commit): the "until" of a delta (sync.c, streamer.c).
  */
 uint64
-ddict_changelog_until(Oid dboid, Oid relid)
+ddict_changelog_until(Oid dboid, Oid relid, bool make)
 {
 	return ddict_cursor_seal(logsh->cursor_key, dboid, relid,
-							 with_chain(dboid, relid, true, next_number));
+							 with_chain(dboid, relid, make, next_number));
 }
 
 /*
@@ -735,6 +752,6 @@ ddict_changelog_state(DdictRingState *st)
 	st->tail = logsh->tail;
 	st->horizon = horizon_position();
 	st->chains = hash_get_num_entries(chains);
-	st->numbered = logsh->appended;
+	st->numbered = logsh->floor + 1;
 	LWLockRelease(logsh->lock);
 }

@@ -119,7 +119,7 @@ extern void ddict_changelog_append(Oid dboid, PendingKey *keys, int nkeys);
 extern void ddict_changelog_finish(void);
 extern void ddict_changelog_append_full(Oid dboid, Oid relid);
 extern uint64 ddict_changelog_horizon(Oid dboid, Oid relid, bool make);
-extern uint64 ddict_changelog_until(Oid dboid, Oid relid);
+extern uint64 ddict_changelog_until(Oid dboid, Oid relid, bool make);
 extern bool ddict_changelog_collect(Oid dboid, Oid relid, uint64 since,
 									List **keys);
 

@@ -204,6 +204,7 @@ ddict_full_end(PG_FUNCTION_ARGS)
 	Oid			relid;
 	int64		token;
 	LOCKTAG		tag;
+	uint64		until;
 
 	ddict_require_preload();
 	ddict_require_arg(fcinfo, 0, "dict");
@@ -227,7 +228,14 @@ ddict_full_end(PG_FUNCTION_ARGS)
 				 errhint("Load it again.")));
 	if (RecoveryInProgress())
 		PG_RETURN_NULL();
-	PG_RETURN_INT64((int64) ddict_changelog_until(MyDatabaseId, relid));
+	/*
+	 * Made by ddict_full_begin() (for a dict only): any SELECT takes the
+	 * lock checked above, and chains are for dicts.  Gone since: no until.
+	 */
+	until = ddict_changelog_until(MyDatabaseId, relid, false);
+	if (until == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64((int64) until);
 }
 
 /* text -> bytea, the same bytes: COPY then sends them unconverted. */

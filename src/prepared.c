@@ -423,4 +423,5 @@ ddict_prepared_settle(void)
 		ddict_version_release(w.xid);	/* creator marks (shmem.c) */
 		release_slot(i, w.xid);
 	}
+	ddict_changelog_finish();	/* the whole-dict entries are bumped */
 }

@@ -332,7 +332,7 @@ ddict_changes_compute(DictInfo *d, uint64 horizon, const ChangesSince *since,
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* every transaction this snapshot sees wrote its keys below the head */
 	if (!recovery)
-		h.until = ddict_changelog_until(MyDatabaseId, d->relid);
+		h.until = ddict_changelog_until(MyDatabaseId, d->relid, true);
 	if (since->have && !recovery && since->cursor > 0 && since->epoch == h.epoch &&
 		ddict_changelog_collect(MyDatabaseId, d->relid, since->cursor, &keys) &&
 		delta_reload(sink, d, keys, &h))

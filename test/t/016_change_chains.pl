@@ -19,6 +19,7 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'ddict'
 ddict.max_dicts = 16
 ddict.changelog_size = 64
+max_prepared_transactions = 4
 });
 $node->start;
 $node->safe_psql('postgres', q{
@@ -139,6 +140,40 @@ my $n1 = reader_number();
 sql(q{INSERT INTO r1 VALUES ('pub2', '1')});
 my $n2 = reader_number();
 is($n1 - $n0, $n2 - $n1, "a commit of 37 hidden rows moves the cursor as a commit of one row does ($n0, $n1, $n2)");
+
+# --- a chain's first number tells nothing about other dicts' writes: two
+# dicts read for the first time around 37 keys written elsewhere start at
+# the same number (chains were once numbered from a count of all entries)
+sub first_number
+{
+	my ($dict) = @_;
+	sql("SELECT ddict_create('$dict')");
+	return sql(qq{SELECT "cursor" >> 23 FROM ddict_changes('$dict') WHERE kind = 'f'});
+}
+$node->restart;
+my $x = first_number('nx');
+sql(q{INSERT INTO ca SELECT 'n' || g, 'v' FROM generate_series(1, 37) g});
+my $y = first_number('ny');
+is($y, $x, "the first numbers of two new chains do not count the keys between them ($x, $y)");
+
+# --- a prepared writer committed after its dict's chain was dropped: the
+# client's cursor from the old chain must not be taken by the new one
+sql(q{SELECT ddict_create('pd'); INSERT INTO pd VALUES ('a', '1')});
+($v, $e, $c) = split /\|/, sql(q{SELECT version, epoch, "cursor" FROM ddict_changes('pd') WHERE kind = 'f'});
+sql(q{BEGIN; UPDATE pd SET value = 'PREPARED-CHANGE'; PREPARE TRANSACTION 'p1'});
+flood('mallory', 241, 300);		# pd's chain is the oldest: dropped
+sql(q{COMMIT PREPARED 'p1'});
+$node->poll_query_until('postgres', "SELECT ddict_last_updated('pd') > $v")
+  or die 'version never moved after COMMIT PREPARED';
+$ans = sql(qq{SELECT string_agg(kind::text || coalesce(':' || key, ''), ' ' ORDER BY kind, key)
+	FROM ddict_changes('pd', $v, $e, $c)});
+like($ans, qr/^[df] .*s:a/, "a COMMIT PREPARED after its dict's chain was dropped reaches the client ($ans)");
+
+# --- ddict_full_end() makes no chain for a relation that is not a dict
+my $chains0 = sql(q{SELECT chains FROM ddict_changelog_status()});
+sql(q{CREATE TEMP TABLE nd (key text PRIMARY KEY, value text); BEGIN; SELECT count(*) FROM nd;
+	SELECT ddict_full_end('nd'::regclass, (SELECT xmin::text::bigint FROM pg_namespace WHERE oid = pg_my_temp_schema())); COMMIT});
+is(sql(q{SELECT chains FROM ddict_changelog_status()}), $chains0, 'ddict_full_end() on a table that is not a dict makes no chain');
 
 $node->stop;
 done_testing();
