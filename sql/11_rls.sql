@@ -127,6 +127,17 @@ DROP POLICY own_keys ON tenant;
 SET ROLE ddict_bob;
 SELECT kind, key FROM ddict_changes('tenant', :v, :e, :c, :d) ORDER BY kind <> 'f', key;
 RESET ROLE;
+-- a policy dropped by a cascade from a function its expression used
+CREATE FUNCTION bob_may(k text) RETURNS boolean LANGUAGE sql AS $$ SELECT k LIKE 'ddict_bob:%' $$;
+CREATE POLICY via_fn ON tenant USING (bob_may(key));
+DROP POLICY bob_too ON tenant;
+SET ROLE ddict_bob;
+SELECT version AS v, "cursor" AS c FROM ddict_changes('tenant', :v, :e, :c, :d) WHERE kind = 'f' \gset
+RESET ROLE;
+DROP FUNCTION bob_may(text) CASCADE;
+SET ROLE ddict_bob;
+SELECT kind, key FROM ddict_changes('tenant', :v, :e, :c, :d) ORDER BY kind <> 'f', key;
+RESET ROLE;
 -- a failed DROP POLICY changes nothing (and the name of a table that is not
 -- a dict is no concern of ddict's)
 SELECT ddict_last_updated('tenant') AS v \gset

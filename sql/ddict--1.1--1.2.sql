@@ -42,8 +42,8 @@ COMMENT ON FUNCTION @extschema@.ddict_unchanged_many(text[], oid[], bigint[], bi
   'ddict: the autosync check of many dicts: one character per dict, u (unchanged) or ? (ask ddict_changes())';
 
 -- Policies change what a dict's readers see without a write: CREATE / ALTER
--- POLICY (at their end) and DROP POLICY (before it runs, while its table is
--- still known) make clients of the dict reload in full (src/ddl.c).
+-- POLICY (at their end) make clients of the dict reload in full, as does a
+-- dropped policy (sql_drop, also by a cascade) (src/ddl.c).
 DROP EVENT TRIGGER ddict_ddl;
 CREATE EVENT TRIGGER ddict_ddl ON ddl_command_end
   WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
@@ -51,11 +51,6 @@ CREATE EVENT TRIGGER ddict_ddl ON ddl_command_end
                'CREATE VIEW', 'CREATE RULE', 'CREATE POLICY', 'ALTER POLICY')
   EXECUTE FUNCTION @extschema@._ddict_on_ddl_end();
 ALTER EVENT TRIGGER ddict_ddl ENABLE ALWAYS;
-DROP EVENT TRIGGER ddict_drop_index;
-CREATE EVENT TRIGGER ddict_drop_index ON ddl_command_start
-  WHEN TAG IN ('DROP INDEX', 'DROP POLICY')
-  EXECUTE FUNCTION @extschema@._ddict_on_ddl_start();
-ALTER EVENT TRIGGER ddict_drop_index ENABLE ALWAYS;
 
 -- The change ring's state, for monitoring (how fast it turns over) and
 -- tests.  Its positions move with every dict's writes in the cluster: not

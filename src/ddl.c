@@ -25,10 +25,11 @@
  *   ddl_command_start  DROP INDEX: the last unique index of a dict's key
  *       may not go (also through a partitioned parent's index).  Checked
  *       before the drop, because DROP INDEX CONCURRENTLY commits on the way.
- *       DROP POLICY (1.2) on a dict: its clients reload in full.
  *   sql_drop  DROP TABLE of a dict unregisters it; dropping a dict's own
  *       triggers, its key or value column, or its last unique key index by
- *       a cascade (DROP TYPE/COLLATION/SCHEMA ... CASCADE) is refused.
+ *       a cascade (DROP TYPE/COLLATION/SCHEMA ... CASCADE) is refused; a
+ *       dropped policy of a dict (DROP POLICY, or a cascade from what its
+ *       expression used) makes its clients reload in full.
  *
  * ddict's triggers are recognised by their function (ddict_trigger), never by
  * name, and "is this a dict" is answered from pg_trigger through its index,
@@ -759,35 +760,6 @@ refuse_dropping_key_indexes(List *indexes)
 	}
 }
 
-/*
- * DROP POLICY on a dict, before it runs (the policy is gone by the end, and
- * sql_drop does not say its table): readers may see more rows after it.
- * Noted now; a DROP that fails rolls the note back with the transaction.
- */
-static void
-dropping_policies(DropStmt *stmt)
-{
-	ListCell   *lc;
-
-	foreach(lc, stmt->objects)
-	{
-		List	   *names = (List *) lfirst(lc);
-		Oid			table;
-
-		if (list_length(names) < 2)
-			continue;
-		/* the table's (qualified) name, then the policy's */
-		table = RangeVarGetRelid(makeRangeVarFromNameList(list_truncate(list_copy(names),
-																		 list_length(names) - 1)),
-								 NoLock, true);
-		if (OidIsValid(table) && is_dict(table))
-		{
-			ddict_require_preload();
-			ddict_note_change(table, NULL, 0, DDICT_WRITE_ALL);
-		}
-	}
-}
-
 /* DROP INDEX, before it runs. */
 Datum
 ddict_on_ddl_start(PG_FUNCTION_ARGS)
@@ -803,11 +775,6 @@ ddict_on_ddl_start(PG_FUNCTION_ARGS)
 	if (!IsA(trigdata->parsetree, DropStmt))
 		PG_RETURN_VOID();
 	stmt = (DropStmt *) trigdata->parsetree;
-	if (stmt->removeType == OBJECT_POLICY)
-	{
-		dropping_policies(stmt);
-		PG_RETURN_VOID();
-	}
 	if (stmt->removeType != OBJECT_INDEX)
 		PG_RETURN_VOID();
 	foreach(lc, stmt->objects)
@@ -905,7 +872,7 @@ ddict_on_sql_drop(PG_FUNCTION_ARGS)
 					  "OPERATOR(pg_catalog.||) pg_catalog.quote_ident(address_names[2]) "
 					  "FROM pg_catalog.pg_event_trigger_dropped_objects() "
 					  "WHERE object_type OPERATOR(pg_catalog.=) ANY "
-					  "('{table,trigger,index,\"table column\"}'::pg_catalog.text[])",
+					  "('{table,trigger,index,\"table column\",policy}'::pg_catalog.text[])",
 					  0, NULL);
 	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ddict: pg_event_trigger_dropped_objects() failed");
@@ -927,6 +894,18 @@ ddict_on_sql_drop(PG_FUNCTION_ARGS)
 			{
 				gone = lappend_oid(gone, objid);
 				gone_names = lappend(gone_names, SPI_getvalue(row, desc, 4));
+			}
+			continue;
+		}
+		if (strcmp(type, "policy") == 0)
+		{
+			/* by DROP POLICY, or by a cascade from what its expression used */
+			table = catalog_oid_field(PolicyRelationId, PolicyOidIndexId, Anum_pg_policy_oid,
+									  objid, Anum_pg_policy_polrelid, before_command());
+			if (OidIsValid(table) && is_dict(table))
+			{
+				ddict_require_preload();
+				ddict_note_change(table, NULL, 0, DDICT_WRITE_ALL);
 			}
 			continue;
 		}
