@@ -207,6 +207,9 @@ extern List *ddict_trigger_names(Oid relid);
 extern void ddict_check_value_type(Oid valtype, const char *valcol);
 extern void ddict_check_key_collation(Oid relid, AttrNumber katt, const char *keycol);
 
+/* sync.c: the caller may SELECT from relid (the table or a column), or an error */
+extern void ddict_require_select(Oid relid);
+
 /* sync.c: the delta computation, shared by ddict_changes() and streamer.c */
 typedef struct ChangeHeader
 {

@@ -102,15 +102,6 @@ namespace_token(Oid nsp, char **name)
 	return token;
 }
 
-static void
-require_select(Oid relid)
-{
-	Oid			user = GetUserId();
-
-	if (pg_class_aclcheck(relid, user, ACL_SELECT) != ACLCHECK_OK &&
-		pg_attribute_aclcheck_all(relid, user, ACL_SELECT, ACLMASK_ANY) != ACLCHECK_OK)
-		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(relid));
-}
 
 Datum
 ddict_full_begin(PG_FUNCTION_ARGS)
@@ -154,7 +145,7 @@ ddict_full_begin(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
-	require_select(relid);
+	ddict_require_select(relid);
 	outer = CurrentMemoryContext;
 	SPI_connect();
 	d = ddict_lookup(relid);	/* a dict, its columns */
@@ -216,7 +207,7 @@ ddict_full_end(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("ddict_full_end() without ddict_full_begin() in this transaction")));
-	require_select(relid);
+	ddict_require_select(relid);
 	/* what other sessions committed until now, renames included */
 	AcceptInvalidationMessages();
 	if (namespace_token(get_rel_namespace(relid), NULL) != token)

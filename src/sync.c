@@ -454,8 +454,8 @@ init_result(FunctionCallInfo fcinfo)
  * answer moves with the dict's writes (the cursor), which is nothing for a
  * role that may not read the dict to learn.
  */
-static void
-require_select(Oid relid)
+void
+ddict_require_select(Oid relid)
 {
 	Oid			user = GetUserId();
 
@@ -497,7 +497,7 @@ ddict_changes(PG_FUNCTION_ARGS)
 	ddict_require_preload();
 	ddict_require_arg(fcinfo, 0, "dict");
 	relid = PG_GETARG_OID(0);
-	require_select(relid);
+	ddict_require_select(relid);
 	init_result(fcinfo);
 	em.sink.header = emit_header;
 	em.sink.row = emit;
@@ -581,7 +581,7 @@ ddict_unchanged(PG_FUNCTION_ARGS)
 	ddict_require_preload();
 	ddict_require_arg(fcinfo, 0, "dict");
 	relid = PG_GETARG_OID(0);
-	require_select(relid);
+	ddict_require_select(relid);
 	since.have = !PG_ARGISNULL(1) && !PG_ARGISNULL(2) && !PG_ARGISNULL(4) &&
 		PG_GETARG_OID(4) == relid;
 	if (!since.have)

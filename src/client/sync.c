@@ -810,6 +810,25 @@ answered_unchanged(ddict *h, check_out *o, int64_t now)
 	o->refull = false;
 }
 
+/* The first result of the statement just sent (the rest read and dropped),
+ * in *r; rc: how sending went.  Returns the outcome. */
+static int
+first_result(dd_conn *c, int rc, PGresult **r)
+{
+	PGresult   *x;
+	int			qrc = DDICT_OK;
+
+	*r = NULL;
+	while (rc == DDICT_OK && (x = dd_conn_next(c, &qrc)) != NULL)
+	{
+		if (*r == NULL)
+			*r = x;
+		else
+			PQclear(x);
+	}
+	return rc == DDICT_OK ? qrc : rc;
+}
+
 /*
  * One dict's check as one statement: ddict_unchanged() alone, outside any
  * transaction block (it reads no rows: right at any isolation level, and
@@ -829,10 +848,8 @@ check_one(dd_conn *c, ddict *h, check_out *o)
 				cu[24],
 				d[16];
 	const char *vals[5] = {h->dict, v, e, cu, d};
-	PGresult   *r = NULL,
-			   *x;
-	int			rc,
-				qrc = DDICT_OK;
+	PGresult   *r = NULL;
+	int			rc;
 	bool		unchanged;
 
 	if (c->sql[DD_SQL_UNCHANGED] == NULL || cur->epoch == 0 || cur->relid == 0)
@@ -846,15 +863,7 @@ check_one(dd_conn *c, ddict *h, check_out *o)
 		  PQsendQueryPrepared(c->pg, DD_PREPARED_UNCHANGED, 5, vals, NULL, NULL, 0) :
 		  PQsendQueryParams(c->pg, c->sql[DD_SQL_UNCHANGED], 5, dd_unchanged_types, vals, NULL,
 							NULL, 0)) ? dd_conn_flush(c) : DDICT_ECONN;
-	while (rc == DDICT_OK && (x = dd_conn_next(c, &qrc)) != NULL)
-	{
-		if (r == NULL)
-			r = x;
-		else
-			PQclear(x);
-	}
-	if (rc == DDICT_OK)
-		rc = qrc;
+	rc = first_result(c, rc, &r);
 	if (rc != DDICT_OK || !dd_conn_ok(c))
 	{
 		PQclear(r);
@@ -1129,10 +1138,8 @@ probe_many(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 	int			lens[4],
 				fmts[4] = {1, 1, 1, 1},
 				k = 0,
-				rc,
-				qrc;
-	PGresult   *r = NULL,
-			   *x;
+				rc;
+	PGresult   *r = NULL;
 	const char *ans;
 	size_t		names = 0,
 				lens_[DD_BATCH_MAX];
@@ -1177,15 +1184,7 @@ probe_many(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 	}
 	for (int i = 0; i < 4; i++)
 		free(a[i].p);
-	while (rc == DDICT_OK && (x = dd_conn_next(c, &qrc)) != NULL)
-	{
-		if (r == NULL)
-			r = x;
-		else
-			PQclear(x);
-	}
-	if (rc == DDICT_OK)
-		rc = qrc;
+	rc = first_result(c, rc, &r);
 	if (rc != DDICT_OK || r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK ||
 		PQntuples(r) != 1 || PQnfields(r) != 1 || PQgetisnull(r, 0, 0) ||
 		PQgetlength(r, 0, 0) != m)
@@ -1220,11 +1219,9 @@ probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 {
 	char	   *arr;
 	const char *params[1];
-	PGresult   *r = NULL,
-			   *x;
+	PGresult   *r = NULL;
 	int			k = 0,
-				rc,
-				qrc;
+				rc;
 
 	if (c->probe_many)
 		return probe_many(c, w, wf, idx, m, out);
@@ -1235,15 +1232,7 @@ probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 		  : PQsendQueryParams(c->pg, c->sql[DD_SQL_PROBE], 1, NULL, params, NULL, NULL, 0))
 		? dd_conn_flush(c) : DDICT_ECONN;
 	free(arr);
-	while (rc == DDICT_OK && (x = dd_conn_next(c, &qrc)) != NULL)
-	{
-		if (r == NULL)
-			r = x;
-		else
-			PQclear(x);
-	}
-	if (rc == DDICT_OK)
-		rc = qrc;
+	rc = first_result(c, rc, &r);
 	if (rc != DDICT_OK || r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK ||
 		PQntuples(r) != m || PQnfields(r) != 2)
 	{
