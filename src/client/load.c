@@ -89,6 +89,45 @@ parse_int8(const PGresult *r, int col, int64_t *v)
 }
 
 /*
+ * Statements q1 and q2 (q2 may be NULL) and a Sync in pipeline mode; their
+ * results in *r1 and *r2.  DDICT_OK, or the failure already reported (the
+ * connection is then broken and both results cleared).
+ */
+static int
+pipeline2(ddict *h, dd_conn *c, const char *what,
+		  const char *q1, int n1, const char *const *p1, const Oid *t1,
+		  const char *q2, int n2, const char *const *p2,
+		  PGresult **r1, PGresult **r2)
+{
+	int			rc;
+
+	*r1 = *r2 = NULL;
+	if (!PQenterPipelineMode(c->pg))
+		return dd_fail(h, DDICT_EBUSY, "%s: could not enter pipeline mode", what);
+	if (!PQsendQueryParams(c->pg, q1, n1, t1, p1, NULL, NULL, 0) ||
+		(q2 && !PQsendQueryParams(c->pg, q2, n2, NULL, p2, NULL, NULL, 0)) ||
+		!PQpipelineSync(c->pg))
+		return dd_conn_failed(c, h, DDICT_ECONN, what, NULL);
+	rc = dd_conn_flush(c);
+	if (rc == DDICT_OK)
+		rc = one_result(c, r1);
+	if (rc == DDICT_OK && q2)
+		rc = one_result(c, r2);
+	if (rc == DDICT_OK)
+		rc = dd_conn_expect_sync(c);
+	if (rc == DDICT_OK && !PQexitPipelineMode(c->pg))
+		rc = DDICT_ECONN;
+	if (rc != DDICT_OK || !dd_conn_ok(c))
+	{
+		PQclear(*r1);
+		PQclear(*r2);
+		*r1 = *r2 = NULL;
+		return dd_conn_failed(c, h, rc != DDICT_OK ? rc : DDICT_ECONN, what, NULL);
+	}
+	return DDICT_OK;
+}
+
+/*
  * Send "first" (and "second" when given) and a Sync in pipeline mode; read
  * both results.  *res gets the first's (or the first error); the status is
  * DDICT_OK, or the error already reported (and the transaction ended).
@@ -104,27 +143,8 @@ segment(ddict *h, dd_conn *c, const char *what, const char *first, int n1,
 
 	*res = NULL;
 	sqlstate[0] = '\0';
-	if (!PQenterPipelineMode(c->pg))
-		return dd_fail(h, DDICT_EBUSY, "%s: could not enter pipeline mode", what);
-	if (!PQsendQueryParams(c->pg, first, n1, t1, p1, NULL, NULL, 0) ||
-		(second && !PQsendQueryParams(c->pg, second, 0, NULL, NULL, NULL, NULL, 0)) ||
-		!PQpipelineSync(c->pg))
-		return dd_conn_failed(c, h, DDICT_ECONN, what, NULL);
-	rc = dd_conn_flush(c);
-	if (rc == DDICT_OK)
-		rc = one_result(c, &r1);
-	if (rc == DDICT_OK && second)
-		rc = one_result(c, &r2);
-	if (rc == DDICT_OK)
-		rc = dd_conn_expect_sync(c);
-	if (rc == DDICT_OK && !PQexitPipelineMode(c->pg))
-		rc = DDICT_ECONN;
-	if (rc != DDICT_OK || !dd_conn_ok(c))
-	{
-		PQclear(r1);
-		PQclear(r2);
-		return dd_conn_failed(c, h, rc != DDICT_OK ? rc : DDICT_ECONN, what, NULL);
-	}
+	if ((rc = pipeline2(h, c, what, first, n1, p1, t1, second, 0, NULL, &r1, &r2)) != DDICT_OK)
+		return rc;
 	/* an error in either: report the first error */
 	if (r1 == NULL || PQresultStatus(r1) == PGRES_FATAL_ERROR ||
 		(second && (r2 == NULL || PQresultStatus(r2) != PGRES_COMMAND_OK)))
@@ -146,7 +166,7 @@ segment(ddict *h, dd_conn *c, const char *what, const char *first, int n1,
 	return DDICT_OK;
 }
 
-/* The second statement is BEGIN here: it goes first. */
+/* BEGIN, then ddict_full_begin(): the header. */
 static int
 begin(ddict *h, dd_conn *c, header *hd)
 {
@@ -155,27 +175,9 @@ begin(ddict *h, dd_conn *c, header *hd)
 			   *r2 = NULL;
 	int			rc;
 
-	if (!PQenterPipelineMode(c->pg))
-		return dd_fail(h, DDICT_EBUSY, "ddict_full_begin: could not enter pipeline mode");
-	if (!PQsendQueryParams(c->pg, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, NULL, NULL, 0) ||
-		!PQsendQueryParams(c->pg, c->sql[DD_SQL_FULL_BEGIN], 1, NULL, params, NULL, NULL, 0) ||
-		!PQpipelineSync(c->pg))
-		return dd_conn_failed(c, h, DDICT_ECONN, "ddict_full_begin", NULL);
-	rc = dd_conn_flush(c);
-	if (rc == DDICT_OK)
-		rc = one_result(c, &r1);
-	if (rc == DDICT_OK)
-		rc = one_result(c, &r2);
-	if (rc == DDICT_OK)
-		rc = dd_conn_expect_sync(c);
-	if (rc == DDICT_OK && !PQexitPipelineMode(c->pg))
-		rc = DDICT_ECONN;
-	if (rc != DDICT_OK || !dd_conn_ok(c))
-	{
-		PQclear(r1);
-		PQclear(r2);
-		return dd_conn_failed(c, h, rc != DDICT_OK ? rc : DDICT_ECONN, "ddict_full_begin", NULL);
-	}
+	if ((rc = pipeline2(h, c, "ddict_full_begin", "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL,
+						NULL, c->sql[DD_SQL_FULL_BEGIN], 1, params, &r1, &r2)) != DDICT_OK)
+		return rc;
 	if (r1 == NULL || PQresultStatus(r1) != PGRES_COMMAND_OK || r2 == NULL ||
 		PQresultStatus(r2) != PGRES_TUPLES_OK)
 	{

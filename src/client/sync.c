@@ -1250,14 +1250,7 @@ probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 
 		if (!wf[j] && cur->epoch != 0 && same_rel && v == cur->version)
 		{
-			atomic_store(&w[j]->last_check_us, dd_now_us());
-			atomic_fetch_add_explicit(&w[j]->checks, 1, memory_order_relaxed);
-			atomic_fetch_add_explicit(&w[j]->unchanged, 1, memory_order_relaxed);
-			dd_mark(w[j], true);
-			vp_refresh(w[j]);
-			dd_snapfile_maybe_write(w[j]);
-			out[idx[j]].rc = 0;
-			out[idx[j]].refull = false;
+			answered_unchanged(w[j], &out[idx[j]], dd_now_us());
 			continue;
 		}
 		w[k] = w[j];
