@@ -569,6 +569,9 @@ bool		dd_reply_version(const redisReply *r, int64_t *v);
  * ["pong", text].  channel / third (optional) point into it. */
 bool		dd_reply_push(const redisReply *r, size_t n, const char *kind, const char **channel,
 						  const redisReply **third);
+/* Parse one whole RESP value from buf (nothing may follow it): DDICT_OK and
+ * *out (free with dd_rconn_reply_free), DDICT_ERR malformed or cut. */
+int			dd_resp_parse(const char *buf, size_t len, redisReply **out);
 
 /* ---- session.c ---- */
 
@@ -656,7 +659,9 @@ struct ddict
 	_Atomic(char *) stream_key;	/* NULL: the dict's changes are not published
 								 * (or not a push dict): no stream */
 	char		stream_id[48];	/* last entry id handled; "" none yet */
-	bool		xs_ok;			/* followed on the stream connection */
+	bool		xs_ok;			/* followed: has a position in its stream */
+	bool		xs_catchup;		/* deliveries may be missing: read the stream
+								 * after stream_id (stream.c) */
 	bool		xs_hold;		/* sent to PostgreSQL by an entry: resume
 								 * after that check */
 	atomic_uint_fast64_t stream_entries;	/* entries applied from the stream */
@@ -713,9 +718,8 @@ struct dd_client
 	dd_rconn   *get;			/* lock: the checks' GET connection */
 	atomic_bool has_get;		/* get != NULL, for the thread without the lock */
 	dd_rconn   *sub;			/* the thread's: the subscription */
-	dd_rconn   *xs;				/* the thread's: XREAD of published changes */
-	bool		xs_waiting;		/* an XREAD is in flight */
-	int64_t		xs_deadline;	/* its answer is due by then */
+	dd_rconn   *xs;				/* the thread's: published changes' streams
+								 * (positions, catch-ups, version GETs) */
 	dd_backoff	xbackoff;		/* the thread's, for xs */
 	int64_t		xs_next_vcheck;	/* the thread's: next GET of followed dicts'
 								 * version keys (stream.c) */
@@ -805,12 +809,13 @@ void		dd_vpage_client_free(dd_client *c);
 #define DD_VPAGE_REBIND_MS 1000
 
 /* ---- stream.c (the client's thread) ---- */
-/* Connect, record positions, send XREAD as the dicts need; next wake-up. */
+/* Connect, record positions, read streams where deliveries may be missing;
+ * the next wake-up. */
 int64_t		dd_stream_step(dd_client *c);
-/* The XREAD connection's fd, -1 none. */
-int			dd_stream_fd(const dd_client *c);
-/* Its fd is readable: apply what came. */
-void		dd_stream_read(dd_client *c);
+/* A message on the subscription (list lock held): 1 a delivery of a
+ * followed stream (applied, or the dict set to catch up), 0 not a stream
+ * channel of ours, -1 malformed (the subscription misbehaves). */
+int			dd_stream_message(dd_client *c, const char *channel, const redisReply *payload);
 void		dd_stream_close(dd_client *c);
 
 /* ---- worker.c ---- */

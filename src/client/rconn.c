@@ -235,6 +235,29 @@ dd_rconn_idle(dd_rconn *c, char *err, size_t errsize)
 	return DDICT_OK;
 }
 
+int
+dd_resp_parse(const char *buf, size_t len, redisReply **out)
+{
+	redisReader *r = redisReaderCreate();
+	void	   *reply = NULL;
+	bool		ok;
+
+	*out = NULL;
+	if (r == NULL)
+		return DDICT_ENOMEM;
+	ok = redisReaderFeed(r, buf, len) == REDIS_OK &&
+		redisReaderGetReply(r, &reply) == REDIS_OK && reply != NULL && r->pos == r->len;
+	redisReaderFree(r);
+	if (!ok)
+	{
+		if (reply)
+			freeReplyObject(reply);
+		return DDICT_ERR;
+	}
+	*out = reply;
+	return DDICT_OK;
+}
+
 /* ---- type-checked access to replies ---- */
 
 bool

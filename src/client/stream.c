@@ -2,35 +2,48 @@
  * stream.c — push dicts that follow their published changes (issue 10).
  *
  * A dict whose changes the server publishes (ddict_published, found at open:
- * sync.c) is not subscribed to its version channel: the client's thread
- * reads its Redis Stream and applies each entry in memory, without
- * PostgreSQL, exactly when the README's contiguity rule says it may:
+ * sync.c) is followed from Redis: the streamer appends each entry to the
+ * dict's Stream and then PUBLISHes it on a channel named as the stream key
+ * (a "delivery": "<id>\n" and the entry's fields, or "<id>" alone for a
+ * large entry).  The client's subscription (worker.c, one connection for
+ * version channels and stream channels) hands each delivery to
+ * dd_stream_message(), which applies it in memory, without PostgreSQL,
+ * exactly when the README's contiguity rule says it may:
  *
  *   kind = 'd' and dict = cache.dict and epoch = cache.epoch
  *   and from <= cache.cursor and entry.cursor >= cache.floor
  *
  * An entry older than the cache (from <= cursor, cursor < floor) is
- * skipped; anything else (a gap, a marker, another relation or epoch) hands
- * the dict to a PostgreSQL check (worker.c, one pipeline for all dicts due)
- * and the stream resumes after that entry once the check succeeded.
+ * skipped.  Anything else — a delivery without its fields, one that does
+ * not follow the cache (a lost delivery, a marker, another relation or
+ * epoch), a dict busy with a check — makes the dict "catch up": this
+ * file's step reads the stream after the dict's last id (XREAD without
+ * BLOCK, on a connection of its own), where a gap, a trimmed stream or a
+ * marker hands the dict to a PostgreSQL check (worker.c, one pipeline for
+ * all dicts due); the stream resumes after that entry once the check
+ * succeeded (catching up again: deliveries meanwhile were not applied).
  *
- * Why a connection of its own: the channel subscription (RESP2) accepts no
- * other command, and XREAD BLOCK holds its connection until entries come.
- * A client whose push dicts are all published has only this one; a client
- * with both kinds has two.  XREAD BLOCK interval_ms: an answer (nil) at
- * least every interval proves the link alive, no PING needed; no answer
- * within interval + timeout_ms is a lost connection.  Between two XREADs,
- * once per interval, a GET of the dicts' version keys catches entries that
- * never come (an opted-out dict, a stopped streamer): see check_versions().
+ * Why deliveries and not XREAD BLOCK: a follower blocked in XREAD costs
+ * Redis a reply, then a command to parse, block and time out, per entry
+ * and follower, and the follower a send and a wakeup more; a PUBLISH writes
+ * one payload to every subscriber.  At 1,000 processes on two cores that
+ * halved commit-to-visible (README, fleet table).  The stream stays the
+ * record: catch-ups, positions and restarts read it.
  *
  * Positions: before following a dict the thread records its stream's last
  * id (XREVRANGE key + - COUNT 1) and then checks the dict once on
  * PostgreSQL (its open's load may predate that id); after that each dict
  * keeps the id of the last entry it handled, also across lost connections
- * (it is then polled on PostgreSQL as any push dict, and reads on from its
- * id when Redis is back: a trimmed stream shows a gap, a lost one starts
- * with the server's marker).  Every reply is type-checked; one that is not
- * what XREAD answers is an outage (backoff), never a crash.
+ * (it is then polled on PostgreSQL as any push dict, and catches up from
+ * its id when Redis is back: a trimmed stream shows a gap, a lost one
+ * starts with the server's marker).  A (re)confirmed subscription catches
+ * up too: deliveries before it are lost.  Every reply and delivery is
+ * type-checked; one that is not what Redis answers is an outage (backoff),
+ * never a crash.
+ *
+ * Once per interval the connection also GETs the dicts' version keys,
+ * which catches entries that never come (an opted-out dict, a stopped
+ * streamer): see check_versions().
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +54,9 @@
 #include "internal.h"
 
 #define XS_MAX 256				/* dicts per XREAD */
-#define XS_COUNT "512"			/* entries per stream per XREAD */
+#define XS_PAGE 512				/* entries per stream per XREAD */
+#define XS_STR(x) XS_STR2(x)
+#define XS_STR2(x) #x
 
 static int64_t
 block_ms(const dd_client *c)
@@ -55,31 +70,34 @@ followable(const ddict *d)
 	return d->opts.mode == DDICT_PUSH && atomic_load(&d->stream_key) != NULL;
 }
 
-int
-dd_stream_fd(const dd_client *c)
-{
-	return c->xs && c->xs_waiting ? dd_rconn_fd(c->xs) : -1;
-}
-
 void
 dd_stream_close(dd_client *c)
 {
 	dd_rconn_free(c->xs);
 	c->xs = NULL;
-	c->xs_waiting = false;
+}
+
+/* The two numbers of a stream id "ms-seq" (0 where there are none). */
+static void
+id_parts(const char *p, unsigned long long *ms, unsigned long long *seq)
+{
+	char	   *end;
+
+	*ms = strtoull(p, &end, 10);
+	*seq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
 }
 
 /* Stream ids "ms-seq": a < b? */
 static bool
 id_less(const char *a, const char *b)
 {
-	unsigned long long am = 0,
-				as = 0,
-				bm = 0,
-				bs = 0;
+	unsigned long long am,
+				as,
+				bm,
+				bs;
 
-	(void) sscanf(a, "%llu-%llu", &am, &as);
-	(void) sscanf(b, "%llu-%llu", &bm, &bs);
+	id_parts(a, &am, &as);
+	id_parts(b, &bm, &bs);
 	return am < bm || (am == bm && as < bs);
 }
 
@@ -166,7 +184,8 @@ take_positions(dd_client *c, char *err, size_t errsize)
 			if (e->stream_id[0] != '\0')
 			{
 				e->xs_ok = true;	/* reads on from its id */
-				atomic_store(&e->subscribed, true);
+				e->xs_catchup = true;
+				atomic_store(&e->subscribed, e->sub == DD_SUB_OK);
 				continue;
 			}
 			if (d == NULL)
@@ -198,7 +217,7 @@ take_positions(dd_client *c, char *err, size_t errsize)
 			e->xs_ok = true;
 			e->pending = true;	/* catch up once from PostgreSQL */
 			e->sync_at = dd_now_us();
-			atomic_store(&e->subscribed, true);
+			atomic_store(&e->subscribed, e->sub == DD_SUB_OK);
 			atomic_store(&e->redis_settled, true);
 		}
 		dd_list_unlock(c);
@@ -235,6 +254,11 @@ check_versions(dd_client *c, char *err, size_t errsize)
 	{
 		ddict	   *d = c->dicts[i];
 		const char *key = atomic_load(&d->redis_key);
+
+		/* no subscription (worker.c reconnects it): read the stream each
+		 * interval instead — PostgreSQL only while this connection fails */
+		if (followable(d) && d->xs_ok && d->sub != DD_SUB_OK)
+			d->xs_catchup = true;
 
 		if (followable(d) && d->xs_ok && !d->xs_hold && key && (keys[n] = strdup(key)) != NULL)
 			n++;
@@ -278,17 +302,23 @@ check_versions(dd_client *c, char *err, size_t errsize)
 	return rc;
 }
 
-/* ---- XREAD ---- */
+/* ---- catch-up: XREAD without BLOCK ---- */
 
-/* XREAD COUNT n BLOCK ms STREAMS k... id...: each stream once, from the
- * lowest position of its handles.  List lock held. */
+/* Followed, and its deliveries may have been missed: read the stream. */
+static bool
+catching_up(const ddict *d)
+{
+	return followable(d) && d->xs_ok && !d->xs_hold && d->xs_catchup;
+}
+
+/* XREAD COUNT n STREAMS k... id...: each stream of a dict catching up once,
+ * from the lowest position of its handles.  List lock held. */
 static int
 send_xread(dd_client *c, int *nstreams)
 {
 	const char *keys[XS_MAX],
 			   *ids[XS_MAX];
-	const char *argv[6 + 2 * XS_MAX];
-	char		block[24];
+	const char *argv[4 + 2 * XS_MAX];
 	int			n = 0,
 				argc = 0;
 
@@ -298,7 +328,7 @@ send_xread(dd_client *c, int *nstreams)
 		const char *key;
 		int			k;
 
-		if (!followable(d) || !d->xs_ok || d->xs_hold)
+		if (!catching_up(d))
 			continue;
 		key = atomic_load(&d->stream_key);
 		for (k = 0; k < n && strcmp(keys[k], key) != 0; k++)
@@ -314,102 +344,15 @@ send_xread(dd_client *c, int *nstreams)
 	*nstreams = n;
 	if (n == 0)
 		return DDICT_OK;
-	snprintf(block, sizeof(block), "%lld", (long long) block_ms(c));
 	argv[argc++] = "XREAD";
 	argv[argc++] = "COUNT";
-	argv[argc++] = XS_COUNT;
-	argv[argc++] = "BLOCK";
-	argv[argc++] = block;
+	argv[argc++] = XS_STR(XS_PAGE);
 	argv[argc++] = "STREAMS";
 	for (int k = 0; k < n; k++)
 		argv[argc++] = keys[k];
 	for (int k = 0; k < n; k++)
 		argv[argc++] = ids[k];
 	return dd_rconn_command(c->xs, argc, argv);
-}
-
-/* A followable dict without a position yet (its open waits for it)? */
-static bool
-new_dicts(dd_client *c)
-{
-	bool		any = false;
-
-	dd_list_lock(c);
-	for (size_t i = 0; i < c->ndicts && !any; i++)
-		any = followable(c->dicts[i]) && !c->dicts[i]->xs_ok && c->dicts[i]->stream_id[0] == '\0';
-	dd_list_unlock(c);
-	return any;
-}
-
-int64_t
-dd_stream_step(dd_client *c)
-{
-	char		err[300];
-	bool		any = false;
-	int			rc,
-				n = 0;
-	int64_t		now = dd_now_us();
-
-	if (!c->redis_enabled)
-		return INT64_MAX;
-	dd_list_lock(c);
-	for (size_t i = 0; i < c->ndicts && !any; i++)
-		any = followable(c->dicts[i]);
-	dd_list_unlock(c);
-	if (!any)
-	{
-		dd_stream_close(c);
-		return INT64_MAX;
-	}
-	if (c->xs_waiting && new_dicts(c))
-		dd_stream_close(c);		/* a dict was opened: do not make it wait for
-								 * the XREAD in flight (positions are kept) */
-	if (c->xs_waiting)
-	{
-		if (now < c->xs_deadline)
-			return c->xs_deadline;
-		xs_lost(c, "no answer to XREAD", false);
-		return dd_now_us();
-	}
-	if (c->xs == NULL)
-	{
-		if (!dd_backoff_due(&c->xbackoff, now))
-			return c->xbackoff.next_us;
-		rc = dd_rconn_open(&c->rtarget, &c->xs, err, sizeof(err));
-		if (rc != DDICT_OK)
-		{
-			c->xs = NULL;
-			if (rc != DD_STOPPED && !atomic_load(&c->closing))
-				xs_lost(c, err, false);
-			return dd_now_us();
-		}
-	}
-	rc = take_positions(c, err, sizeof(err));
-	if (rc == DDICT_OK)
-		rc = check_versions(c, err, sizeof(err));
-	if (rc == DDICT_OK)
-	{
-		dd_list_lock(c);
-		rc = send_xread(c, &n);
-		dd_list_unlock(c);
-		if (rc != DDICT_OK)
-			snprintf(err, sizeof(err), "out of memory");
-	}
-	if (rc == DDICT_OK && n > 0)
-		rc = dd_rconn_flush(&c->rtarget, c->xs, dd_deadline_ms(c->rtarget.timeout_ms),
-							err, sizeof(err));
-	if (rc == DD_STOPPED || atomic_load(&c->closing))
-		return INT64_MAX;
-	if (rc != DDICT_OK)
-	{
-		xs_lost(c, err, false);
-		return dd_now_us();
-	}
-	if (n == 0)
-		return INT64_MAX;		/* every followed dict waits for a check */
-	c->xs_waiting = true;
-	c->xs_deadline = dd_now_us() + (block_ms(c) + c->rtarget.timeout_ms) * 1000;
-	return c->xs_deadline;
 }
 
 /* ---- entries ---- */
@@ -434,21 +377,17 @@ field_is(const redisReply *r, const char *name)
 	return dd_reply_is_bulk(r) && r->len == strlen(name) && memcmp(r->str, name, r->len) == 0;
 }
 
-/* An entry [id, [kind, k, dict, d, ...]] in the server's field order. */
+/* An entry's fields [kind, k, dict, d, ...] in the server's order. */
 static bool
-parse_entry(const redisReply *r, entry *e)
+parse_fields(const redisReply *f, entry *e)
 {
 	static const char *const names[] = {"dict", "epoch", "version", "from", "cursor", "until", "n"};
 	int64_t    *vals[] = {&e->dict, &e->epoch, &e->version, &e->from, &e->cursor, &e->until, &e->n};
-	const redisReply *f;
 
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !dd_reply_is_bulk(r->element[0]) ||
-		r->element[0]->len >= 48 || r->element[1]->type != REDIS_REPLY_ARRAY)
-		return false;
-	e->id = r->element[0]->str;
-	f = e->f = r->element[1];
-	if (f->elements < 16 || f->elements % 2 != 0 || !field_is(f->element[0], "kind") ||
-		!dd_reply_is_bulk(f->element[1]) || f->element[1]->len != 1)
+	e->f = f;
+	if (f->type != REDIS_REPLY_ARRAY || f->elements < 16 || f->elements % 2 != 0 ||
+		!field_is(f->element[0], "kind") || !dd_reply_is_bulk(f->element[1]) ||
+		f->element[1]->len != 1)
 		return false;
 	e->kind = f->element[1]->str[0];
 	for (int i = 0; i < 7; i++)
@@ -463,6 +402,27 @@ parse_entry(const redisReply *r, entry *e)
 			!dd_reply_is_bulk(f->element[i + 1]))
 			return false;
 	return true;
+}
+
+/* A stream id "<ms>-<seq>" as the server gives it. */
+static bool
+valid_id(const char *p, size_t len)
+{
+	const char *dash = memchr(p, '-', len);
+
+	return len > 2 && len < 48 && dash != NULL && dash > p && dash < p + len - 1 &&
+		strspn(p, "0123456789-") >= len && memchr(dash + 1, '-', (size_t) (p + len - dash - 1)) == NULL;
+}
+
+/* An entry [id, [kind, k, dict, d, ...]] as XREAD answers it. */
+static bool
+parse_entry(const redisReply *r, entry *e)
+{
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !dd_reply_is_bulk(r->element[0]) ||
+		!valid_id(r->element[0]->str, r->element[0]->len))
+		return false;
+	e->id = r->element[0]->str;
+	return parse_fields(r->element[1], e);
 }
 
 /* Apply a contiguous delta entry (the dict's sync_lock held). */
@@ -496,20 +456,28 @@ apply_entry(ddict *h, const ddict_snapshot *cur, const entry *e)
 	return DDICT_OK;
 }
 
+/* Same relation and epoch, a delta, and it starts at or before the cache's
+ * cursor: it can be applied (or skipped, when older than the cache). */
+static bool
+contiguous(const ddict_snapshot *cur, const entry *e)
+{
+	return e->kind == 'd' && cur->relid != 0 && e->dict == (int64_t) cur->relid &&
+		e->epoch == cur->epoch && cur->floor != INT64_MAX && e->from <= cur->cursor;
+}
+
 /* One entry for dict h (sync_lock held): false when h must go to
  * PostgreSQL first (the entry is then handled). */
 static bool
 handle_entry(ddict *h, const entry *e)
 {
 	const ddict_snapshot *cur = atomic_load(&h->current);
-	bool		same = e->kind == 'd' && cur->relid != 0 && e->dict == (int64_t) cur->relid &&
-		e->epoch == cur->epoch && cur->floor != INT64_MAX;
+	bool		next = contiguous(cur, e);
 
 	snprintf(h->stream_id, sizeof(h->stream_id), "%s", e->id);
 	atomic_fetch_add_explicit(&h->pushes, 1, memory_order_relaxed);	/* stats.pushes */
-	if (same && e->from <= cur->cursor && e->cursor < cur->floor)
+	if (next && e->cursor < cur->floor)
 		return true;			/* older than the cache: skip */
-	if (same && e->from <= cur->cursor && apply_entry(h, cur, e) == DDICT_OK)
+	if (next && apply_entry(h, cur, e) == DDICT_OK)
 	{
 		atomic_fetch_add_explicit(&h->stream_entries, 1, memory_order_relaxed);
 		return true;
@@ -523,7 +491,7 @@ handle_entry(ddict *h, const entry *e)
 }
 
 /* Every entry of one stream for dict h after its position (sync_lock
- * held); false: a malformed entry. */
+ * held); false: a malformed entry.  *all: the reply may hold more. */
 static bool
 apply_stream(ddict *h, const redisReply *entries)
 {
@@ -542,9 +510,8 @@ apply_stream(ddict *h, const redisReply *entries)
 	return true;
 }
 
-/* A well-formed XREAD answer: nil, or [[key, [entry...]]...].  Client lock
- * and list lock held (change callbacks run under them, as for the thread's
- * checks: they must not open or close dicts).  false: malformed. */
+/* A well-formed XREAD answer: nil, or [[key, [entry...]]...].  List lock
+ * held.  false: malformed. */
 static bool
 apply_reply(dd_client *c, const redisReply *r)
 {
@@ -563,10 +530,9 @@ apply_reply(dd_client *c, const redisReply *r)
 		{
 			ddict	   *d = c->dicts[i];
 
-			if (!followable(d) || !d->xs_ok || d->xs_hold ||
-				strcmp(atomic_load(&d->stream_key), st->element[0]->str) != 0)
+			if (!catching_up(d) || strcmp(atomic_load(&d->stream_key), st->element[0]->str) != 0)
 				continue;
-			/* busy (a write, a check): its position stays, read again */
+			/* busy (a write, a check): it stays catching up, read again */
 			if (!dd_trylock(d))
 				continue;
 			if (!apply_stream(d, st->element[1]))
@@ -574,56 +540,177 @@ apply_reply(dd_client *c, const redisReply *r)
 				dd_unlock(d);
 				return false;
 			}
+			/* a full page: there may be more */
+			d->xs_catchup = d->xs_hold ? true : st->element[1]->elements >= XS_PAGE;
 			dd_unlock(d);
 		}
 	}
 	return true;
 }
 
-void
-dd_stream_read(dd_client *c)
+/* Read every catching-up dict's stream after its position, one round
+ * trip (a page of XS_COUNT entries per stream). */
+static int
+catch_up(dd_client *c, char *err, size_t errsize)
 {
-	char		err[300] = "";
 	redisReply *r = NULL;
-	int			rc;
-	bool		ok;
+	int			n = 0,
+				rc;
 
-	if (c->xs == NULL || !c->xs_waiting)
-		return;
-	while ((rc = dd_rconn_fill(c->xs, err, sizeof(err))) > 0)
-		;
-	if (dd_rconn_parsed(c->xs, &r, err, sizeof(err)) != DDICT_OK)
-	{
-		xs_lost(c, err, false);
-		return;
-	}
-	if (r == NULL)
-	{
-		if (rc < 0)
-			xs_lost(c, err[0] ? err : "connection closed", true);
-		return;					/* more to come */
-	}
-	c->xs_waiting = false;
-	dd_client_lock(c);
 	dd_list_lock(c);
-	ok = !dd_rconn_buffered(c->xs) && apply_reply(c, r);
-	for (size_t i = 0; i < c->ndicts && ok && dd_reply_is_nil(r); i++)
-		if (followable(c->dicts[i]) && c->dicts[i]->xs_ok && !c->dicts[i]->xs_hold)
-			dd_mark(c->dicts[i], true);
+	rc = send_xread(c, &n);
 	dd_list_unlock(c);
-	dd_client_unlock(c);
-	if (!ok)
+	if (rc != DDICT_OK)
+	{
+		snprintf(err, errsize, "out of memory");
+		return rc;
+	}
+	if (n == 0)
+		return DDICT_OK;
+	rc = dd_rconn_flush(&c->rtarget, c->xs, dd_deadline_ms(c->rtarget.timeout_ms), err, errsize);
+	if (rc == DDICT_OK)
+		rc = dd_rconn_reply(&c->rtarget, c->xs, &r, dd_deadline_ms(c->rtarget.timeout_ms),
+							err, errsize);
+	if (rc != DDICT_OK)
+		return rc;
+	dd_list_lock(c);
+	rc = !dd_rconn_buffered(c->xs) && apply_reply(c, r) ? DDICT_OK : DDICT_ERR;
+	dd_list_unlock(c);
+	if (rc != DDICT_OK)
 	{
 		const char *msg;
 
 		if (dd_reply_is_error(r, &msg))
-			snprintf(err, sizeof(err), "XREAD: %.200s", msg);
+			snprintf(err, errsize, "XREAD: %.200s", msg);
 		else
-			snprintf(err, sizeof(err), "XREAD: malformed reply");
-		dd_rconn_reply_free(r);
-		xs_lost(c, err, false);
-		return;
+			snprintf(err, errsize, "XREAD: malformed reply");
 	}
 	dd_rconn_reply_free(r);
+	return rc;
+}
+
+int64_t
+dd_stream_step(dd_client *c)
+{
+	char		err[300];
+	bool		any = false,
+				more = false;
+	int			rc;
+	int64_t		now = dd_now_us();
+
+	if (!c->redis_enabled)
+		return INT64_MAX;
+	dd_list_lock(c);
+	for (size_t i = 0; i < c->ndicts && !any; i++)
+		any = followable(c->dicts[i]);
+	dd_list_unlock(c);
+	if (!any)
+	{
+		dd_stream_close(c);
+		return INT64_MAX;
+	}
+	if (c->xs == NULL)
+	{
+		if (!dd_backoff_due(&c->xbackoff, now))
+			return c->xbackoff.next_us;
+		rc = dd_rconn_open(&c->rtarget, &c->xs, err, sizeof(err));
+		if (rc != DDICT_OK)
+		{
+			c->xs = NULL;
+			if (rc != DD_STOPPED && !atomic_load(&c->closing))
+				xs_lost(c, err, false);
+			return dd_now_us();
+		}
+	}
+	rc = take_positions(c, err, sizeof(err));
+	if (rc == DDICT_OK)
+		rc = check_versions(c, err, sizeof(err));
+	if (rc == DDICT_OK)
+		rc = catch_up(c, err, sizeof(err));
+	if (rc == DD_STOPPED || atomic_load(&c->closing))
+		return INT64_MAX;
+	if (rc != DDICT_OK)
+	{
+		xs_lost(c, err, false);
+		return dd_now_us();
+	}
 	dd_backoff_reset(&c->xbackoff);
+	dd_list_lock(c);
+	for (size_t i = 0; i < c->ndicts && !more; i++)
+		more = catching_up(c->dicts[i]);
+	dd_list_unlock(c);
+	/* a full page, or a dict busy with a check or a write: soon again */
+	return more ? dd_now_us() + 5000 : c->xs_next_vcheck;
+}
+
+/* ---- deliveries: PUBLISH on the stream's channel ---- */
+
+/* "<id>" or "<id>\n<RESP array of the entry's fields>": the id and the
+ * parsed fields (*fields NULL: the entry is in the stream only). */
+static bool
+parse_delivery(const redisReply *payload, char *id, redisReply **fields)
+{
+	const char *nl;
+	size_t		idlen;
+
+	*fields = NULL;
+	if (!dd_reply_is_bulk(payload))
+		return false;
+	nl = memchr(payload->str, '\n', payload->len);
+	idlen = nl ? (size_t) (nl - payload->str) : payload->len;
+	if (!valid_id(payload->str, idlen))
+		return false;
+	memcpy(id, payload->str, idlen);
+	id[idlen] = '\0';
+	if (nl == NULL)
+		return true;
+	return dd_resp_parse(nl + 1, payload->len - idlen - 1, fields) == DDICT_OK &&
+		(*fields)->type == REDIS_REPLY_ARRAY;
+}
+
+int
+dd_stream_message(dd_client *c, const char *channel, const redisReply *payload)
+{
+	char		id[48];
+	redisReply *fields = NULL;
+	entry		e;
+	bool		ours = false,
+				parsed = false;
+
+	for (size_t i = 0; i < c->ndicts; i++)
+	{
+		ddict	   *d = c->dicts[i];
+		const ddict_snapshot *cur;
+
+		if (!followable(d) || strcmp(atomic_load(&d->stream_key), channel) != 0)
+			continue;
+		if (!ours)
+		{
+			ours = true;
+			if (!parse_delivery(payload, id, &fields) || (fields && !parse_fields(fields, &e)))
+			{
+				dd_rconn_reply_free(fields);
+				return -1;
+			}
+			parsed = fields != NULL;
+			e.id = id;
+		}
+		/* no position yet, or held, or reading the stream: that covers it */
+		if (d->sub != DD_SUB_OK || !d->xs_ok || d->xs_hold || d->xs_catchup ||
+			d->stream_id[0] == '\0' || !id_less(d->stream_id, id))
+			continue;
+		cur = atomic_load(&d->current);
+		if (!parsed || !contiguous(cur, &e) || !dd_trylock(d))
+		{
+			/* in the stream only, a gap (lost deliveries?) or busy: the
+			 * stream tells (stream.c's catch-up, the next step) */
+			d->xs_catchup = true;
+			continue;
+		}
+		(void) handle_entry(d, &e);
+		dd_mark(d, true);
+		dd_unlock(d);
+	}
+	dd_rconn_reply_free(fields);
+	return ours ? 1 : 0;
 }

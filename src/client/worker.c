@@ -9,12 +9,16 @@
  *              lock) or, when a push dict is open, SUBSCRIBEd to the channel
  *              of every dict that has one — push dicts sync when a message
  *              names another version, the others' checks compare with the
- *              last version heard instead of a GET.  PING every interval_ms
- *              notices a dead link; reconnects back off (io.c).
+ *              last version heard instead of a GET; push dicts whose changes
+ *              are published subscribe to their stream's channel instead,
+ *              whose messages carry the changes (stream.c applies them).
+ *              PING every interval_ms notices a dead link; reconnects back
+ *              off (io.c).
  *   checks     dicts whose readers found the connection busy (want), push
  *              dicts with a sync due, in one pipeline (sync.c).
- *   streams    push dicts whose changes are published follow their Redis
- *              Stream instead of the channel (stream.c, its own connection).
+ *   streams    positions in published dicts' Streams, and reading them
+ *              where deliveries may be missing (stream.c, a connection of
+ *              its own: a subscribed connection takes no other command).
  *   polling    push dicts while there is no subscription: every interval_ms.
  *
  * Connections are made here, never by a read, and opened off the thread: a
@@ -52,6 +56,23 @@ interval_us(const dd_client *c)
 	return (int64_t) (c->interval_ms ? c->interval_ms : 1000) * 1000;
 }
 
+/* The channel a dict listens to: its stream's (deliveries of published
+ * changes, stream.c) or its version key's; NULL none. */
+static const char *
+channel_of(ddict *d)
+{
+	const char *stream = atomic_load(&d->stream_key);
+
+	return stream ? stream : atomic_load(&d->redis_key);
+}
+
+/* A push dict whose published changes come as deliveries (stream.c). */
+static bool
+delivered(ddict *d)
+{
+	return d->opts.mode == DDICT_PUSH && atomic_load(&d->stream_key) != NULL;
+}
+
 /* ---- what the dicts need (client's lock) ---- */
 
 typedef struct needs
@@ -70,12 +91,11 @@ what_is_needed(dd_client *c)
 	for (size_t i = 0; i < c->ndicts; i++)
 	{
 		ddict	   *d = c->dicts[i];
-		bool		key = atomic_load(&d->redis_key) != NULL;
 
 		if (d->opts.mode == DDICT_PUSH)
 			n.push = true;
-		if (!key || atomic_load(&d->stream_key) != NULL)
-			continue;			/* no key, or its stream's (stream.c) */
+		if (channel_of(d) == NULL)
+			continue;
 		if (d->opts.mode == DDICT_PUSH)
 			n.sub = true;
 		else if (d->opts.mode != DDICT_MANUAL)
@@ -141,6 +161,8 @@ sub_lost(dd_client *c, const char *what, const char *why, bool healthy)
 		d->sub = DD_SUB_NONE;
 		atomic_store(&d->subscribed, false);
 		atomic_store(&d->pushed, INT64_MIN);
+		if (delivered(d))
+			d->xs_catchup = true;	/* deliveries lost: the stream has them */
 	}
 	redis_outcome(c, msg);
 	dd_list_unlock(c);
@@ -156,10 +178,9 @@ subscribe_new(dd_client *c, char *err, size_t errsize)
 	for (size_t i = 0; i < c->ndicts && rc == DDICT_OK; i++)
 	{
 		ddict	   *d = c->dicts[i];
-		const char *key = atomic_load(&d->redis_key);
+		const char *key = channel_of(d);
 
-		if (key == NULL || d->sub != DD_SUB_NONE || d->opts.mode == DDICT_MANUAL ||
-			atomic_load(&d->stream_key) != NULL)
+		if (key == NULL || d->sub != DD_SUB_NONE || d->opts.mode == DDICT_MANUAL)
 			continue;
 		rc = dd_redis_subscribe(c->sub, key);
 		d->sub = DD_SUB_SENT;
@@ -455,13 +476,17 @@ redis_step(dd_client *c)
 	return dd_now_us();
 }
 
-/* A message: version of a channel.  List lock held.  false: not ours. */
+/* A message: a delivery of a stream (stream.c), or the version of a
+ * channel.  List lock held.  false: not ours, or malformed. */
 static bool
 on_message(dd_client *c, const char *channel, const redisReply *payload)
 {
 	int64_t		v;
 	bool		ours = false;
+	int			rc = dd_stream_message(c, channel, payload);
 
+	if (rc != 0)
+		return rc > 0;
 	if (!dd_reply_version(payload, &v))
 		return false;
 	for (size_t i = 0; i < c->ndicts; i++)
@@ -469,7 +494,7 @@ on_message(dd_client *c, const char *channel, const redisReply *payload)
 		ddict	   *d = c->dicts[i];
 		const char *key = atomic_load(&d->redis_key);
 
-		if (key == NULL || strcmp(key, channel) != 0 || d->sub == DD_SUB_NONE)
+		if (key == NULL || strcmp(key, channel) != 0 || d->sub == DD_SUB_NONE || delivered(d))
 			continue;
 		ours = true;
 		if (d->opts.mode == DDICT_PUSH)
@@ -494,14 +519,22 @@ on_subscribed(dd_client *c, const char *channel)
 	for (size_t i = 0; i < c->ndicts; i++)
 	{
 		ddict	   *d = c->dicts[i];
-		const char *key = atomic_load(&d->redis_key);
+		const char *key = channel_of(d);
 
 		if (key == NULL || strcmp(key, channel) != 0 || d->sub != DD_SUB_SENT)
 			continue;
 		d->sub = DD_SUB_OK;
-		atomic_store(&d->subscribed, true);
 		atomic_store(&d->pushed, INT64_MIN);
 		atomic_store(&c->redis_used, true);
+		if (delivered(d))
+		{
+			/* deliveries before this are lost: read the stream (stream.c;
+			 * a dict without a position yet gets one there) */
+			d->xs_catchup = true;
+			atomic_store(&d->subscribed, d->xs_ok);
+			return true;
+		}
+		atomic_store(&d->subscribed, true);
 		atomic_store(&d->redis_settled, true);
 		if (d->opts.mode == DDICT_PUSH)
 		{
@@ -639,6 +672,15 @@ ping_step(dd_client *c)
 
 /* ---- checks ---- */
 
+/* A push dict that hears nothing from Redis: not subscribed, or (published
+ * changes) without a position in its stream — while it has one, stream.c
+ * reads the stream each interval until the subscription is back. */
+static bool
+unfollowed(ddict *d)
+{
+	return d->opts.mode == DDICT_PUSH && (delivered(d) ? !d->xs_ok : d->sub != DD_SUB_OK);
+}
+
 /* Push dicts while not subscribed: a sync every interval. */
 static void
 poll_step(dd_client *c, int64_t now)
@@ -650,7 +692,7 @@ poll_step(dd_client *c, int64_t now)
 	{
 		ddict	   *d = c->dicts[i];
 
-		if (d->opts.mode == DDICT_PUSH && d->sub != DD_SUB_OK && !d->xs_ok && !d->pending)
+		if (unfollowed(d) && !d->pending)
 		{
 			d->pending = true;
 			d->sync_at = now;
@@ -714,7 +756,8 @@ check_step(dd_client *c)
 		}
 		else if (rcs[i] >= 0 && v[i]->xs_hold)
 		{
-			v[i]->xs_hold = false;	/* the stream goes on (stream.c) */
+			v[i]->xs_hold = false;	/* the stream goes on (stream.c), from */
+			v[i]->xs_catchup = true;	/* the entry that held it */
 			dd_event_signal(c->kick_fd);
 		}
 		dd_unlock(v[i]);
@@ -729,22 +772,21 @@ check_step(dd_client *c)
 			wake = min64(wake, d->sync_at);
 		if (atomic_load(&d->want))
 			wake = min64(wake, now + 1000);	/* its sync lock was busy */
-		if (d->opts.mode == DDICT_PUSH && d->sub != DD_SUB_OK && !d->xs_ok)
+		if (unfollowed(d))
 			wake = min64(wake, c->next_poll);
 	}
 	dd_list_unlock(c);
 	return wake;
 }
 
-/* Wait for stop, a kick, the subscription or the stream connection, until
- * deadline: 0 timeout/kick, 1|2 bits: subscription (1), stream (2). */
+/* Wait for stop, a kick or the subscription, until deadline: 0
+ * timeout/kick, 1: the subscription. */
 static int
 wait_events(dd_client *c, int64_t deadline)
 {
-	struct pollfd pfd[4];
+	struct pollfd pfd[3];
 	int			n = 0,
 				sub = -1,
-				xs = -1,
 				rc,
 				ev = 0;
 
@@ -755,11 +797,6 @@ wait_events(dd_client *c, int64_t deadline)
 		sub = n;
 		pfd[n++] = (struct pollfd) {.fd = dd_rconn_fd(c->sub), .events = POLLIN};
 	}
-	if (dd_stream_fd(c) >= 0)
-	{
-		xs = n;
-		pfd[n++] = (struct pollfd) {.fd = dd_stream_fd(c), .events = POLLIN};
-	}
 	rc = poll(pfd, (nfds_t) n, dd_poll_timeout(deadline));
 	if (rc <= 0)
 		return 0;
@@ -769,8 +806,6 @@ wait_events(dd_client *c, int64_t deadline)
 		dd_event_drain(c->kick_fd);
 	if (sub >= 0 && pfd[sub].revents)
 		ev |= 1;
-	if (xs >= 0 && pfd[xs].revents)
-		ev |= 2;
 	return ev;
 }
 
@@ -795,8 +830,6 @@ worker_main(void *arg)
 			break;
 		if ((ev & 1) && c->sub)
 			read_sub(c);
-		if (ev & 2)
-			dd_stream_read(c);
 	}
 	connector_discard(c);
 	return NULL;

@@ -59,6 +59,19 @@ redis_int(const char *fmt, const char *a, const char *b)
 	return n;
 }
 
+/* XREAD commands Redis executed so far (INFO commandstats). */
+static long long
+xread_calls(void)
+{
+	redisReply *r = redis_cmd("INFO commandstats", NULL, NULL);
+	const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "cmdstat_xread:calls=") : NULL;
+	long long	n = p ? atoll(p + strlen("cmdstat_xread:calls=")) : (r && r->type == REDIS_REPLY_STRING ? 0 : -1);
+
+	if (r)
+		freeReplyObject(r);
+	return n;
+}
+
 static bool
 redis_up(void)
 {
@@ -224,7 +237,9 @@ pgss_calls(const char *what)
 
 /* Many push caches follow; every commit (multi-key, with rollbacks in
  * between) is applied from the stream: PostgreSQL runs at most 2
- * statements per commit for all of them, the clients none. */
+ * statements per commit for all of them, the clients none; and it comes
+ * as deliveries on the subscription, not by reading the stream (no XREAD
+ * per commit and cache). */
 static void
 test_stream_applies(void **state)
 {
@@ -235,7 +250,8 @@ test_stream_applies(void **state)
 	ddict	   *d[H];
 	uint64_t	e0[H];
 	long long	cl,
-				st;
+				st,
+				xr;
 	char		v[32];
 
 	(void) state;
@@ -249,6 +265,7 @@ test_stream_applies(void **state)
 		e0[i] = entries_of(d[i]);
 	}
 	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
+	xr = xread_calls();
 	for (int n = 0; n < N; n++)
 	{
 		snprintf(v, sizeof(v), "v%d", n);
@@ -260,9 +277,11 @@ test_stream_applies(void **state)
 	}
 	cl = pgss_calls(CLIENT_STMTS);
 	st = pgss_calls(STREAMER_STMTS);
-	print_message("# %d caches, %d commits: %lld client statements, %lld streamer statements\n",
-				  H, N, cl, st);
+	xr = xread_calls() - xr;
+	print_message("# %d caches, %d commits: %lld client statements, %lld streamer statements,"
+				  " %lld XREADs\n", H, N, cl, st, xr);
 	assert_int_equal(cl, 0);
+	assert_true(xr >= 0 && xr < N);
 	assert_true(st <= 2 * N);
 	for (int i = 0; i < H; i++)
 	{
@@ -303,8 +322,13 @@ test_stream_markers(void **state)
 	ddict_close(d);
 }
 
-/* A cache that fell behind a trimmed stream finds a gap, catches up from
- * PostgreSQL and follows the stream again. */
+/*
+ * A cache whose deliveries were lost (its subscription killed while its
+ * thread was stalled in a change callback, five commits meanwhile) reads
+ * them from the stream; when the stream was trimmed past its position it
+ * finds a gap there and catches up from PostgreSQL; either way it follows
+ * the deliveries again.
+ */
 static atomic_int hold_cb;
 
 static void
@@ -316,29 +340,32 @@ slow_cb(const ddict_change *change, void *arg)
 }
 
 static void
-test_stream_trimmed(void **state)
+lose_deliveries(const char *name, bool trim)
 {
 	ddict	   *d;
 	char		key[256];
 	uint64_t	g0,
 				e0;
-	long long	len0;
+	long long	len0,
+				stmts0;
 
-	(void) state;
 	need_redis();
-	published_dict("s_trim", 1, 1);
-	stream_of("s_trim", key, sizeof(key));
-	d = open_push("s_trim", 60000, slow_cb, NULL);
+	published_dict(name, 1, 1);
+	stream_of(name, key, sizeof(key));
+	d = open_push(name, 60000, slow_cb, NULL);
 	wait_following(d);
 	g0 = gaps_of(d);
 	atomic_store(&hold_cb, 1);	/* the cache stalls in its next change */
 	len0 = redis_int("XLEN %s", key, NULL);
-	free(sqlf(admin, "UPDATE s_trim SET value = 'stall'"));
+	free(sqlf(admin, "UPDATE %s SET value = 'stall'", name));
 	sleep_ms(200);
+	/* its subscription goes: what is published from here on never reaches it */
+	assert_true(redis_int("CLIENT KILL TYPE %s", "pubsub", NULL) >= 1);
+	stmts0 = pgss_calls(CLIENT_STMTS);
 	for (int n = 0; n < 5; n++)	/* a key each: an entry applied across
 								 * the gap would lose the others */
 	{
-		free(sqlf(admin, "INSERT INTO s_trim VALUES ('behind%d', 'x')", n));
+		free(sqlf(admin, "INSERT INTO %s VALUES ('behind%d', 'x')", name, n));
 		/* each in an entry of its own: a streamer slowed down by a loaded
 		 * machine would otherwise send several commits as one entry, and
 		 * the trim below might then leave no gap */
@@ -346,17 +373,45 @@ test_stream_trimmed(void **state)
 			 waited += 20)
 			sleep_ms(20);
 	}
-	assert_true(redis_int("XTRIM %s MAXLEN 1", key, NULL) >= 1);	/* a gap exists; the streamer's own MAXLEN ~ may have trimmed some already */
+	if (trim)					/* a gap exists; the streamer's own MAXLEN ~
+								 * may have trimmed some already */
+		assert_true(redis_int("XTRIM %s MAXLEN 1", key, NULL) >= 1);
+	e0 = entries_of(d);
 	atomic_store(&hold_cb, 0);
 	assert_true(wait_value(d, "behind4", "x", 5000) >= 0);
 	assert_equals_table(d, 5000);
-	assert_true(gaps_of(d) > g0);
+	if (trim)
+		assert_true(gaps_of(d) > g0);
+	else
+	{
+		/* all five from the stream, none from PostgreSQL */
+		assert_true(entries_of(d) >= e0 + 5);
+		assert_int_equal(gaps_of(d), g0);
+		assert_int_equal(pgss_calls(CLIENT_STMTS), stmts0);
+	}
+	/* the subscription is back: deliveries again */
 	e0 = entries_of(d);
-	free(sqlf(admin, "UPDATE s_trim SET value = 'again'"));
+	for (int waited = 0; waited < 10000 && !atomic_load(&d->subscribed); waited += 20)
+		sleep_ms(20);
+	free(sqlf(admin, "UPDATE %s SET value = 'again'", name));
 	assert_true(wait_value(d, "g0:0", "again", 5000) >= 0);
 	assert_true(entries_of(d) > e0);
 	assert_equals_table(d, 5000);
 	ddict_close(d);
+}
+
+static void
+test_stream_lost_deliveries(void **state)
+{
+	(void) state;
+	lose_deliveries("s_lost", false);
+}
+
+static void
+test_stream_trimmed(void **state)
+{
+	(void) state;
+	lose_deliveries("s_trim", true);
 }
 
 /* Redis restarts: the cache polls PostgreSQL meanwhile, then reads on from
@@ -654,6 +709,7 @@ main(void)
 	struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stream_applies),
 		cmocka_unit_test(test_stream_markers),
+		cmocka_unit_test(test_stream_lost_deliveries),
 		cmocka_unit_test(test_stream_trimmed),
 		cmocka_unit_test(test_stream_redis_restart),
 		cmocka_unit_test(test_stream_opt_out),
