@@ -340,6 +340,7 @@ send_xread(dd_client *c, int *nstreams)
 		}
 		else if (k < n && id_less(d->stream_id, ids[k]))
 			ids[k] = d->stream_id;
+		d->xs_asked = k < n;	/* else: the next XREAD */
 	}
 	*nstreams = n;
 	if (n == 0)
@@ -534,14 +535,17 @@ apply_reply(dd_client *c, const redisReply *r)
 				continue;
 			/* busy (a write, a check): it stays catching up, read again */
 			if (!dd_trylock(d))
+			{
+				d->xs_again = true;
 				continue;
+			}
 			if (!apply_stream(d, st->element[1]))
 			{
 				dd_unlock(d);
 				return false;
 			}
 			/* a full page: there may be more */
-			d->xs_catchup = d->xs_hold ? true : st->element[1]->elements >= XS_PAGE;
+			d->xs_again = st->element[1]->elements >= XS_PAGE;
 			dd_unlock(d);
 		}
 	}
@@ -575,6 +579,16 @@ catch_up(dd_client *c, char *err, size_t errsize)
 		return rc;
 	dd_list_lock(c);
 	rc = !dd_rconn_buffered(c->xs) && apply_reply(c, r) ? DDICT_OK : DDICT_ERR;
+	for (size_t i = 0; i < c->ndicts; i++)
+	{
+		ddict	   *d = c->dicts[i];
+
+		/* read up to the stream's end (a stream with nothing new is not in
+		 * the answer): caught up, unless busy or a full page */
+		if (rc == DDICT_OK && d->xs_asked && !d->xs_again)
+			d->xs_catchup = false;
+		d->xs_asked = d->xs_again = false;
+	}
 	dd_list_unlock(c);
 	if (rc != DDICT_OK)
 	{

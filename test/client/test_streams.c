@@ -264,6 +264,11 @@ test_stream_applies(void **state)
 		wait_following(d[i]);
 		e0[i] = entries_of(d[i]);
 	}
+	/* idle, caught up: no reads of the stream at all */
+	sleep_ms(200);
+	xr = xread_calls();
+	sleep_ms(1000);
+	assert_int_equal(xread_calls(), xr);
 	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
 	xr = xread_calls();
 	for (int n = 0; n < N; n++)
