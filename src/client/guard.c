@@ -129,7 +129,9 @@ dd_guard_enter_shared(dd_guard *g, unsigned *phase)
 /*
  * Reclamation, by the single reloading thread (sync_lock held); a grace
  * round is described in the header.  An object retired while `started`
- * rounds had begun is safe once two more rounds have completed.  Rounds are polled, not waited for, so
+ * rounds had begun is safe once the next round to start has completed
+ * (two more when one is running: it began before the object was
+ * unpublished).  Rounds are polled, not waited for, so
  * a reader descheduled inside its section delays only the freeing of old
  * snapshots, never the reload itself; if more than DD_LIMBO_MAX objects wait,
  * the reloader waits for rounds to complete (bounding memory).
@@ -200,6 +202,13 @@ free_ready(dd_guard *g)
 	}
 }
 
+/*
+ * Free what completed rounds allow, starting a round when none runs; with
+ * wait, until the limbo is empty.  A round that completes frees first and
+ * only then is another started: an object retired between rounds is freed
+ * after the one membarrier() of the next (a publish with no reader inside
+ * a section costs one system call, not three).
+ */
 static void
 advance(dd_guard *g, bool wait)
 {
@@ -208,21 +217,24 @@ advance(dd_guard *g, bool wait)
 	for (;;)
 	{
 		free_ready(g);
-		if (g->limbo == NULL || (!wait && g->nlimbo <= DD_LIMBO_MAX && g->in_round &&
-								 !round_done(g)))
+		if (g->limbo == NULL)
 			return;
-		if (!round_done(g))
+		if (!g->in_round)
 		{
-			/* Waiting: spin briefly, then yield, then sleep. */
-			if (++spins < 100)
-				continue;
-			if (spins < 200)
-				sched_yield();
-			else
-				nanosleep(&(struct timespec) {.tv_nsec = 50000}, NULL);
+			round_start(g);
 			continue;
 		}
-		round_start(g);
+		if (round_done(g))
+			continue;
+		if (!wait && g->nlimbo <= DD_LIMBO_MAX)
+			return;
+		/* Waiting: spin briefly, then yield, then sleep. */
+		if (++spins < 100)
+			continue;
+		if (spins < 200)
+			sched_yield();
+		else
+			nanosleep(&(struct timespec) {.tv_nsec = 50000}, NULL);
 	}
 }
 
@@ -248,7 +260,9 @@ dd_guard_retire(dd_guard *g, void *obj, void (*free_fn) (void *))
 	}
 	r->obj = obj;
 	r->free_fn = free_fn;
-	r->after = g->started + 2;
+	/* the next round to start covers it; one that runs began before obj
+	 * was unpublished, so it takes the round after that one */
+	r->after = g->started + (g->in_round ? 2 : 1);
 	r->next = g->limbo;
 	g->limbo = r;
 	g->nlimbo++;

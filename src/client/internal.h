@@ -545,7 +545,8 @@ int			dd_rconn_fd(const dd_rconn *c);
 int			dd_rconn_command(dd_rconn *c, int argc, const char **argv);
 int			dd_rconn_flush(const dd_rtarget *t, dd_rconn *c, int64_t deadline,
 						   char *err, size_t errsize);
-/* Read what the socket has now: > 0 read, 0 nothing, < 0 closed/error. */
+/* Read what the socket has now: 1 read a full buffer (there may be more),
+ * 2 read less (it is most likely drained), 0 nothing, < 0 closed/error. */
 int			dd_rconn_fill(dd_rconn *c, char *err, size_t errsize);
 /* A reply already read (*out NULL: none yet). */
 int			dd_rconn_parsed(dd_rconn *c, redisReply **out, char *err, size_t errsize);

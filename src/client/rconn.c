@@ -154,7 +154,9 @@ dd_rconn_fill(dd_rconn *c, char *err, size_t errsize)
 				snprintf(err, errsize, "out of memory");
 				return DDICT_ENOMEM;
 			}
-			return 1;
+			/* less than asked: the socket is most likely drained (saves
+			 * the recv that would say EAGAIN; poll() tells if not) */
+			return (size_t) n < sizeof(buf) ? 2 : 1;
 		}
 		if (n < 0 && errno == EINTR)
 			continue;

@@ -597,7 +597,7 @@ read_sub(dd_client *c)
 				healthy = true;
 	int			rc = 0;
 
-	for (int i = 0; i < 64 && (rc = dd_rconn_fill(c->sub, err, sizeof(err))) > 0; i++)
+	for (int i = 0; i < 64 && (rc = dd_rconn_fill(c->sub, err, sizeof(err))) == 1; i++)
 		;
 	if (rc < 0)
 		lost = true;
