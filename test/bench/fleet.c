@@ -11,11 +11,18 @@
  *   fleet writer CONNINFO NDICTS PREFIX RATE COUNT
  *       COUNT commits of key "k" at RATE per second, round robin over the
  *       dicts; prints the number committed.
+ *   fleet sub HOST PORT CHANNEL DIR
+ *   fleet publish HOST PORT CHANNEL RATE COUNT
+ *       the floor: a bare hiredis subscriber per process (no libddict, no
+ *       PostgreSQL), and COUNT PUBLISHes at RATE of the wall clock padded
+ *       to the size of a one-key delivery; the subscribers record
+ *       now - the published clock as the clients do.
  *
  * Both stop by themselves: a client that hears nothing for 10 minutes
  * exits (fleet.sh also kills them by PID).
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 
 #include "libddict.h"
@@ -40,6 +48,8 @@ typedef struct fleet_dict
 static int64_t samples[MAX_SAMPLES];
 static atomic_int nsamples;
 static atomic_long seen;
+
+static void write_samples(const char *dir);
 
 static int64_t
 wall_us(void)
@@ -144,18 +154,7 @@ client_main(int argc, char **argv)
 	do
 		sig = sigtimedwait(&set, NULL, &tmo);
 	while (sig < 0 && errno == EINTR);
-	snprintf(path, sizeof(path), "%s/lat.%d", dir, (int) getpid());
-	if ((out = fopen(path, "w")) != NULL)
-	{
-		int			m = atomic_load(&nsamples);
-
-		if (m > MAX_SAMPLES)
-			m = MAX_SAMPLES;
-		fprintf(out, "%ld %d\n", atomic_load(&seen), m);
-		for (int i = 0; i < m; i++)
-			fprintf(out, "%lld\n", (long long) samples[i]);
-		fclose(out);
-	}
+	write_samples(dir);
 	for (int i = 0; i < n && getenv("FLEET_DEBUG"); i++)
 	{
 		ddict_stats s;
@@ -216,14 +215,143 @@ writer_main(int argc, char **argv)
 	return 0;
 }
 
+/* The latencies, as client_main writes them. */
+static void
+write_samples(const char *dir)
+{
+	char		path[512];
+	FILE	   *out;
+
+	snprintf(path, sizeof(path), "%s/lat.%d", dir, (int) getpid());
+	if ((out = fopen(path, "w")) != NULL)
+	{
+		int			m = atomic_load(&nsamples);
+
+		if (m > MAX_SAMPLES)
+			m = MAX_SAMPLES;
+		fprintf(out, "%ld %d\n", atomic_load(&seen), m);
+		for (int i = 0; i < m; i++)
+			fprintf(out, "%lld\n", (long long) samples[i]);
+		fclose(out);
+	}
+}
+
+static volatile sig_atomic_t sub_stop;
+
+static void
+on_term(int sig)
+{
+	(void) sig;
+	sub_stop = 1;
+}
+
+static int
+sub_main(char **argv)
+{
+	struct timeval tv = {30, 0};
+	redisContext *c = redisConnectWithTimeout(argv[2], atoi(argv[3]), tv);
+	redisReply *r;
+	char		path[512];
+	FILE	   *out;
+	struct sigaction sa = {.sa_handler = on_term};
+
+	sigaction(SIGTERM, &sa, NULL);	/* no SA_RESTART: the read returns */
+	if (c == NULL || c->err || (r = redisCommand(c, "SUBSCRIBE %s", argv[4])) == NULL)
+	{
+		fprintf(stderr, "fleet: sub: %s\n", c ? c->errstr : "out of memory");
+		return 1;
+	}
+	freeReplyObject(r);
+	snprintf(path, sizeof(path), "%s/ready.%d", argv[5], (int) getpid());
+	if ((out = fopen(path, "w")) != NULL)
+		fclose(out);
+	while (!sub_stop)
+	{
+		struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+		void	   *reply = NULL;
+
+		if (redisReaderGetReply(c->reader, &reply) != REDIS_OK)
+			break;
+		if (reply == NULL)
+		{
+			/* SIGTERM interrupts the wait, not a blocking read (hiredis
+			 * retries on EINTR) */
+			if (poll(&pfd, 1, 200) > 0 && redisBufferRead(c) != REDIS_OK)
+				break;
+			continue;
+		}
+		r = reply;
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+			r->element[2]->type == REDIS_REPLY_STRING)
+		{
+			int			i = atomic_fetch_add(&nsamples, 1);
+
+			atomic_fetch_add(&seen, 1);
+			if (i < MAX_SAMPLES)
+				samples[i] = wall_us() - atoll(r->element[2]->str);
+		}
+		freeReplyObject(r);
+	}
+	write_samples(argv[5]);
+	redisFree(c);
+	return 0;
+}
+
+static int
+publish_main(char **argv)
+{
+	struct timeval tv = {30, 0};
+	redisContext *c = redisConnectWithTimeout(argv[2], atoi(argv[3]), tv);
+	double		rate = atof(argv[5]);
+	int			count = atoi(argv[6]),
+				done = 0;
+	struct timespec next;
+
+	if (c == NULL || c->err || rate <= 0)
+	{
+		fprintf(stderr, "fleet: publish: %s\n", c ? c->errstr : "bad rate");
+		return 1;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	for (int i = 0; i < count; i++)
+	{
+		char		msg[320];
+		redisReply *r;
+		long		step = (long) (1e9 / rate);
+
+		/* "<us> " + padding: a one-key delivery is about 300 bytes */
+		snprintf(msg, sizeof(msg), "%lld %0280d", (long long) wall_us(), 0);
+		r = redisCommand(c, "PUBLISH %s %s", argv[4], msg);
+		done += r && r->type == REDIS_REPLY_INTEGER;
+		if (r)
+			freeReplyObject(r);
+		next.tv_nsec += step;
+		while (next.tv_nsec >= 1000000000L)
+		{
+			next.tv_nsec -= 1000000000L;
+			next.tv_sec++;
+		}
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+	}
+	printf("%d\n", done);
+	redisFree(c);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
+	if (argc == 6 && strcmp(argv[1], "sub") == 0)
+		return sub_main(argv);
+	if (argc == 7 && strcmp(argv[1], "publish") == 0)
+		return publish_main(argv);
 	if (argc == 7 && strcmp(argv[1], "client") == 0)
 		return client_main(argc, argv);
 	if (argc == 7 && strcmp(argv[1], "writer") == 0)
 		return writer_main(argc, argv);
 	fprintf(stderr, "usage: fleet client CONNINFO REDIS_URL NDICTS PREFIX DIR\n"
 			"       fleet writer CONNINFO NDICTS PREFIX RATE COUNT\n");
+	fprintf(stderr, "       fleet sub HOST PORT CHANNEL DIR\n"
+			"       fleet publish HOST PORT CHANNEL RATE COUNT\n");
 	return 2;
 }

@@ -94,7 +94,7 @@ pct() { # pct FILE P: the P-th percentile (0..100) of sorted numbers in FILE, in
 CSV=$OUT/fleet.csv
 echo "dicts_per_process,mode,processes,commits,statements,statements_per_commit,p50_ms,p99_ms,max_ms,seen,expected,idle_pg_connections,redis_bytes_per_dict,rss_kb_per_process" >"$CSV"
 
-run_one() { # run_one NDICTS MODE(published|versions)
+run_one() { # run_one NDICTS MODE(published|versions|pubsub)
   local nd=$1 mode=$2 dir i ready t0 idle rss stm done seen expect lat rmem pub
   dir=$SCRATCH/run-$N-$nd-$mode
   mkdir -p "$dir"
@@ -105,7 +105,11 @@ run_one() { # run_one NDICTS MODE(published|versions)
   sleep 1
   step "$mode, $nd dict(s) per process: starting $N processes"
   for i in $(seq "$N"); do
-    "$FLEET" client "$CI" "redis://127.0.0.1:$RPORT" "$nd" fleet "$dir" 2>>"$dir/errors" &
+    if [[ $mode == pubsub ]]; then
+      "$FLEET" sub 127.0.0.1 "$RPORT" fleet:floor "$dir" 2>>"$dir/errors" &
+    else
+      "$FLEET" client "$CI" "redis://127.0.0.1:$RPORT" "$nd" fleet "$dir" 2>>"$dir/errors" &
+    fi
     CLIENTS+=($!)
     ((i % 20 == 0)) && sleep 0.05
   done
@@ -124,7 +128,11 @@ run_one() { # run_one NDICTS MODE(published|versions)
   rss=$((rss / N))
   "${PSQL[@]}" -d fleet -c "SELECT pg_stat_statements_reset()" >/dev/null
   step "writer: $COMMITS commits at $RATE/s"
-  done=$("$FLEET" writer "$CI" "$nd" fleet "$RATE" "$COMMITS")
+  if [[ $mode == pubsub ]]; then
+    done=$("$FLEET" publish 127.0.0.1 "$RPORT" fleet:floor "$RATE" "$COMMITS")
+  else
+    done=$("$FLEET" writer "$CI" "$nd" fleet "$RATE" "$COMMITS")
+  fi
   sleep 3
   stm=$("${PSQL[@]}" -d fleet -c "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
       WHERE query NOT LIKE '%fleet writer%' AND query NOT LIKE '%pg_stat_statements%'")
@@ -143,7 +151,7 @@ run_one() { # run_one NDICTS MODE(published|versions)
     rmem=$((rmem + $("${RCLI[@]}" MEMORY USAGE "ddict:fleet:public.fleet$i" | grep -E '^[0-9]+$' || echo 0)))
     rmem=$((rmem + $("${RCLI[@]}" MEMORY USAGE "ddict:fleet:public.fleet$i:changes" | grep -E '^[0-9]+$' || echo 0)))
   done
-  rmem=$((rmem / nd))
+  rmem=$((rmem / nd)); [[ $mode == pubsub ]] && rmem=0
   lat="$(pct "$dir/all" 50),$(pct "$dir/all" 99),$(pct "$dir/all" 100)"
   echo "$nd,$mode,$N,$done,$stm,$(awk -v s="$stm" -v c="$done" 'BEGIN { printf "%.2f", c ? s / c : 0 }'),$lat,$seen,$expect,$idle,$rmem,$rss" | tee -a "$CSV"
   [[ -s $dir/errors ]] && { echo "client errors:"; sort "$dir/errors" | uniq -c | head -5; }
@@ -154,7 +162,11 @@ run_one() { # run_one NDICTS MODE(published|versions)
 
 for N in $NS; do
   for nd in ${VARIANTS:-1 10}; do
-    for mode in ${MODES:-published versions}; do run_one "$nd" "$mode"; done
+    for mode in ${MODES:-published versions pubsub}; do
+      # the floor (bare subscribers of one channel) once per process count
+      [[ $mode == pubsub && $nd != 1 ]] && continue
+      run_one "$nd" "$mode"
+    done
   done
 done
 
@@ -166,7 +178,12 @@ done
   echo "| processes | dicts/process | push mode | statements/commit | commit→visible p50 / p99 / max (ms) | seen / expected | PG connections idle | Redis bytes/dict | RSS/process |"
   echo "|---|---|---|---|---|---|---|---|---|"
   tail -n +2 "$CSV" | while IFS=, read -r nd mode n c s spc p50 p99 mx seen exp idle rb rss; do
-    echo "| $n | $nd | $([[ $mode == published ]] && echo 'published changes' || echo 'versions only (baseline)') | $spc | $p50 / $p99 / $mx | $seen / $exp | $idle | $rb | $((rss / 1024)) MB |"
+    case $mode in
+      published) label='published changes' ;;
+      versions) label='versions only (baseline)' ;;
+      *) label='floor: bare hiredis subscribers of one channel, no libddict' ;;
+    esac
+    echo "| $n | $nd | $label | $spc | $p50 / $p99 / $mx | $seen / $exp | $idle | $rb | $((rss / 1024)) MB |"
   done
 } >"$OUT/fleet.md"
 cat "$OUT/fleet.md"
