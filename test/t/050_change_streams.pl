@@ -138,6 +138,44 @@ is(sql(q{SELECT dict, stream_key FROM ddict_published}), "settings|$key",
 ok(wait_for(sub { sql(q{SELECT state || connected FROM ddict_change_streams() WHERE database = (SELECT oid FROM pg_database WHERE datname = 'postgres')}) eq 'runningtrue' }),
 	'a change streamer runs for the database, connected');
 
+# --- deliveries: each appended entry is also PUBLISHed on the channel named
+# as its stream key: "<id>\n" and its fields as one RESP array (what XRANGE
+# holds for that id), or "<id>" alone when its fields pass 256 kB
+{
+	my $sub = StreamConsumer::redis_connect($port);
+	my $ack = StreamConsumer::command($sub, 'SUBSCRIBE', $key);
+	is($ack->[0], 'subscribe', 'a subscriber of the stream key channel');
+	my @want = (
+		[ q{INSERT INTO settings VALUES ('d1', 'one')}, 'one key' ],
+		[ q{INSERT INTO settings SELECT 'd2-' || g, 'v' || g FROM generate_series(1, 5) g}, 'five keys' ],
+		[ q{UPDATE settings SET value = 'two' WHERE key = 'd1'}, 'an update' ],
+		[ q{INSERT INTO settings VALUES ('d3', repeat('x', 300000))}, 'a value above 256 kB' ],
+		[ q{DELETE FROM settings WHERE key IN ('d1', 'd3') OR key LIKE 'd2-%'}, 'deletions' ]);
+	for my $w (@want)
+	{
+		sql($w->[0]);
+		my $e = entry_for(version('settings'));
+		my $msg = StreamConsumer::_reply($sub);
+		is($msg->[0] . '|' . $msg->[1], "message|$key", "$w->[1]: a message on the stream key channel");
+		my ($id, $rest) = split /\n/, $msg->[2], 2;
+		is($id, $e->[0], "$w->[1]: the delivery names the appended entry");
+		my $r = StreamConsumer::redis_connect($port);
+		my $fields = StreamConsumer::command($r, 'XRANGE', $key, $e->[0], $e->[0])->[0][1];
+		close $r;
+		my $resp = '*' . scalar(@$fields) . "\r\n";
+		$resp .= '$' . length($_) . "\r\n$_\r\n" for @$fields;
+		if (length($resp) > 256 * 1024)
+		{
+			ok(!defined $rest, "$w->[1]: the id alone (the stream has the entry)");
+		}
+		else
+		{
+			ok(defined $rest && $rest eq $resp, "$w->[1]: the delivery carries the entry's fields");
+		}
+	}
+	close $sub;
+}
+
 # --- single writes: an entry per commit, equal to ddict_changes()'s delta
 my $c = StreamConsumer->new(node => $node, db => 'postgres', table => 'settings', port => $port, key => $key);
 sql(q{SELECT ddict_set('settings', 'warmup', '0')});
