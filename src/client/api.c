@@ -123,6 +123,7 @@ client_new(const char *conninfo, PGconn *pg, const ddict_client_options *o, cons
 	atomic_init(&c->refs, 1);
 	c->stop_fd = c->kick_fd = -1;
 	c->interval_ms = o->interval_ms;
+	c->idle_close_ms = o->idle_close_ms;
 	if (pg)
 		dd_conn_init_borrowed(&c->conn, pg, o->timeout_ms);
 	else if (dd_conn_init_own(&c->conn, conninfo, o->timeout_ms, o->connect_timeout_ms,

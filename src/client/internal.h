@@ -461,6 +461,7 @@ typedef struct dd_conn
 	atomic_bool connected;
 	atomic_int_fast64_t retry_at_us;	/* readers: no attempt before */
 	atomic_uint_fast64_t reconnects;
+	int64_t		last_used_us;	/* last dd_session_ensure() that succeeded */
 	/* session.c's, per connection */
 	char	   *schema;			/* quoted schema of the extension */
 	char	   *sql[DD_SQL_N];	/* statements, schema-qualified */
@@ -708,6 +709,7 @@ struct dd_client
 	atomic_int	refs;			/* the application's + one per handle */
 	bool		private_client;	/* made by ddict_open / ddict_open_conn */
 	unsigned	interval_ms;	/* push polling / PING period */
+	unsigned	idle_close_ms;	/* close an idle connection (worker.c); 0 never */
 
 	ddict	  **dicts;			/* list_lock */
 	size_t		ndicts,

@@ -237,6 +237,13 @@ typedef struct ddict_client_options
 	 * or "" take the environment variable DDICT_VERSIONS_PAGE if set (the
 	 * same values), which also applies to ddict_open()'s own clients. */
 	const char *versions_page;
+	/* Since 1.3: when every dict of the client follows published changes
+	 * (push mode, README "Published changes") and the PostgreSQL connection
+	 * was not used for idle_close_ms, the client's thread closes it; the
+	 * next check (a gap in a stream, a marker), write or open reconnects.
+	 * For fleets: 1,000 idle processes then hold no server connection.
+	 * 0 (default): the connection stays open. */
+	unsigned	idle_close_ms;
 } ddict_client_options;
 
 DDICT_API void ddict_client_options_init(ddict_client_options *opts);

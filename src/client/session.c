@@ -232,7 +232,10 @@ dd_session_ensure(dd_conn *c, ddict *h, bool force)
 	if (c->borrowed)
 		return ensure_borrowed(c, h);
 	if (dd_conn_ok(c) && c->schema)
+	{
+		c->last_used_us = dd_now_us();
 		return DDICT_OK;
+	}
 	if (c->pg)
 	{
 		dd_conn_drop(c);
@@ -252,6 +255,7 @@ dd_session_ensure(dd_conn *c, ddict *h, bool force)
 		return rc;
 	}
 	dd_conn_established(c);
+	c->last_used_us = dd_now_us();
 	return DDICT_OK;
 }
 

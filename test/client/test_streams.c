@@ -419,6 +419,84 @@ test_stream_trimmed(void **state)
 	lose_deliveries("s_trim", true);
 }
 
+/* PostgreSQL backends of this test's idle-close client. */
+static long long
+idle_backends(void)
+{
+	return sql_ll(admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ddict_idle_close'");
+}
+
+static bool
+wait_backends(long long n, int timeout_ms)
+{
+	for (int waited = 0; waited < timeout_ms; waited += 20)
+	{
+		if (idle_backends() == n)
+			return true;
+		sleep_ms(20);
+	}
+	return idle_backends() == n;
+}
+
+/*
+ * idle_close_ms: a client whose dicts all follow published changes closes
+ * its PostgreSQL connection once idle, keeps applying deliveries without
+ * it, reconnects for a marker (TRUNCATE) and closes again.
+ */
+static void
+test_stream_idle_close(void **state)
+{
+	ddict_client_options co;
+	ddict_client *cl;
+	ddict_options o;
+	ddict	   *d[2];
+	char		conninfo[1024];
+	uint64_t	e0;
+
+	(void) state;
+	need_redis();
+	published_dict("s_idle1", 1, 3);
+	published_dict("s_idle2", 1, 3);
+	snprintf(conninfo, sizeof(conninfo), "%s application_name=ddict_idle_close", test_conninfo());
+	ddict_client_options_init(&co);
+	co.redis_url = rurl;
+	co.interval_ms = 60000;
+	co.idle_close_ms = 300;
+	co.backoff_min_ms = 20;
+	co.backoff_max_ms = 200;
+	cl = ddict_client_open(conninfo, &co);
+	assert_non_null(cl);
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	for (int i = 0; i < 2; i++)
+	{
+		d[i] = ddict_open_on(cl, i ? "s_idle2" : "s_idle1", &o);
+		assert_non_null(d[i]);
+	}
+	for (int i = 0; i < 2; i++)
+		wait_following(d[i]);
+	assert_true(wait_backends(0, 5000));	/* idle: closed */
+	e0 = entries_of(d[0]);
+	free(sqlf(admin, "UPDATE s_idle1 SET value = 'delivered'"));
+	assert_true(wait_value(d[0], "g0:0", "delivered", 5000) >= 0);
+	assert_true(entries_of(d[0]) > e0);
+	assert_int_equal(idle_backends(), 0);	/* applied without PostgreSQL */
+	free(sqlf(admin, "TRUNCATE s_idle2"));	/* a marker: a load from PostgreSQL */
+	free(sqlf(admin, "INSERT INTO s_idle2 VALUES ('after', 'truncate')"));
+	assert_true(wait_value(d[1], "after", "truncate", 5000) >= 0);
+	assert_true(wait_value(d[1], "g0:0", NULL, 5000) >= 0);
+	assert_equals_table(d[1], 5000);
+	assert_true(wait_backends(0, 5000));	/* and closed again */
+	/* a write reconnects */
+	assert_int_equal(ddict_set(d[0], "w", 1, "x", 1), DDICT_OK);
+	assert_true(wait_value(d[0], "w", "x", 5000) >= 0);
+	assert_equals_table(d[0], 5000);
+	assert_true(wait_backends(0, 5000));
+	for (int i = 0; i < 2; i++)
+		ddict_close(d[i]);
+	ddict_client_close(cl);
+}
+
 /* Redis restarts: the cache polls PostgreSQL meanwhile, then reads on from
  * its position; the server's marker for the lost stream sends it to
  * PostgreSQL once; then entries apply again. */
@@ -716,6 +794,7 @@ main(void)
 		cmocka_unit_test(test_stream_markers),
 		cmocka_unit_test(test_stream_lost_deliveries),
 		cmocka_unit_test(test_stream_trimmed),
+		cmocka_unit_test(test_stream_idle_close),
 		cmocka_unit_test(test_stream_redis_restart),
 		cmocka_unit_test(test_stream_opt_out),
 		cmocka_unit_test(test_stream_stress),
