@@ -96,7 +96,7 @@ SELECT * FROM ld_check('{}', '{}', '{}', '{}');
 -- encoding, or no dict; a name beyond the cache's 255 bytes still resolves
 SELECT ddict_unchanged_packed(ld_probe(ARRAY['', 'ld_plain'], ARRAY[0, 'ld_plain'::regclass::oid]::oid[],
                                        ARRAY[1, 1], ARRAY[ddict_epoch(), ddict_epoch()]));
-SELECT ddict_unchanged_packed(substr(p, 1, 25) || '\x0007'::bytea || '\x6c645f00612e74'::bytea)
+SELECT ddict_unchanged_packed(substr(p, 1, 25) || '\x0008'::bytea || '\x6c645f612e740078'::bytea)
   FROM ld_probe(ARRAY['ld_a.t'], ARRAY[:oa]::oid[], ARRAY[:va], ARRAY[ddict_epoch()]) p;
 SELECT ddict_unchanged_packed(substr(p, 1, 25) || '\x0007'::bytea || '\x6c645fff612e74'::bytea)
   FROM ld_probe(ARRAY['ld_a.t'], ARRAY[:oa]::oid[], ARRAY[:va], ARRAY[ddict_epoch()]) p;
