@@ -435,6 +435,8 @@ enum
 	DD_SQL_UNCHANGED,			/* ddict_unchanged() (1.1) */
 	DD_SQL_FULL_BEGIN,			/* ddict_full_begin() (1.2) */
 	DD_SQL_FULL_END,			/* ddict_full_end() (1.2) */
+	DD_SQL_PROBE_MANY,			/* ddict_unchanged_many() (1.2; on 1.3 for the
+								 * names the packed probe cannot carry) */
 	DD_SQL_N
 };
 

@@ -78,6 +78,8 @@ build_statements(dd_conn *c, ddict *h, bool unchanged)
 	 * each as one character of one value.  Parameters are typed by the
 	 * client (dd_probe_types, binary arrays): no names to look up.  1.3:
 	 * the same question packed in one bytea (sync.c). */
+	if (c->probe_many)
+		c->sql[DD_SQL_PROBE_MANY] = dd_asprintf("SELECT %s.ddict_unchanged_many($1, $2, $3, $4)", s);
 	c->sql[DD_SQL_PROBE] = c->probe_packed ?
 		dd_asprintf("SELECT %s.ddict_unchanged_packed($1)", s) :
 		c->probe_many ?

@@ -1218,9 +1218,10 @@ probe_many(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 			params[i] = a[i].p;
 			lens[i] = (int) a[i].len;
 		}
-		rc = (c->prepared ?
+		/* prepared on 1.2; on 1.3 the prepared probe is the packed one */
+		rc = (c->prepared && !c->probe_packed ?
 			  PQsendQueryPrepared(c->pg, DD_PREPARED_PROBE, 4, params, lens, fmts, 0) :
-			  PQsendQueryParams(c->pg, c->sql[DD_SQL_PROBE], 4, dd_probe_types, params, lens, fmts, 0))
+			  PQsendQueryParams(c->pg, c->sql[DD_SQL_PROBE_MANY], 4, dd_probe_types, params, lens, fmts, 0))
 			? dd_conn_flush(c) : DDICT_ECONN;
 	}
 	for (int i = 0; i < 4; i++)
