@@ -292,6 +292,7 @@ ddict_unchanged_many(PG_FUNCTION_ARGS)
 #define PROBE_HEAD 5			/* format, n */
 #define PROBE_FIXED 20			/* since_dict, since_version, since_epoch */
 #define PROBE_MIN (PROBE_FIXED + 2) /* with an empty name */
+#define PROBE_MEMO_MAX 65536	/* bytes of names a backend keeps */
 
 struct ProbeMemo
 {
@@ -363,7 +364,7 @@ remember(const char *block, int len, uint32 n, const Oid *relids)
 {
 	ProbeMemo  *m;
 
-	if (name_cxt == NULL)
+	if (name_cxt == NULL || len > PROBE_MEMO_MAX)
 		return;
 	if (memo)
 	{
