@@ -29,7 +29,8 @@
  * ddict_changes() is sent with its Sync alone.  The checks of many dicts
  * that fall due together — the dicts that readers found the connection
  * busy for, interval dicts that are due, push mode's pending syncs — are
- * first asked together, ddict_unchanged_many() (1.2; before, a statement
+ * first asked together, ddict_unchanged_packed() (1.3: one bytea),
+ * ddict_unchanged_many() (1.2: four binary arrays; before, a statement
  * reading each dict's relation and version), and those that changed get
  * their ddict_changes() in one pipeline: one network round trip, and one
  * failing dict does not abort the others' segments.
