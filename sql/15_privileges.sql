@@ -59,7 +59,10 @@ INSERT INTO mx_calls VALUES
  (19, $$SELECT count(*) FROM ddict_change_streams()$$),
  (20, $$SELECT ddict_create('mx_s.made_by_' || current_user)$$),
  (21, $$SELECT ddict_detach('mx_s.plain')$$),
- (22, $$SELECT ddict_attach('mx_s.plain')$$);
+ (22, $$SELECT ddict_attach('mx_s.plain')$$),
+ (23, $$SELECT ddict_unchanged_many(ARRAY['mx_s.mx'], ARRAY[d], ARRAY[v], ARRAY[e]) FROM mx_state$$),
+ (24, $$SELECT ddict_unchanged_packed('\x0100000001'::bytea || substr(int8send(d::int8), 5) || int8send(v)
+                                      || int8send(e) || '\x0007'::bytea || convert_to('mx_s.mx', 'UTF8')) FROM mx_state$$);
 
 CREATE TABLE mx_out (role text, n int, result text);
 GRANT INSERT ON mx_out TO PUBLIC;

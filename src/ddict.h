@@ -49,6 +49,8 @@ extern void ddict_shmem_define_gucs(void);
 extern Size ddict_shmem_size(void);
 extern void ddict_shmem_init(void);
 extern bool ddict_version_get(Oid dboid, Oid relid, uint64 *version, bool *pending);
+extern void ddict_versions_match(Oid dboid, int n, const Oid *relids, const uint64 *versions,
+								 bool *unchanged);
 extern uint64 ddict_version_ensure(Oid dboid, Oid relid, TransactionId creator);
 extern uint64 ddict_version_bump(Oid dboid, Oid relid, TransactionId xid);
 extern void ddict_version_release(TransactionId xid);

@@ -243,6 +243,36 @@ ddict_version_get(Oid dboid, Oid relid, uint64 *version, bool *pending)
 	return e != NULL;
 }
 
+/*
+ * The versions of n relations of one database: unchanged[i] is whether
+ * relids[i] has a slot at versions[i] with no bump pending (the check of
+ * many dicts, probe.c).  One shared lock for a run of lookups instead of
+ * one each; released every 64, so that a long probe does not hold off
+ * the creation of slots.
+ */
+void
+ddict_versions_match(Oid dboid, int n, const Oid *relids, const uint64 *versions,
+					 bool *unchanged)
+{
+	for (int i = 0; i < n; i += 64)
+	{
+		LWLockAcquire(shared->lock, LW_SHARED);
+		for (int j = i; j < n && j < i + 64; j++)
+		{
+			DictKey		key = {dboid, relids[j]};
+			DictEntry  *e;
+
+			unchanged[j] = false;
+			if (relids[j] == InvalidOid)
+				continue;
+			e = hash_search(dict_table, &key, HASH_FIND, NULL);
+			unchanged[j] = e != NULL && pg_atomic_read_u32(&e->npending) == 0 &&
+				pg_atomic_read_u64(&e->version) == versions[j];
+		}
+		LWLockRelease(shared->lock);
+	}
+}
+
 static DictEntry *
 entry_create(DictKey *key, uint64 version, bool *full)
 {

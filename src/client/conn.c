@@ -102,6 +102,9 @@ dd_conn_close(dd_conn *c)
 	dd_conn_free_sql(c);
 	free(c->conninfo);
 	c->conninfo = NULL;
+	free(c->probe_buf);
+	c->probe_buf = NULL;
+	c->probe_cap = 0;
 }
 
 bool

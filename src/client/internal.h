@@ -435,6 +435,8 @@ enum
 	DD_SQL_UNCHANGED,			/* ddict_unchanged() (1.1) */
 	DD_SQL_FULL_BEGIN,			/* ddict_full_begin() (1.2) */
 	DD_SQL_FULL_END,			/* ddict_full_end() (1.2) */
+	DD_SQL_PROBE_MANY,			/* ddict_unchanged_many() (1.2; on 1.3 for the
+								 * names the packed probe cannot carry) */
 	DD_SQL_N
 };
 
@@ -442,10 +444,12 @@ enum
 #define DD_PREPARED_PROBE "libddict_versions"
 #define DD_PREPARED_UNCHANGED "libddict_unchanged"
 
-/* Parameter types sent with DD_SQL_UNCHANGED (regclass, int8 x3, oid) and
- * the 1.2 DD_SQL_PROBE (text[], oid[], int8[], int8[]): session.c */
+/* Parameter types sent with DD_SQL_UNCHANGED (regclass, int8 x3, oid), the
+ * 1.2 DD_SQL_PROBE (text[], oid[], int8[], int8[]) and the 1.3 one (bytea):
+ * session.c */
 extern const Oid dd_unchanged_types[5];
 extern const Oid dd_probe_types[4];
+extern const Oid dd_packed_types[1];
 
 typedef struct dd_conn
 {
@@ -473,6 +477,9 @@ typedef struct dd_conn
 	bool		copy_full;		/* full loads by COPY (1.2+: load.c); then
 								 * ddict_changes() answers 'f' with its header */
 	bool		probe_many;		/* DD_SQL_PROBE is ddict_unchanged_many() (1.2+) */
+	bool		probe_packed;	/* ... or ddict_unchanged_packed() (1.3+) */
+	char	   *probe_buf;		/* the packed probe, kept for the next check */
+	size_t		probe_cap;
 	uint32_t	dboid;			/* the database's OID (0: unknown) */
 	pthread_mutex_t cancel_lock;
 	PGcancel   *cancel;			/* cancel_lock: of the own connection */

@@ -15,8 +15,8 @@
  * (built-in OIDs), so that no type name is looked up at each parse.
  * The database's OID is asked once per connection, with the schema, and
  * which protocol the extension speaks: 1.0 (no relation in the header),
- * 1.1 (ddict_unchanged()), 1.2 (full loads by COPY, ddict_unchanged_many());
- * a client talks to each in its own terms.  The versions page keys a dict's
+ * 1.1 (ddict_unchanged()), 1.2 (full loads by COPY, ddict_unchanged_many()),
+ * 1.3 (ddict_unchanged_packed()); a client talks to each in its own terms.  The versions page keys a dict's
  * slot by the database's OID (sync.c).
  * (A pooler hands a server connection to other clients between
  * transactions: a prepared statement or a SET would be missing there, or
@@ -33,6 +33,7 @@
 /* Built-in type OIDs (pg_type.dat; fixed since they were assigned). */
 const Oid	dd_unchanged_types[5] = {2205 /* regclass */ , 20 /* int8 */ , 20, 20, 26 /* oid */ };
 const Oid	dd_probe_types[4] = {1009 /* text[] */ , 1028 /* oid[] */ , 1016 /* int8[] */ , 1016};
+const Oid	dd_packed_types[1] = {17 /* bytea */ };
 
 static char *
 dd_asprintf(const char *fmt, ...) DD_PRINTF(1, 2);
@@ -75,8 +76,13 @@ build_statements(dd_conn *c, ddict *h, bool unchanged)
 	/* The relations and versions of many dicts in one statement (by name:
 	 * the relation a name means may change, sync.c); 1.2: the answer for
 	 * each as one character of one value.  Parameters are typed by the
-	 * client (dd_probe_types, binary arrays): no names to look up. */
-	c->sql[DD_SQL_PROBE] = c->probe_many ?
+	 * client (dd_probe_types, binary arrays): no names to look up.  1.3:
+	 * the same question packed in one bytea (sync.c). */
+	if (c->probe_many)
+		c->sql[DD_SQL_PROBE_MANY] = dd_asprintf("SELECT %s.ddict_unchanged_many($1, $2, $3, $4)", s);
+	c->sql[DD_SQL_PROBE] = c->probe_packed ?
+		dd_asprintf("SELECT %s.ddict_unchanged_packed($1)", s) :
+		c->probe_many ?
 		dd_asprintf("SELECT %s.ddict_unchanged_many($1, $2, $3, $4)", s) :
 		dd_asprintf(
 		"SELECT u.d::pg_catalog.regclass::pg_catalog.oid, %s.ddict_last_updated(u.d::pg_catalog.regclass)"
@@ -115,8 +121,9 @@ prepare_check(dd_conn *c, ddict *h)
 
 	const char *names[3] = {DD_PREPARED_CHANGES, DD_PREPARED_PROBE, DD_PREPARED_UNCHANGED};
 	const int	sqls[3] = {DD_SQL_CHANGES, DD_SQL_PROBE, DD_SQL_UNCHANGED};
-	const int	nparams[3] = {dd_changes_nparams(c), c->probe_many ? 4 : 1, 5};
-	const Oid  *types[3] = {NULL, c->probe_many ? dd_probe_types : NULL, dd_unchanged_types};
+	const int	nparams[3] = {dd_changes_nparams(c), c->probe_packed || !c->probe_many ? 1 : 4, 5};
+	const Oid  *types[3] = {NULL, c->probe_packed ? dd_packed_types : c->probe_many ? dd_probe_types : NULL,
+	dd_unchanged_types};
 
 	for (int i = 0; i < 3; i++)
 	{
@@ -165,7 +172,9 @@ setup(dd_conn *c, ddict *h)
 					  "  IS NOT NULL"
 					  " AND pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||)"
 					  "  '.ddict_unchanged_many(pg_catalog.text[],pg_catalog.oid[],pg_catalog.int8[],pg_catalog.int8[])')"
-					  "  IS NOT NULL"
+					  "  IS NOT NULL,"
+					  " pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||)"
+					  "  '.ddict_unchanged_packed(pg_catalog.bytea)') IS NOT NULL"
 					  " FROM pg_catalog.pg_extension e"
 					  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
 					  " WHERE e.extname = 'ddict'",
@@ -181,13 +190,15 @@ setup(dd_conn *c, ddict *h)
 	}
 	dd_conn_free_sql(c);
 	c->schema = strdup(PQgetvalue(r, 0, 0));
-	c->changes_rel = PQnfields(r) == 5 && PQgetvalue(r, 0, 1)[0] == 't';
+	c->changes_rel = PQnfields(r) == 6 && PQgetvalue(r, 0, 1)[0] == 't';
 	/* the database's OID: its dicts' slots on the versions page (sync.c) */
-	c->dboid = PQnfields(r) == 5 && !PQgetisnull(r, 0, 2) ?
+	c->dboid = PQnfields(r) == 6 && !PQgetisnull(r, 0, 2) ?
 		(uint32_t) strtoul(PQgetvalue(r, 0, 2), NULL, 10) : 0;
-	/* 1.1's scalar check; 1.2's full load by COPY and check of many dicts */
+	/* 1.1's scalar check; 1.2's full load by COPY and check of many dicts;
+	 * 1.3's packed check of many dicts */
 	unchanged = c->changes_rel && PQgetvalue(r, 0, 3)[0] == 't';
 	c->copy_full = c->probe_many = c->changes_rel && PQgetvalue(r, 0, 4)[0] == 't';
+	c->probe_packed = c->probe_many && PQgetvalue(r, 0, 5)[0] == 't';
 	PQclear(r);
 	if (c->schema == NULL)
 		return dd_fail(h, DDICT_ENOMEM, "out of memory");

@@ -29,7 +29,8 @@
  * ddict_changes() is sent with its Sync alone.  The checks of many dicts
  * that fall due together — the dicts that readers found the connection
  * busy for, interval dicts that are due, push mode's pending syncs — are
- * first asked together, ddict_unchanged_many() (1.2; before, a statement
+ * first asked together, ddict_unchanged_packed() (1.3: one bytea),
+ * ddict_unchanged_many() (1.2: four binary arrays; before, a statement
  * reading each dict's relation and version), and those that changed get
  * their ddict_changes() in one pipeline: one network round trip, and one
  * failing dict does not abort the others' segments.
@@ -1057,6 +1058,51 @@ names_array(ddict **w, int m)
 }
 
 /*
+ * The answer to the probe of w[0..m) just sent (ddict_unchanged_many() or
+ * ddict_unchanged_packed(); rc: how sending went): the dicts it answered
+ * 'u' are settled.  Returns how many of w[] still need a check
+ * (compacted), or m when the probe failed (all do).
+ */
+static int
+settle_probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out, int rc,
+			 const char *fn)
+{
+	PGresult   *r = NULL;
+	const char *ans;
+	int64_t		now;
+	int			k = 0;
+
+	rc = first_result(c, rc, &r);
+	if (rc != DDICT_OK || r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK ||
+		PQntuples(r) != 1 || PQnfields(r) != 1 || PQgetisnull(r, 0, 0) ||
+		PQgetlength(r, 0, 0) != m)
+	{
+		PQclear(r);
+		if (rc != DDICT_OK && rc != DDICT_ENOMEM)
+			(void) dd_conn_failed(c, w[0], rc, fn, NULL);
+		return m;				/* each finds out in its check */
+	}
+	ans = PQgetvalue(r, 0, 0);
+	now = dd_now_us();
+	for (int j = 0; j < m; j++)
+	{
+		const ddict_snapshot *cur = atomic_load(&w[j]->current);
+
+		if (!wf[j] && cur->epoch != 0 && cur->relid != 0 && ans[j] == 'u')
+		{
+			answered_unchanged(w[j], &out[idx[j]], now);
+			continue;
+		}
+		w[k] = w[j];
+		wf[k] = wf[j];
+		idx[k] = idx[j];
+		k++;
+	}
+	PQclear(r);
+	return k;
+}
+
+/*
  * Many dicts: first the relations their names mean and those relations'
  * versions, in one cheap statement (a ddict_changes() segment costs tens of
  * µs of server time even when nothing changed).  A dict whose name still
@@ -1137,13 +1183,9 @@ probe_many(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 	const char *params[4];
 	int			lens[4],
 				fmts[4] = {1, 1, 1, 1},
-				k = 0,
 				rc;
-	PGresult   *r = NULL;
-	const char *ans;
 	size_t		names = 0,
 				lens_[DD_BATCH_MAX];
-	int64_t		now;
 
 	for (int j = 0; j < m; j++)
 		names += (lens_[j] = strlen(w[j]->dict));
@@ -1177,41 +1219,120 @@ probe_many(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 			params[i] = a[i].p;
 			lens[i] = (int) a[i].len;
 		}
-		rc = (c->prepared ?
+		/* prepared on 1.2; on 1.3 the prepared probe is the packed one */
+		rc = (c->prepared && !c->probe_packed ?
 			  PQsendQueryPrepared(c->pg, DD_PREPARED_PROBE, 4, params, lens, fmts, 0) :
-			  PQsendQueryParams(c->pg, c->sql[DD_SQL_PROBE], 4, dd_probe_types, params, lens, fmts, 0))
+			  PQsendQueryParams(c->pg, c->sql[DD_SQL_PROBE_MANY], 4, dd_probe_types, params, lens, fmts, 0))
 			? dd_conn_flush(c) : DDICT_ECONN;
 	}
 	for (int i = 0; i < 4; i++)
 		free(a[i].p);
-	rc = first_result(c, rc, &r);
-	if (rc != DDICT_OK || r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK ||
-		PQntuples(r) != 1 || PQnfields(r) != 1 || PQgetisnull(r, 0, 0) ||
-		PQgetlength(r, 0, 0) != m)
-	{
-		PQclear(r);
-		if (rc != DDICT_OK && rc != DDICT_ENOMEM)
-			(void) dd_conn_failed(c, w[0], rc, "ddict_unchanged_many", NULL);
-		return m;				/* each finds out in its check */
-	}
-	ans = PQgetvalue(r, 0, 0);
-	now = dd_now_us();
+	return settle_probe(c, w, wf, idx, m, out, rc, "ddict_unchanged_many");
+}
+
+/* ---- 1.3: ddict_unchanged_packed(), one bytea (format: src/probe.c) ---- */
+
+static void
+be32(char *p, uint32_t v)
+{
+	v = htobe32(v);
+	memcpy(p, &v, 4);
+}
+
+static void
+be64(char *p, uint64_t v)
+{
+	v = htobe64(v);
+	memcpy(p, &v, 8);
+}
+
+/*
+ * The probe's size for w[0..m) into *len, or false when the names cannot
+ * go as bytes: one longer than 65535 bytes, or one beyond ASCII while
+ * libpq converts text between two encodings (a name sent as text would be
+ * converted, bytes are not) — then the 1.2 probe asks.
+ */
+static bool
+packed_size(dd_conn *c, ddict **w, int m, size_t *len)
+{
+	bool		ascii = true;
+
+	*len = 5 + (size_t) m * 22;
 	for (int j = 0; j < m; j++)
 	{
-		const ddict_snapshot *cur = atomic_load(&w[j]->current);
+		size_t		n = 0;
 
-		if (!wf[j] && cur->epoch != 0 && cur->relid != 0 && ans[j] == 'u')
-		{
-			answered_unchanged(w[j], &out[idx[j]], now);
-			continue;
-		}
-		w[k] = w[j];
-		wf[k] = wf[j];
-		idx[k] = idx[j];
-		k++;
+		for (const unsigned char *q = (const unsigned char *) w[j]->dict; q[n]; n++)
+			ascii &= q[n] < 0x80;
+		if (n > 0xffff)
+			return false;
+		*len += n;
 	}
-	PQclear(r);
-	return k;
+	if (!ascii)
+	{
+		const char *ce = PQparameterStatus(c->pg, "client_encoding"),
+				   *se = PQparameterStatus(c->pg, "server_encoding");
+
+		return ce && se && strcmp(ce, se) == 0;
+	}
+	return true;
+}
+
+/*
+ * ddict_unchanged_packed(probe): ddict_unchanged_many()'s question in one
+ * bytea — format 1, n, then (relation, version, epoch) of each dict, then
+ * their names — built in the connection's buffer, which is kept for the
+ * next check (no allocation per check once it is big enough).  The names
+ * come last and the same each time: the server resolves them once
+ * (src/probe.c).
+ */
+static int
+probe_packed(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
+{
+	const char *params[1];
+	int			lens[1],
+				fmts[1] = {1},
+				rc;
+	size_t		len;
+	char	   *p,
+			   *q;
+
+	if (!packed_size(c, w, m, &len))
+		return probe_many(c, w, wf, idx, m, out);
+	if (len > c->probe_cap)
+	{
+		size_t		cap = len < 1024 ? 1024 : 2 * len;
+
+		if ((p = realloc(c->probe_buf, cap)) == NULL)
+			return m;			/* each finds out in its check */
+		c->probe_buf = p;
+		c->probe_cap = cap;
+	}
+	p = c->probe_buf;
+	*p = 1;						/* the format */
+	be32(p + 1, (uint32_t) m);
+	p += 5;
+	q = p + (size_t) m * 20;	/* the names */
+	for (int j = 0; j < m; j++, p += 20)
+	{
+		const ddict_snapshot *cur = atomic_load(&w[j]->current);
+		size_t		n = strlen(w[j]->dict);
+
+		be32(p, cur->relid);
+		be64(p + 4, (uint64_t) cur->version);
+		be64(p + 12, (uint64_t) cur->epoch);
+		q[0] = (char) (n >> 8);
+		q[1] = (char) (n & 0xff);
+		memcpy(q + 2, w[j]->dict, n);
+		q += 2 + n;
+	}
+	params[0] = c->probe_buf;
+	lens[0] = (int) len;
+	rc = (c->prepared ?
+		  PQsendQueryPrepared(c->pg, DD_PREPARED_PROBE, 1, params, lens, fmts, 0) :
+		  PQsendQueryParams(c->pg, c->sql[DD_SQL_PROBE], 1, dd_packed_types, params, lens, fmts, 0))
+		? dd_conn_flush(c) : DDICT_ECONN;
+	return settle_probe(c, w, wf, idx, m, out, rc, "ddict_unchanged_packed");
 }
 
 static int
@@ -1223,6 +1344,8 @@ probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 	int			k = 0,
 				rc;
 
+	if (c->probe_packed)
+		return probe_packed(c, w, wf, idx, m, out);
 	if (c->probe_many)
 		return probe_many(c, w, wf, idx, m, out);
 	if ((arr = names_array(w, m)) == NULL)

@@ -1269,12 +1269,12 @@ cmd_push(void)
  */
 enum
 {
-	P_SELECT1, P_C1, P_C10, P_C50, P_C1P, P_C50P, P_GET, P_GET_PGB, P_C1_PGB, P_N
+	P_SELECT1, P_C1, P_C10, P_C50, P_C1P, P_C50P, P_GET, P_GET_PGB, P_C1_PGB, P_C10P, P_N
 };
 static const char *pool_names[] = {
 	"prepared SELECT 1", "client check 1 dict", "client check 10 dicts", "client check 50 dicts",
 	"client check 1 dict (direct: prepared)", "client check 50 dicts (direct: prepared)", "autosync get direct", "autosync get pgbouncer",
-	"client check 1 dict pgbouncer",
+	"client check 1 dict pgbouncer", "client check 10 dicts (direct: prepared)",
 };
 
 static ddict_client *
@@ -1322,6 +1322,7 @@ pool_rt(const char *pgb)
 			  **d10,
 			  **d50,
 			  **d50p,
+			  **d10p,
 			  **d1p,
 			  **dp = NULL,
 			   *get,
@@ -1330,6 +1331,7 @@ pool_rt(const char *pgb)
 			   *c10 = client_with(conninfo, 10, 0, &d10),
 			   *c50 = client_with(conninfo, 50, 0, &d50),
 			   *c50p = client_with(conninfo, 50, 1, &d50p),
+			   *c10p = client_with(conninfo, 10, 1, &d10p),
 			   *c1p = client_with(conninfo, 1, 1, &d1p),
 			   *cp = pgb ? client_with(pgb, 1, 0, &dp) : NULL;
 	ddict_options o;
@@ -1372,6 +1374,9 @@ pool_rt(const char *pgb)
 					case P_C50P:
 						rc = ddict_client_sync(c50p);
 						break;
+					case P_C10P:
+						rc = ddict_client_sync(c10p);
+						break;
 					case P_C1P:
 						rc = ddict_client_sync(c1p);
 						break;
@@ -1401,6 +1406,7 @@ pool_rt(const char *pgb)
 	close_client(c10, d10, 10);
 	close_client(c50, d50, 50);
 	close_client(c50p, d50p, 50);
+	close_client(c10p, d10p, 10);
 	close_client(c1p, d1p, 1);
 	if (cp)
 		close_client(cp, dp, 1);

@@ -1659,6 +1659,72 @@ test_server_at_1_1(void **state)
 }
 
 /*
+ * A database whose extension is still at 1.2: no ddict_unchanged_packed(),
+ * so the check of many dicts is ddict_unchanged_many() (binary arrays), on
+ * unnamed statements and prepared (direct) alike; it settles the unchanged
+ * dicts and the changed one reloads.
+ */
+static void
+server_at_1_2(int direct)
+{
+	ddict_client_options co;
+	ddict_client *c;
+	ddict	   *e[3];
+	char		conninfo[1024];
+	PGconn	   *old;
+
+	free(sqlf(admin, "DROP DATABASE IF EXISTS ddict_v12"));
+	free(sqlf(admin, "CREATE DATABASE ddict_v12"));
+	snprintf(conninfo, sizeof(conninfo), "%s dbname=ddict_v12", admin_conninfo());
+	old = PQconnectdb(conninfo);
+	assert_int_equal(PQstatus(old), CONNECTION_OK);
+	free(sqlf(old, "SET client_min_messages = warning; CREATE EXTENSION ddict VERSION '1.2'"));
+	free(sqlf(old, "SELECT ddict_create('t' || g) FROM generate_series(1, 3) g"));
+	free(sqlf(old, "INSERT INTO t1 SELECT 'k' || g, 'v' || g FROM generate_series(1, 50) g"));
+
+	ddict_client_options_init(&co);
+	co.direct = direct;
+	snprintf(conninfo, sizeof(conninfo), "%s dbname=ddict_v12", test_conninfo());
+	c = ddict_client_open(conninfo, &co);
+	assert_non_null(c);
+	for (int i = 0; i < 3; i++)
+	{
+		char		name[16];
+		ddict_options o;
+
+		snprintf(name, sizeof(name), "t%d", i + 1);
+		ddict_options_init(&o);
+		o.mode = DDICT_MANUAL;
+		e[i] = ddict_open_on(c, name, &o);
+		assert_non_null(e[i]);
+	}
+	assert_int_equal(ddict_len(e[0]), 50);
+	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
+	assert_int_equal(ddict_client_sync(c), 0);
+	free(sqlf(old, "INSERT INTO t2 VALUES ('new', 'row')"));
+	assert_int_equal(ddict_client_sync(c), 1);
+	assert_value(e[1], "new", "row");
+	assert_int_equal(stats_of(e[0]).unchanged, 2);
+	assert_int_equal(stats_of(e[1]).deltas, 1);
+	assert_int_equal(sql_ll(admin, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+							" WHERE query LIKE '%%ddict_unchanged_many(%%' AND dbid ="
+							" (SELECT oid FROM pg_database WHERE datname = 'ddict_v12')"), 2);
+	for (int i = 0; i < 3; i++)
+		ddict_close(e[i]);
+	ddict_client_close(c);
+	PQfinish(old);
+	free(sqlf(admin, "DROP DATABASE ddict_v12"));
+}
+
+static void
+test_server_at_1_2(void **state)
+{
+	(void) state;
+	server_at_1_2(0);
+	server_at_1_2(1);
+}
+
+/*
  * A check that fails on the server inside its BEGIN ... COMMIT (here: the
  * role lost SELECT on the dict) leaves no aborted transaction behind: once
  * the privilege is back, the next check works on the same connection.
@@ -1767,6 +1833,7 @@ main(void)
 		cmocka_unit_test(test_full_load_copy),
 		cmocka_unit_test(test_repeatable_read_session),
 		cmocka_unit_test(test_server_at_1_1),
+		cmocka_unit_test(test_server_at_1_2),
 		cmocka_unit_test(test_check_error_recovers),
 		cmocka_unit_test(test_large),
 	};

@@ -3,6 +3,10 @@
  *
  *   fifty dicts        one PostgreSQL connection (pg_stat_activity), checks
  *                      of all in one ddict_client_sync()
+ *   packed probe       (1.3) the check of 40 dicts, names quoted, beyond
+ *                      ASCII, qualified, unnamed and prepared, sees exactly
+ *                      the changed ones; a client whose encoding is not
+ *                      the server's asks ddict_unchanged_many() instead
  *   busy connection    a read of dict A while dict B's check holds the
  *                      connection does not wait, and the client's thread
  *                      checks A right after
@@ -69,6 +73,15 @@ backends(const char *app, long long want)
 	return n;
 }
 
+/* Calls of statements whose text contains what, in this database. */
+static long long
+calls_of(const char *what)
+{
+	return sql_ll(admin, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+				  " WHERE query LIKE '%%%s%%' AND query NOT LIKE '%%pg_stat_statements%%'"
+				  " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())", what);
+}
+
 static void
 test_fifty_dicts_one_connection(void **state)
 {
@@ -97,14 +110,12 @@ test_fifty_dicts_one_connection(void **state)
 	for (int i = 0; i < 50; i++)
 		free(sqlf(admin, "UPDATE s50_%d SET value = 'w%d'", i, i));
 	assert_int_equal(ddict_client_sync(c), 50);
-	/* nothing changed: one statement, ddict_unchanged_many(), checks all
-	 * 50 (1.2), no ddict_changes() and no BEGIN (pg_stat_statements) */
+	/* nothing changed: one statement, ddict_unchanged_packed(), checks all
+	 * 50 (1.3), no ddict_changes() and no BEGIN (pg_stat_statements) */
 	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
 	assert_int_equal(ddict_client_sync(c), 0);
-	assert_int_equal(sql_ll(admin, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
-							" WHERE query LIKE '%%ddict_changes(%%' AND query NOT LIKE '%%pg_stat_statements%%'"), 0);
-	assert_int_equal(sql_ll(admin, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
-							" WHERE query LIKE '%%ddict_unchanged_many(%%' AND query NOT LIKE '%%pg_stat_statements%%'"), 1);
+	assert_int_equal(calls_of("ddict_changes("), 0);
+	assert_int_equal(calls_of("ddict_unchanged_packed("), 1);
 	assert_int_equal(sql_ll(admin, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
 							" WHERE query NOT LIKE '%%pg_stat_statements%%'"
 							" AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"), 1);
@@ -133,6 +144,145 @@ test_fifty_dicts_one_connection(void **state)
 	for (int i = 0; i < 50; i++)
 		ddict_close(d[i]);
 	assert_int_equal(backends(app, 0), 0);
+}
+
+/* ---- the packed probe (1.3) ---- */
+
+#define PK_N 40
+/* names that are quoted, beyond ASCII (UTF-8 bytes), schema-qualified */
+static const char *const pk_special[] = {"\"Pk Mixed\"", "pk_\xc3\xa9", "public.pk_q"};
+
+static void
+pk_name(int i, char *name, size_t size)
+{
+	if (i < 3)
+		snprintf(name, size, "%s", pk_special[i]);
+	else
+		snprintf(name, size, "pk_%d", i);
+}
+
+/*
+ * 40 dicts on one client, every third changed: one ddict_client_sync()
+ * answers exactly those — its count, their new values, a ddict_changes()
+ * for each of them and for no other dict, after one
+ * ddict_unchanged_packed() — and the next finds nothing.
+ */
+static void
+packed_probe(int direct)
+{
+	ddict	   *d[PK_N];
+	ddict_stats s0[PK_N];
+	ddict_client *c;
+	char		name[64],
+				app[64],
+				want[16];
+	int			changed = 0;
+
+	snprintf(app, sizeof(app), "ddict_packed_%d_%d", direct, (int) getpid());
+	for (int i = 0; i < PK_N; i++)
+	{
+		pk_name(i, name, sizeof(name));
+		free(sqlf(admin, "DROP TABLE IF EXISTS %s; CREATE TABLE %s (key text PRIMARY KEY, value text NOT NULL);"
+				  " SELECT ddict_attach('%s'); INSERT INTO %s VALUES ('k', 'v%d')", name, name, name, name, i));
+	}
+	c = client_named(app, direct);
+	for (int i = 0; i < PK_N; i++)
+	{
+		pk_name(i, name, sizeof(name));
+		d[i] = open_on(c, name, DDICT_MANUAL);
+	}
+	assert_int_equal(ddict_client_sync(c), 0);
+	for (int i = 0; i < PK_N; i += 3, changed++)
+	{
+		pk_name(i, name, sizeof(name));
+		free(sqlf(admin, "UPDATE %s SET value = 'w%d'", name, i));
+	}
+	for (int i = 0; i < PK_N; i++)
+		s0[i] = stats_of(d[i]);
+	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
+	assert_int_equal(ddict_client_sync(c), changed);
+	assert_int_equal(calls_of("ddict_unchanged_packed("), 1);
+	assert_int_equal(calls_of("ddict_unchanged_many("), 0);
+	assert_int_equal(calls_of("ddict_changes("), changed);
+	for (int i = 0; i < PK_N; i++)
+	{
+		ddict_stats s = stats_of(d[i]);
+
+		snprintf(want, sizeof(want), "%s%d", i % 3 ? "v" : "w", i);
+		assert_value(d[i], "k", want);
+		assert_int_equal(s.deltas + s.reloads - s0[i].deltas - s0[i].reloads, i % 3 ? 0 : 1);
+		assert_int_equal(s.unchanged - s0[i].unchanged, i % 3 ? 1 : 0);
+	}
+	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
+	assert_int_equal(ddict_client_sync(c), 0);
+	assert_int_equal(calls_of("ddict_unchanged_packed("), 1);
+	assert_int_equal(calls_of("ddict_changes("), 0);
+	for (int i = 0; i < PK_N; i++)
+		ddict_close(d[i]);
+	ddict_client_close(c);
+	for (int i = 0; i < PK_N; i++)
+	{
+		pk_name(i, name, sizeof(name));
+		free(sqlf(admin, "DROP TABLE %s", name));
+	}
+}
+
+static void
+test_packed_probe(void **state)
+{
+	(void) state;
+	packed_probe(0);
+}
+
+static void
+test_packed_probe_direct(void **state)
+{
+	(void) state;
+	packed_probe(1);
+}
+
+/*
+ * A name beyond ASCII while libpq converts between two encodings (here
+ * LATIN1 on a UTF8 server): sent as bytes it would not be the name, so the
+ * client asks ddict_unchanged_many() (text, converted) — the dicts are
+ * still found unchanged without a ddict_changes().
+ */
+static void
+test_packed_probe_encodings(void **state)
+{
+	char	   *enc = sqlf(admin, "SHOW server_encoding");
+	char		ci[1024];
+	ddict_client_options co;
+	ddict_client *c;
+	ddict	   *d[2];
+
+	(void) state;
+	if (strcmp(enc, "UTF8") != 0)
+	{
+		free(enc);
+		skip();
+	}
+	free(enc);
+	free(sqlf(admin, "DROP TABLE IF EXISTS pk_\xc3\xa9, pk_3; SELECT ddict_create('pk_\xc3\xa9');"
+			  " SELECT ddict_create('pk_3')"));
+	snprintf(ci, sizeof(ci), "%s client_encoding=LATIN1", test_conninfo());
+	ddict_client_options_init(&co);
+	c = ddict_client_open(ci, &co);
+	assert_non_null(c);
+	d[0] = open_on(c, "pk_\xe9", DDICT_MANUAL);	/* LATIN1 */
+	d[1] = open_on(c, "pk_3", DDICT_MANUAL);
+	free(sqlf(admin, "SELECT pg_stat_statements_reset()"));
+	assert_int_equal(ddict_client_sync(c), 0);
+	assert_int_equal(calls_of("ddict_unchanged_many("), 1);
+	assert_int_equal(calls_of("ddict_unchanged_packed("), 0);
+	assert_int_equal(calls_of("ddict_changes("), 0);
+	free(sqlf(admin, "INSERT INTO pk_\xc3\xa9 VALUES ('k', 'v')"));
+	assert_int_equal(ddict_client_sync(c), 1);
+	assert_value(d[0], "k", "v");
+	ddict_close(d[0]);
+	ddict_close(d[1]);
+	ddict_client_close(c);
+	free(sqlf(admin, "DROP TABLE pk_\xc3\xa9, pk_3"));
 }
 
 /* ---- a busy connection ---- */
@@ -574,6 +724,9 @@ main(void)
 {
 	struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fifty_dicts_one_connection),
+		cmocka_unit_test(test_packed_probe),
+		cmocka_unit_test(test_packed_probe_direct),
+		cmocka_unit_test(test_packed_probe_encodings),
 		cmocka_unit_test(test_busy_connection),
 		cmocka_unit_test(test_long_full_load),
 		cmocka_unit_test(test_threads_on_dicts),

@@ -1,5 +1,5 @@
 # 007_upgrade.pl — a database created at extension version 1.0 and updated
-# with ALTER EXTENSION ddict UPDATE (to 1.1, then to 1.2) behaves as a
+# with ALTER EXTENSION ddict UPDATE (to 1.1, to 1.2, then to 1.3) behaves as a
 # fresh install:
 #   * the same objects (functions, event triggers) as CREATE EXTENSION;
 #   * dicts made under 1.0 keep their data and versions move on writes;
@@ -7,7 +7,8 @@
 #     DDL on other tables fail, and ddict_detach removes its triggers;
 #   * the 1.1 guards hold for dicts made under 1.0;
 #   * 1.2's full load by COPY and check of many dicts work on them, and the
-#     1.1 forms of ddict_changes() are still there.
+#     1.1 forms of ddict_changes() are still there;
+#   * 1.3's packed check of many dicts works on them.
 use strict;
 use warnings;
 
@@ -35,8 +36,11 @@ q1(q{ALTER TRIGGER ddict_change ON renamed RENAME TO x});
 q1(q{ALTER EXTENSION ddict UPDATE TO '1.1'});
 is(q1(q{SELECT extversion FROM pg_extension WHERE extname = 'ddict'}), '1.1', 'updated to 1.1');
 ok(q1(q{SELECT to_regprocedure('ddict_full_begin(regclass)') IS NULL}), '... without 1.2 functions');
-q1(q{ALTER EXTENSION ddict UPDATE});
+q1(q{ALTER EXTENSION ddict UPDATE TO '1.2'});
 is(q1(q{SELECT extversion FROM pg_extension WHERE extname = 'ddict'}), '1.2', 'then updated to 1.2');
+ok(q1(q{SELECT to_regprocedure('ddict_unchanged_packed(bytea)') IS NULL}), '... without 1.3 functions');
+q1(q{ALTER EXTENSION ddict UPDATE});
+is(q1(q{SELECT extversion FROM pg_extension WHERE extname = 'ddict'}), '1.3', 'then updated to 1.3');
 $node->safe_psql('fresh', 'CREATE EXTENSION ddict');
 
 my $objects = q{
@@ -73,6 +77,11 @@ is(q1(q{SELECT count(*) FROM ddict_changes('settings', NULL, NULL, NULL, NULL)})
 is(q1(q{SELECT ddict_unchanged_many(ARRAY['settings'], ARRAY['settings'::regclass::oid],
                                     ARRAY[ddict_last_updated('settings')], ARRAY[ddict_epoch()])}),
 	'u', 'ddict_unchanged_many answers for a 1.0 dict');
+# the probe: format 1, one dict (relation, version, epoch, name's length, name)
+is(q1(q{SELECT ddict_unchanged_packed('\x01'::bytea || int4send(1) || substr(int8send('settings'::regclass::oid::int8), 5)
+                                      || int8send(ddict_last_updated('settings')) || int8send(ddict_epoch())
+                                      || int2send(8::int2) || convert_to('settings', 'UTF8'))}),
+	'u', 'ddict_unchanged_packed answers for a 1.0 dict');
 
 # The renamed trigger of 1.0 does not make DDL elsewhere fail.
 q1(q{CREATE TABLE fkp (id int PRIMARY KEY)});
