@@ -52,11 +52,11 @@ extern "C" {
 #endif
 
 #define DDICT_VERSION_MAJOR 1
-#define DDICT_VERSION_MINOR 2
+#define DDICT_VERSION_MINOR 3
 #define DDICT_VERSION_PATCH 0
-#define DDICT_VERSION_STRING "1.2.0"
+#define DDICT_VERSION_STRING "1.3.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for #if comparisons */
-#define DDICT_VERSION_NUM 10200
+#define DDICT_VERSION_NUM 10300
 
 #if defined(__GNUC__)
 #define DDICT_API __attribute__((visibility("default")))

@@ -284,6 +284,8 @@ check_versions(dd_client *c, char *err, size_t errsize)
 			{
 				d->xs_lag_version = versions[k];
 				d->xs_lag_since = now;
+				d->xs_catchup = true;	/* a lost delivery, or a streamer
+										 * that sends none (before 1.3) */
 			}
 			else if (d->xs_lag_version != 0 && now - d->xs_lag_since >= block_ms(c) * 1000)
 			{
