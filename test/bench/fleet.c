@@ -103,6 +103,8 @@ client_main(int argc, char **argv)
 	co.connect_timeout_ms = 30000;
 	co.backoff_min_ms = 50;
 	co.backoff_max_ms = 2000;
+	/* published changes need no server connection while nothing is missed */
+	co.idle_close_ms = 1000;
 	if ((cl = ddict_client_open(conninfo, &co)) == NULL)
 	{
 		fprintf(stderr, "fleet: client: %s\n", ddict_errmsg());

@@ -195,5 +195,12 @@ if [[ ! $QUICK && $OUT == "$ROOT/test/bench/results" ]] && grep -q '<!-- fleet:s
   ' "$OUT/fleet.md" README.md
 fi
 if command -v gnuplot >/dev/null; then
-  gnuplot -e "csv='$CSV'; out='$OUT/fleet.png'" test/bench/fleet.gp 2>/dev/null || echo "(no plot: gnuplot failed)"
+  # one row per processes x dicts: statements/commit and p99 of each mode
+  # (the floor: its process count's one-channel run, on the 1-dict row)
+  awk -F, 'NR > 1 { k = $3 "x" $1; if (!(k in seen)) { seen[k] = 1; order[++n] = k }
+      spc[k, $2] = $6; p99[k, $2] = $8; if ($2 == "pubsub") fl[$3] = $8 }
+    END { for (i = 1; i <= n; i++) { k = order[i]; split(k, a, "x")
+      printf "%s,%s,%s,%s,%s,%s\n", k, spc[k, "published"], spc[k, "versions"], p99[k, "published"],
+        p99[k, "versions"], (a[2] == 1 && (a[1] in fl)) ? fl[a[1]] : "" } }' "$CSV" >"$OUT/fleet-plot.csv"
+  gnuplot -e "csv='$OUT/fleet-plot.csv'; out='$OUT/fleet.png'" test/bench/fleet.gp 2>/dev/null || echo "(no plot: gnuplot failed)"
 fi
