@@ -18,6 +18,8 @@
  *       to the size of a one-key delivery; the subscribers record
  *       now - the published clock as the clients do.
  *
+ * Clients set idle_close_ms = 1000: with published changes an idle process
+ * holds no PostgreSQL connection (fleet.sh's idle column counts them).
  * Both stop by themselves: a client that hears nothing for 10 minutes
  * exits (fleet.sh also kills them by PID).
  */
