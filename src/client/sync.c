@@ -1146,17 +1146,35 @@ put(bin *b, const void *data, size_t n)
 }
 
 static void
-put32(bin *b, uint32_t v)
+be32(char *p, uint32_t v)
 {
 	v = htobe32(v);
-	put(b, &v, 4);
+	memcpy(p, &v, 4);
+}
+
+static void
+be64(char *p, uint64_t v)
+{
+	v = htobe64(v);
+	memcpy(p, &v, 8);
+}
+
+static void
+put32(bin *b, uint32_t v)
+{
+	char		x[4];
+
+	be32(x, v);
+	put(b, x, 4);
 }
 
 static void
 put64(bin *b, uint64_t v)
 {
-	v = htobe64(v);
-	put(b, &v, 8);
+	char		x[8];
+
+	be64(x, v);
+	put(b, x, 8);
 }
 
 /* A one-dimensional array's header (array_recv's format), no NULLs. */
@@ -1232,19 +1250,6 @@ probe_many(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 
 /* ---- 1.3: ddict_unchanged_packed(), one bytea (format: src/probe.c) ---- */
 
-static void
-be32(char *p, uint32_t v)
-{
-	v = htobe32(v);
-	memcpy(p, &v, 4);
-}
-
-static void
-be64(char *p, uint64_t v)
-{
-	v = htobe64(v);
-	memcpy(p, &v, 8);
-}
 
 /*
  * The probe's size for w[0..m) into *len, or false when the names cannot
