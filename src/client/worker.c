@@ -670,6 +670,48 @@ ping_step(dd_client *c)
 	return c->next_ping;
 }
 
+/* ---- the idle connection ---- */
+
+/*
+ * idle_close_ms: every dict follows its published changes (subscribed, a
+ * position, nothing due) and the connection was not used that long: close
+ * it.  dd_session_ensure() reconnects when it is needed again.  The next
+ * time to look, INT64_MAX: not now (the loop comes back on any event).
+ */
+static int64_t
+idle_step(dd_client *c)
+{
+	int64_t		now = dd_now_us(),
+				due;
+	bool		all = true;
+
+	if (c->idle_close_ms == 0 || c->conn.borrowed)
+		return INT64_MAX;
+	dd_list_lock(c);
+	all = c->ndicts > 0;
+	for (size_t i = 0; i < c->ndicts && all; i++)
+	{
+		ddict	   *d = c->dicts[i];
+
+		all = delivered(d) && d->xs_ok && d->sub == DD_SUB_OK && !d->pending &&
+			!d->xs_hold && !atomic_load(&d->want);
+	}
+	dd_list_unlock(c);
+	if (!all)
+		return INT64_MAX;
+	if (!dd_client_trylock(c))
+		return now + 100 * 1000;	/* in use: look again soon */
+	due = c->conn.pg ? c->conn.last_used_us + (int64_t) c->idle_close_ms * 1000 : INT64_MAX;
+	if (now >= due)
+	{
+		dd_conn_drop(&c->conn);
+		atomic_store(&c->conn.connected, false);
+		due = INT64_MAX;
+	}
+	dd_client_unlock(c);
+	return due;
+}
+
 /* ---- checks ---- */
 
 /* A push dict that hears nothing from Redis: not subscribed, or (published
@@ -825,6 +867,7 @@ worker_main(void *arg)
 		wake = min64(wake, dd_stream_step(c));
 		wake = min64(wake, ping_step(c));
 		wake = min64(wake, check_step(c));
+		wake = min64(wake, idle_step(c));
 		ev = wait_events(c, wake);
 		if (ev == DD_STOPPED)
 			break;
