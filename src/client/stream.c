@@ -715,12 +715,20 @@ dd_stream_message(dd_client *c, const char *channel, const redisReply *payload)
 		if (d->sub != DD_SUB_OK || !d->xs_ok || d->xs_hold || d->xs_catchup ||
 			d->stream_id[0] == '\0' || !id_less(d->stream_id, id))
 			continue;
-		cur = atomic_load(&d->current);
-		if (!parsed || !contiguous(cur, &e) || !dd_trylock(d))
+		if (!parsed || !dd_trylock(d))
 		{
-			/* in the stream only, a gap (lost deliveries?) or busy: the
-			 * stream tells (stream.c's catch-up, the next step) */
+			/* in the stream only, or busy: the stream tells (the catch-up,
+			 * this file's next step) */
 			d->xs_catchup = true;
+			continue;
+		}
+		/* the snapshot only under the sync lock: a write may replace (and
+		 * free) it meanwhile */
+		cur = atomic_load(&d->current);
+		if (!contiguous(cur, &e))
+		{
+			d->xs_catchup = true;	/* a gap (lost deliveries?): the same */
+			dd_unlock(d);
 			continue;
 		}
 		(void) handle_entry(d, &e);
