@@ -78,9 +78,11 @@ PG_FUNCTION_INFO_V1(ddict_publish_changes);
 PG_FUNCTION_INFO_V1(ddict_change_streams);
 
 static int	ddict_stream_maxlen = 10000;
+static int	ddict_stream_max_entry_kb = 65536;
 static int	ddict_max_streamers = 8;
 
 #define ERRLEN DDICT_REDIS_ERRLEN
+#define STREAMER_LOCK_TIMEOUT "1s"
 #define STREAM_ID_LEN 64
 #define XADD_FIELDS_AT 6		/* XADD key MAXLEN ~ N * <fields> */
 #define REGISTRY_RECHECK_MS 30000
@@ -154,6 +156,11 @@ ddict_streamer_define_gucs(void)
 							"Clients further behind find a gap and catch up from PostgreSQL.",
 							&ddict_stream_maxlen, 10000, 1, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ddict.stream_max_entry_size",
+							"Largest change a stream entry carries; a larger one is appended as a \"full\" marker.",
+							"Its caches then load from PostgreSQL, as for more keys than ddict.max_delta_keys.",
+							&ddict_stream_max_entry_kb, 65536, 1, 512 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("ddict.max_change_streamers",
 							"Databases that can publish dict changes at once (one background worker each).",
 							NULL, &ddict_max_streamers, 8, 1, 1024,
@@ -385,6 +392,7 @@ typedef struct StreamDict
 	uint64		cursor;
 	char		key[DDICT_NAME_LEN + 64];	/* the stream's Redis key */
 	char		last_id[STREAM_ID_LEN];	/* of our last entry; "" none */
+	char		last_error[128];	/* logged once until it changes */
 } StreamDict;
 
 typedef struct Entry
@@ -701,6 +709,8 @@ typedef struct EntrySink
 	Entry	   *e;
 	int			maxargs;
 	MemoryContext cxt;
+	uint64		bytes;			/* of the changes kept so far */
+	bool		oversize;		/* above ddict.stream_max_entry_bytes: a marker */
 } EntrySink;
 
 static void
@@ -732,10 +742,17 @@ static void
 entry_row(ChangeSink *sink, char kind, Datum key, bool key_null, Datum value, bool value_null)
 {
 	EntrySink  *es = (EntrySink *) sink;
-	MemoryContext old = MemoryContextSwitchTo(es->cxt);
-	text	   *k = (text *) PG_DETOAST_DATUM_PACKED(key);
-	size_t		klen = VARSIZE_ANY_EXHDR(k);
-	char	   *field = palloc(klen + 1);
+	MemoryContext old;
+	text	   *k;
+	size_t		klen;
+	char	   *field;
+
+	if (es->oversize)
+		return;					/* a marker already: keep nothing more */
+	old = MemoryContextSwitchTo(es->cxt);
+	k = (text *) PG_DETOAST_DATUM_PACKED(key);
+	klen = VARSIZE_ANY_EXHDR(k);
+	field = palloc(klen + 1);
 
 	field[0] = kind;
 	memcpy(field + 1, VARDATA_ANY(k), klen);
@@ -748,9 +765,18 @@ entry_row(ChangeSink *sink, char kind, Datum key, bool key_null, Datum value, bo
 
 		memcpy(bytes, VARDATA_ANY(v), vlen);
 		entry_push(es, bytes, vlen);
+		es->bytes += vlen;
 	}
 	else
 		entry_push(es, "", 0);
+	es->bytes += klen + 1;
+	if (es->bytes > (uint64) ddict_stream_max_entry_kb * 1024)
+	{
+		/* too big for one Redis command: the dict's caches go to
+		 * PostgreSQL for this one (as for ddict.max_delta_keys) */
+		es->oversize = true;
+		es->e->argc = 0;
+	}
 	MemoryContextSwitchTo(old);
 }
 
@@ -834,6 +860,38 @@ entry_finish(Entry *e)
 }
 
 /*
+ * ddict_changes_compute() as the table's owner, in a security-restricted
+ * operation (as VACUUM and REINDEX run index expressions): the streamer is
+ * the bootstrap superuser, and planning the delta's SELECT evaluates the
+ * owner's index predicates and expressions — as the superuser, any owner
+ * of a published dict could have run code with its rights.  GUC changes
+ * made meanwhile are undone.  An error leaves both to the (sub)transaction's
+ * abort.
+ */
+static char
+compute_as_owner(DictInfo *d, uint64 horizon, const ChangesSince *since, ChangeSink *sink)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(d->relid));
+	Oid			owner,
+				save_userid;
+	int			save_sec_context,
+				save_nestlevel;
+	char		kind;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", d->relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	kind = ddict_changes_compute(d, horizon, since, sink);
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return kind;
+}
+
+/*
  * The entry of dict sd, or NULL when it has none to append (its version did
  * not move).  In a transaction, SPI connected; allocates in cxt.
  */
@@ -873,6 +931,8 @@ compute_entry(StreamDict *sd, MemoryContext cxt, uint64 *statements)
 	es.sink.full_rows = false;	/* a full answer is a marker: no rows */
 	es.cxt = cxt;
 	es.maxargs = 16;
+	es.bytes = 0;
+	es.oversize = false;
 	es.e = MemoryContextAllocZero(cxt, sizeof(Entry));
 	es.e->dict = sd;
 	es.e->argv = MemoryContextAlloc(cxt, sizeof(char *) * es.maxargs);
@@ -884,12 +944,17 @@ compute_entry(StreamDict *sd, MemoryContext cxt, uint64 *statements)
 	since.cursor = sd->cursor;
 	/* the order of ddict_changes(): horizon, version, snapshot */
 	horizon = ddict_changelog_horizon(MyDatabaseId, sd->relid, true);
-	kind = ddict_changes_compute(d, horizon, &since, &es.sink);
+	kind = compute_as_owner(d, horizon, &since, &es.sink);
 	if (kind == 'u')
 		return NULL;
-	es.e->from = (kind == 'd') ? sd->cursor : 0;
-	if (kind == 'd' && es.e->argc > 0)
+	if (kind == 'd' && (es.e->argc > 0 || es.oversize))
 		(*statements)++;		/* the delta's SELECT */
+	if (es.oversize)
+	{
+		kind = es.e->kind = 'f';	/* no rows: its caches go to PostgreSQL */
+		es.e->argc = 0;
+	}
+	es.e->from = (kind == 'd') ? sd->cursor : 0;
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 
@@ -897,6 +962,52 @@ compute_entry(StreamDict *sd, MemoryContext cxt, uint64 *statements)
 		MemoryContextSwitchTo(old);
 	}
 	return es.e;
+}
+
+/*
+ * compute_entry() in a subtransaction of its own: a dict whose entry fails
+ * (its table locked beyond lock_timeout, its owner without SELECT, a
+ * dropped column...) gets none this turn, the other dicts' entries go on,
+ * and the next turn tries again from the same state.  Its error is in
+ * ddict_change_streams() and logged once until it changes.
+ */
+static Entry *
+compute_isolated(StreamDict *sd, MemoryContext cxt, uint64 *statements)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Entry	   *volatile e = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		e = compute_entry(sd, cxt, statements);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		sd->last_error[0] = '\0';
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		slot_error(edata->message);
+		if (strncmp(sd->last_error, edata->message, sizeof(sd->last_error) - 1) != 0)
+			ereport(LOG, (errmsg("ddict: change streamer: %s", edata->message),
+						  errdetail("Its next turn tries again; the other dicts' streams go on.")));
+		strlcpy(sd->last_error, edata->message, sizeof(sd->last_error));
+		registry_stale = true;
+		e = NULL;
+	}
+	PG_END_TRY();
+	return e;
 }
 
 /*
@@ -928,7 +1039,7 @@ step_compute(MemoryContext cxt, uint64 *statements)
 		pgstat_report_activity(STATE_RUNNING, "ddict change streamer: computing changes");
 		for (int i = 0; i < ndicts; i++)
 		{
-			Entry	   *e = compute_entry(&dicts[i], cxt, statements);
+			Entry	   *e = compute_isolated(&dicts[i], cxt, statements);
 
 			if (e)
 			{
@@ -1175,6 +1286,9 @@ ddict_streamer_main(Datum arg)
 	if (!claim_slot(dboid))
 		proc_exit(0);
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	/* a dict locked by someone's open transaction must not stop the others:
+	 * its entry fails after this and is tried again next turn */
+	SetConfigOption("lock_timeout", STREAMER_LOCK_TIMEOUT, PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("ddict change streamer");
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "ddict streamer loop",
 									 ALLOCSET_DEFAULT_SIZES);

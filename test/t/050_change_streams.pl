@@ -462,6 +462,87 @@ $node->reload;
 replay_equals($cw, 'committers held between commit and visibility');
 is($cw->{went_back}, 0, 'and it never stepped back');
 
+# Every entry of stream $k: [ id, header, changes ].
+sub entries_of
+{
+	my ($k) = @_;
+	my $r = StreamConsumer::redis_connect($port) or return [];
+	my $list = StreamConsumer::command($r, 'XRANGE', $k, '-', '+');
+	close $r;
+	return [ map { [ $_->[0], StreamConsumer::parse_entry($_->[1]) ] } @$list ];
+}
+
+# --- the streamer computes a dict's entry as the table's owner, in a
+# security-restricted operation: the owner's index predicate (evaluated
+# while the delta's SELECT is planned) runs with the owner's rights, not the
+# streamer's (the bootstrap superuser)
+sql(q{CREATE ROLE mallory LOGIN; CREATE SCHEMA mallory AUTHORIZATION mallory});
+sql(q{SET ROLE mallory;
+	SELECT ddict_create('mallory.innocent');
+	CREATE TABLE mallory.seen (who name, super boolean);
+	CREATE FUNCTION mallory.g() RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+	BEGIN
+	  INSERT INTO mallory.seen SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+	  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+	    EXECUTE 'ALTER ROLE mallory SUPERUSER';
+	  END IF;
+	END $$;
+	CREATE FUNCTION mallory.f() RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+	BEGIN PERFORM mallory.g(); RETURN true; END $$;
+	CREATE INDEX ON mallory.innocent (key) WHERE mallory.f();
+	SELECT ddict_publish_changes('mallory.innocent');});
+my $mkey = 'ddict:postgres:mallory.innocent:changes';
+for my $i (1 .. 4)
+{
+	sql(qq{SET ROLE mallory; SELECT ddict_set('mallory.innocent', 'a', 'b$i')});
+	my $v = version('mallory.innocent');
+	wait_for(sub { my $e = entries_of($mkey); @$e && $e->[-1][1]{version} eq $v });
+}
+ok((grep { $_->[1]{kind} eq 'd' } @{ entries_of($mkey) }) > 0, 'the owner\'s dict got delta entries (its SELECT was planned)');
+is(sql(q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}), 'f',
+	'the owner\'s index predicate did not run as the superuser');
+is(sql(q{SELECT string_agg(DISTINCT who || '/' || super, ',') FROM mallory.seen}), 'mallory/false',
+	'... it ran as the table\'s owner');
+
+# --- one locked dict does not stop the others' entries: the streamer's
+# lock_timeout, one subtransaction per dict
+sql(q{GRANT USAGE ON SCHEMA mallory TO PUBLIC});
+my $lock = IPC::Run::start([ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-U', 'mallory', '-c', q{
+	CREATE PROCEDURE pg_temp.p() LANGUAGE plpgsql AS $$ DECLARE i int := 0; BEGIN
+	  LOOP  -- write, commit and lock at once, until the streamer waits for the lock
+	    i := i + 1;
+	    PERFORM ddict_set('mallory.innocent', 'k', i::text); COMMIT;
+	    LOCK TABLE mallory.innocent IN ACCESS EXCLUSIVE MODE; PERFORM pg_sleep(0.2);
+	    EXIT WHEN i > 100 OR EXISTS (SELECT FROM pg_locks WHERE relation = 'mallory.innocent'::regclass AND NOT granted);
+	    COMMIT;
+	  END LOOP;
+	  PERFORM pg_sleep(8); END $$;}, '-c', 'CALL pg_temp.p()' ], '>', \my $lo, '2>', \my $le);
+my $held = q{SELECT count(*) FROM pg_locks WHERE relation = 'mallory.innocent'::regclass AND granted AND mode = 'AccessExclusiveLock'};
+my $waits = q{SELECT count(*) FROM pg_locks WHERE relation = 'mallory.innocent'::regclass AND NOT granted};
+ok(wait_for(sub { sql($waits) ne '0' }, 25), 'the streamer waits for a session\'s exclusive lock on one published dict');
+sql(q{SELECT ddict_set('settings', 'while-locked', '1')});
+ok(entry_for(version('settings')), 'another dict still gets its entry');
+is(sql($held), '1', '... while the lock is still held');
+ok(wait_for(sub { (sql(q{SELECT last_error FROM ddict_change_streams() WHERE state = 'running'}) // '') =~ /lock timeout/ }),
+	'the locked dict\'s error is reported');
+$lock->finish;
+diag("locker: $lo $le") if $le;
+my $mv = version('mallory.innocent');
+ok(wait_for(sub { my $e = entries_of($mkey); @$e && $e->[-1][1]{version} eq $mv }),
+	'the locked dict gets its entry once the lock is gone');
+
+# --- a change larger than ddict.stream_max_entry_size is a marker
+sql(q{ALTER SYSTEM SET ddict.stream_max_entry_size = '1kB'; SELECT pg_reload_conf()});
+usleep(300_000);
+sql(q{INSERT INTO settings VALUES ('big', repeat('x', 2000))});
+my $big = entry_for(version('settings'));
+is($big->[1]{kind} . '/' . $big->[1]{n}, 'f/0', 'a change above the size limit is appended as a marker');
+sql(q{UPDATE settings SET value = 'small' WHERE key = 'big'});
+is(entry_for(version('settings'))->[1]{kind}, 'd', 'the next small change is a delta again');
+sql(q{ALTER SYSTEM RESET ddict.stream_max_entry_size; SELECT pg_reload_conf()});
+replay_equals($cw, 'after a marker for a large change');
+sql(q{DROP SCHEMA mallory CASCADE; DROP ROLE mallory});
+
 # --- a renamed dict: a new stream key, which begins with a marker
 sql(q{ALTER TABLE settings RENAME TO settings2; SELECT ddict_set('settings2', 'renamed', '1')});
 $key = 'ddict:postgres:public.settings2:changes';
