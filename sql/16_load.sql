@@ -178,6 +178,9 @@ ALTER SCHEMA ld_a RENAME TO ld_x;
 ALTER SCHEMA ld_b RENAME TO ld_a;
 SELECT ddict_unchanged_packed(ld_probe(ARRAY['ld_a.t'], ARRAY[:oa]::oid[], ARRAY[:va], ARRAY[ddict_epoch()]));
 SELECT * FROM ld_check(ARRAY['ld_a.t'], ARRAY[:oa]::oid[], ARRAY[:va], ARRAY[ddict_epoch()]);
+-- a schema rename moves its dicts' versions (the name means another relation)
+SELECT * FROM ld_check(ARRAY['ld_a.t'], ARRAY[:ob]::oid[], ARRAY[:vb], ARRAY[ddict_epoch()]);
+SELECT ddict_last_updated('ld_a.t') AS vb \gset
 SELECT * FROM ld_check(ARRAY['ld_a.t'], ARRAY[:ob]::oid[], ARRAY[:vb], ARRAY[ddict_epoch()]);
 ALTER TABLE ld_a.t RENAME TO t_old;
 SELECT ddict_unchanged_packed(ld_probe(ARRAY['ld_a.t'], ARRAY[:ob]::oid[], ARRAY[:vb], ARRAY[ddict_epoch()]));

@@ -486,8 +486,9 @@ check_dict(Oid relid)
 		}
 		PG_END_TRY();
 	}
+	/* a whole-dict change; its commit also notes the name (ALTER TABLE ...
+	 * RENAME / SET SCHEMA): xact.c */
 	ddict_note_change(relid, NULL, 0, DDICT_WRITE_ALL);
-	ddict_note_name(relid);		/* ALTER TABLE ... RENAME / SET SCHEMA */
 }
 
 /*
@@ -656,10 +657,16 @@ altered_schema(Oid nsp)
 		dicts[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
 												  SPI_tuptable->tupdesc, 1, &isnull));
 	}
+	/*
+	 * Renamed with its schema: a whole-dict change, so that its commit notes
+	 * the new name and moves the version — a key that bore the name keeps
+	 * another relation's version otherwise (a blue/green swap of schemas
+	 * went unnoticed by clients reading versions from Redis).
+	 */
 	for (uint64 i = 0; i < n; i++)
 	{
 		ddict_require_preload();
-		ddict_note_name(dicts[i]);
+		ddict_note_change(dicts[i], NULL, 0, DDICT_WRITE_ALL);
 	}
 }
 

@@ -421,8 +421,12 @@ prepare_bump(int *n)
 			marked_creator = true;
 		}
 		(void) ddict_version_ensure(MyDatabaseId, counts[i].relid, creator);
-		/* names change only by DDL, which ddict_ddl_check() notes */
-		if (ddict_version_needs_name(MyDatabaseId, counts[i].relid))
+		/*
+		 * Its name for the publisher: once, and again after a whole-dict
+		 * change — a rename (ALTER TABLE, ALTER SCHEMA) is one (ddl.c), so
+		 * a name changes only when its transaction commits.
+		 */
+		if (counts[i].full || ddict_version_needs_name(MyDatabaseId, counts[i].relid))
 			ddict_note_name(counts[i].relid);
 		relids[i] = counts[i].relid;
 	}

@@ -116,6 +116,27 @@ $node->safe_psql('postgres', q{ALTER TABLE other RENAME TO renamed; SELECT ddict
 my $vr = version('renamed');
 is(redis_becomes('ddict:postgres:public.renamed', $vr), $vr, 'a renamed dict is published under its new name');
 
+# --- a rename that rolls back changes no name (attack round 5: the name was
+# changed at the DDL, outside the transaction)
+$node->safe_psql('postgres', q{BEGIN; ALTER TABLE renamed RENAME TO never; ROLLBACK; SELECT ddict_set('renamed', 'y', '3')});
+$vr = version('renamed');
+is(redis_becomes('ddict:postgres:public.renamed', $vr), $vr, 'after a rolled-back rename the dict is published under its name');
+is($redis->cli('GET', 'ddict:postgres:public.never'), '', '... and never under the name that was rolled back');
+
+# --- a blue/green swap of schemas: each name's key holds the version of the
+# relation that bears it after the swap (it kept the old relation's, and
+# clients using Redis as the version source served the old table)
+$node->safe_psql('postgres', q{CREATE SCHEMA live; CREATE SCHEMA staging;
+	SELECT ddict_create('live.settings'); SELECT ddict_create('staging.settings');
+	SELECT ddict_set('live.settings', 'k', 'old'); SELECT ddict_set('staging.settings', 'k', 'new')});
+my $vlive = version('live.settings');
+is(redis_becomes('ddict:postgres:live.settings', $vlive), $vlive, 'live.settings is published');
+$node->safe_psql('postgres', q{BEGIN; ALTER SCHEMA live RENAME TO retired; ALTER SCHEMA staging RENAME TO live; COMMIT});
+my $vswap = version('live.settings');
+isnt($vswap, $vlive, 'after the swap, live.settings is another relation with another version');
+is(redis_becomes('ddict:postgres:live.settings', $vswap), $vswap,
+	'the key of live.settings holds the version of the relation now named so');
+
 # --- a server restart removes the earlier run's keys (versions are re-seeded
 # at start; a dict nobody touched since would otherwise look unchanged)
 $node->restart;
