@@ -129,9 +129,8 @@ dd_guard_enter_shared(dd_guard *g, unsigned *phase)
 /*
  * Reclamation, by the single reloading thread (sync_lock held); a grace
  * round is described in the header.  An object retired while `started`
- * rounds had begun is safe once the next round to start has completed
- * (two more when one is running: it began before the object was
- * unpublished).  Rounds are polled, not waited for, so
+ * rounds had begun is safe once two more rounds have completed.  Rounds
+ * are polled, not waited for, so
  * a reader descheduled inside its section delays only the freeing of old
  * snapshots, never the reload itself; if more than DD_LIMBO_MAX objects wait,
  * the reloader waits for rounds to complete (bounding memory).
@@ -205,9 +204,8 @@ free_ready(dd_guard *g)
 /*
  * Free what completed rounds allow, starting a round when none runs; with
  * wait, until the limbo is empty.  A round that completes frees first and
- * only then is another started: an object retired between rounds is freed
- * after the one membarrier() of the next (a publish with no reader inside
- * a section costs one system call, not three).
+ * only then is another started (a publish with no reader inside a section
+ * costs two membarrier() calls, not three).
  */
 static void
 advance(dd_guard *g, bool wait)
@@ -260,9 +258,14 @@ dd_guard_retire(dd_guard *g, void *obj, void (*free_fn) (void *))
 	}
 	r->obj = obj;
 	r->free_fn = free_fn;
-	/* the next round to start covers it; one that runs began before obj
-	 * was unpublished, so it takes the round after that one */
-	r->after = g->started + (g->in_round ? 2 : 1);
+	/*
+	 * Two more rounds, even when none runs: a reader of the shared slot may
+	 * read the phase, be preempted while a round flips and checks it, and
+	 * then count itself in the old phase with the pointer published before
+	 * that round — only the round after the next one looks at that phase
+	 * again (attack round 6; one round sufficed for owned slots alone).
+	 */
+	r->after = g->started + 2;
 	r->next = g->limbo;
 	g->limbo = r;
 	g->nlimbo++;

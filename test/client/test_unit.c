@@ -405,6 +405,46 @@ test_guard_many(void **state)
 	run_guard(8, true, 50);
 }
 
+/*
+ * The shared slot's reader takes two steps (read the phase, count itself
+ * in it) and may be preempted between them while a round flips the phase
+ * and checks the old one; it then counts itself in that old phase, holding
+ * the pointer current after that round.  The object retired next must wait
+ * for the round that checks that phase again: two rounds, not one (attack
+ * round 6 replayed this interleaving; one round freed what the reader held).
+ */
+static int	replay_freed[3];
+
+static void
+replay_free(void *p)
+{
+	replay_freed[*(int *) p] = 1;
+}
+
+static void
+test_guard_shared_preempted(void **state)
+{
+	static dd_guard g;
+	static int	objs[3] = {0, 1, 2};
+	_Atomic(int *) current = &objs[0];
+	unsigned	p;
+	int		   *mine;
+
+	(void) state;
+	p = atomic_load(&g.phase) & 1;	/* the reader: step 1, then preempted */
+	atomic_store(&current, &objs[1]);	/* a reload publishes B, retires A */
+	dd_guard_retire(&g, &objs[0], replay_free);
+	atomic_fetch_add(&g.slots[DD_GUARD_SHARED].active[p], 1);	/* step 2 */
+	mine = atomic_load(&current);	/* it holds B */
+	atomic_store(&current, &objs[2]);	/* the next reload retires B */
+	dd_guard_retire(&g, &objs[1], replay_free);
+	assert_int_equal(*mine, 1);
+	assert_int_equal(replay_freed[1], 0);	/* B is not freed under it */
+	atomic_fetch_sub(&g.slots[DD_GUARD_SHARED].active[p], 1);	/* it leaves */
+	dd_guard_drain(&g);
+	assert_int_equal(replay_freed[0] + replay_freed[1], 2);
+}
+
 /* ---- the Redis URL grammar (src/common/redis_url.c, shared with the server) ---- */
 
 static void
@@ -724,6 +764,7 @@ main(void)
 		cmocka_unit_test(test_builder_model),
 		cmocka_unit_test(test_guard),
 		cmocka_unit_test(test_guard_many),
+		cmocka_unit_test(test_guard_shared_preempted),
 		cmocka_unit_test(test_redis_url),
 		cmocka_unit_test(test_copy_parser),
 		cmocka_unit_test(test_copy_malformed),
