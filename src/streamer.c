@@ -1149,7 +1149,19 @@ deliver(List *entries, char *err)
 		redisReply *r = NULL;
 
 		(void) ddict_redis_get_reply(rc, &r, deadline);
-		if (!(ok = r != NULL && r->type == REDIS_REPLY_INTEGER))
+		if (r != NULL && r->type == REDIS_REPLY_ERROR)
+		{
+			/*
+			 * Refused (an ACL without the channel: NOPERM): the entries are
+			 * in the streams, whose caches notice through the version keys;
+			 * reported, not an outage (which would hold every append back).
+			 */
+			char		perr[ERRLEN];
+
+			ddict_redis_reply_error(rc, "PUBLISH", r, perr);
+			slot_error(perr);
+		}
+		else if (!(ok = r != NULL && r->type == REDIS_REPLY_INTEGER))
 			ddict_redis_reply_error(rc, "PUBLISH", r, err);
 		if (r)
 			freeReplyObject(r);

@@ -541,6 +541,21 @@ sql(q{UPDATE settings SET value = 'small' WHERE key = 'big'});
 is(entry_for(version('settings'))->[1]{kind}, 'd', 'the next small change is a delta again');
 sql(q{ALTER SYSTEM RESET ddict.stream_max_entry_size; SELECT pg_reload_conf()});
 replay_equals($cw, 'after a marker for a large change');
+# --- a Redis ACL that refuses the deliveries' channels (NOPERM) is no outage:
+# the entries still go to the streams, the error is reported
+$redis->cli('ACL', 'SETUSER', 'default', 'resetchannels', '&ddict:postgres:public.settings',
+	'&ddict:postgres:public.quiet', '&ddict:postgres:public.idle', '&ddict:postgres:mallory.innocent');
+my $logpos = -s $node->logfile;
+for my $i (1 .. 3)
+{
+	sql(qq{SELECT ddict_set('settings', 'acl', '$i')});
+	ok(entry_for(version('settings')), "deliveries refused: entry $i still appended");
+}
+like(sql(q{SELECT last_error FROM ddict_change_streams() WHERE state = 'running'}), qr/NOPERM|permission/i,
+	'the refused PUBLISH is reported');
+is(sql(q{SELECT connected FROM ddict_change_streams() WHERE state = 'running'}), 't', 'the streamer stays connected');
+ok(!$node->log_contains(qr/change streamer cannot append to Redis/, $logpos), 'and logs no outage');
+$redis->cli('ACL', 'SETUSER', 'default', 'allchannels');
 sql(q{DROP SCHEMA mallory CASCADE; DROP ROLE mallory});
 
 # --- a renamed dict: a new stream key, which begins with a marker
