@@ -16,6 +16,7 @@
 #include "common.h"
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <hiredis/hiredis.h>
 
@@ -605,6 +606,129 @@ test_stream_opt_out(void **state)
 	ddict_close(d);
 }
 
+/* ---- change callbacks and the client's other dicts ---- */
+
+/*
+ * The thread that runs a change callback holds its client's locks (the
+ * connection for a version-channel push, the list for a delivery): from
+ * the callback, writes, syncs and opens on ANY dict of the same client
+ * return DDICT_EBUSY, reads of them serve their snapshots.  Before, a
+ * write of another dict deadlocked the client's thread on itself for
+ * ever (attack round 5, finding 22).  A deadlock here ends the program
+ * (alarm) instead of hanging the suite.
+ */
+typedef struct cb_calls
+{
+	ddict_client *cl;
+	ddict	   *other;			/* an autosync dict of the same client */
+	atomic_int	calls,
+				set_rc,
+				sync_rc,
+				client_sync_rc,
+				get_rc,
+				open_busy;
+} cb_calls;
+
+static void
+other_dict_cb(const ddict_change *change, void *arg)
+{
+	cb_calls   *c = arg;
+	ddict	   *o;
+
+	(void) change;
+	atomic_store(&c->set_rc, ddict_set(c->other, "from_cb", DDICT_NTS, "x", 1));
+	atomic_store(&c->sync_rc, ddict_sync(c->other));
+	atomic_store(&c->client_sync_rc, ddict_client_sync(c->cl));
+	atomic_store(&c->get_rc, ddict_get(c->other, "k", DDICT_NTS, NULL, NULL));
+	o = ddict_open_on(c->cl, "s_cb_other", NULL);
+	atomic_store(&c->open_busy, o == NULL && strstr(ddict_errmsg(), "change callback") != NULL);
+	if (o)
+		ddict_close(o);
+	atomic_fetch_add(&c->calls, 1);
+}
+
+static void
+on_deadlock(int sig)
+{
+	static const char m[] = "# the client deadlocked (a call from a change callback)\n";
+
+	(void) sig;
+	(void) !write(2, m, sizeof(m) - 1);
+	_exit(3);
+}
+
+static void
+test_stream_callback_other_dicts(void **state)
+{
+	ddict_client_options co;
+	ddict_client *cl;
+	ddict_options o;
+	ddict	   *a,
+			   *p;
+	cb_calls	c = {0};
+
+	(void) state;
+	need_redis();
+	fresh_dict(admin, "s_cb_other", "text");
+	free(sqlf(admin, "INSERT INTO s_cb_other VALUES ('k', 'v0')"));
+	fresh_dict(admin, "s_cb_plain", "text");	/* push on the version channel */
+	published_dict("s_cb_pub", 1, 1);			/* push by deliveries */
+	signal(SIGALRM, on_deadlock);
+	alarm(60);
+	ddict_client_options_init(&co);
+	co.redis_url = rurl;
+	co.interval_ms = 200;
+	co.versions_page = "off";	/* the read of the other dict checks */
+	cl = ddict_client_open(test_conninfo(), &co);
+	assert_non_null(cl);
+	c.cl = cl;
+	c.other = ddict_open_on(cl, "s_cb_other", NULL);
+	assert_non_null(c.other);
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	o.on_change = other_dict_cb;
+	o.on_change_arg = &c;
+	a = ddict_open_on(cl, "s_cb_plain", &o);
+	p = ddict_open_on(cl, "s_cb_pub", &o);
+	assert_non_null(a);
+	assert_non_null(p);
+	if (!getenv("DDICT_STREAMS_NOPUB"))
+		wait_following(p);
+	for (int i = 0; i < 2; i++)
+	{
+		ddict	   *d = i ? a : p;	/* deliveries first: the list lock */
+		int			calls = atomic_load(&c.calls);
+
+		/* the other dict moved: a read of it would check */
+		free(sqlf(admin, "UPDATE s_cb_other SET value = 'v%d'", i + 1));
+		sleep_ms(300);
+		free(sqlf(admin, "INSERT INTO %s VALUES ('cb', '%d')", d->dict, i));
+		for (int waited = 0; atomic_load(&c.calls) == calls; waited += 5)
+		{
+			if (waited > 10000)
+				fail_msg("%s: no change callback within 10 s", d->dict);
+			sleep_ms(5);
+		}
+		assert_int_equal(atomic_load(&c.set_rc), DDICT_EBUSY);
+		assert_int_equal(atomic_load(&c.sync_rc), DDICT_EBUSY);
+		assert_int_equal(atomic_load(&c.client_sync_rc), DDICT_EBUSY);
+		assert_int_equal(atomic_load(&c.get_rc), DDICT_OK);
+		assert_true(atomic_load(&c.open_busy));
+	}
+	/* the client goes on: writes from this thread, every dict follows */
+	assert_int_equal(ddict_set(c.other, "main", DDICT_NTS, "y", 1), DDICT_OK);
+	assert_value(c.other, "main", "y");
+	free(sqlf(admin, "UPDATE s_cb_pub SET value = 'after'"));
+	assert_true(wait_value(p, "cb", "after", 5000) >= 0);
+	free(sqlf(admin, "UPDATE s_cb_plain SET value = 'after'"));
+	assert_true(wait_value(a, "cb", "after", 5000) >= 0);
+	alarm(0);
+	ddict_close(a);
+	ddict_close(p);
+	ddict_close(c.other);
+	ddict_client_close(cl);
+}
+
 /* ---- stress ---- */
 
 enum
@@ -797,6 +921,7 @@ main(void)
 		cmocka_unit_test(test_stream_idle_close),
 		cmocka_unit_test(test_stream_redis_restart),
 		cmocka_unit_test(test_stream_opt_out),
+		cmocka_unit_test(test_stream_callback_other_dicts),
 		cmocka_unit_test(test_stream_stress),
 		cmocka_unit_test(test_stream_server_restart),
 	};
