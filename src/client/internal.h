@@ -672,7 +672,9 @@ struct ddict
 	bool		xs_catchup;		/* deliveries may be missing: read the stream
 								 * after stream_id (stream.c) */
 	bool		xs_asked,		/* in the XREAD being answered */
-				xs_again;		/* ... and to be read again (busy, full page) */
+				xs_again,		/* ... and to be read again (busy, full page) */
+				xs_read;		/* read in this step's catch-up (its XREADs
+								 * of XS_MAX streams each) */
 	bool		xs_hold;		/* sent to PostgreSQL by an entry: resume
 								 * after that check */
 	atomic_uint_fast64_t stream_entries;	/* entries applied from the stream */

@@ -606,6 +606,74 @@ test_stream_opt_out(void **state)
 	ddict_close(d);
 }
 
+/*
+ * One client following more published dicts than one batch of the version
+ * watchdog used to cover (64): the last one opened, opted out and then
+ * written, is noticed by its version key like the first (attack round 5,
+ * finding 16: it stayed stale for ever).
+ */
+static void
+test_stream_many_dicts(void **state)
+{
+	enum
+	{
+		M = 70
+	};
+	ddict_client_options co;
+	ddict_client *cl;
+	ddict_options o;
+	ddict	   *d[M];
+	char		name[32];
+	uint64_t	g0;
+	int64_t		ms;
+
+	(void) state;
+	need_redis();
+	if (getenv("DDICT_STREAMS_NOPUB"))
+		skip();
+	for (int i = 0; i < M; i++)
+	{
+		snprintf(name, sizeof(name), "s_many%d", i);
+		published_dict(name, 1, 1);
+	}
+	ddict_client_options_init(&co);
+	co.redis_url = rurl;
+	co.interval_ms = 200;
+	co.backoff_min_ms = 20;
+	co.backoff_max_ms = 200;
+	cl = ddict_client_open(test_conninfo(), &co);
+	assert_non_null(cl);
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	for (int i = 0; i < M; i++)
+	{
+		snprintf(name, sizeof(name), "s_many%d", i);
+		d[i] = ddict_open_on(cl, name, &o);
+		if (d[i] == NULL)
+			fail_msg("ddict_open_on(%s): %s", name, ddict_errmsg());
+	}
+	for (int i = 0; i < M; i++)
+		wait_following(d[i]);
+	g0 = gaps_of(d[M - 1]);
+	free(sqlf(admin, "SELECT ddict_publish_changes('s_many%d', false)", M - 1));
+	free(sqlf(admin, "UPDATE s_many%d SET value = 'unpublished'", M - 1));
+	free(sqlf(admin, "UPDATE s_many0 SET value = 'streamed'"));
+	ms = wait_value(d[M - 1], "g0:0", "unpublished", 5000);
+	print_message("# dict %d of %d opted out: a commit seen after %lld ms (interval 200 ms)\n",
+				  M, M, (long long) ms);
+	assert_true(ms >= 0);
+	assert_true(gaps_of(d[M - 1]) > g0);
+	assert_true(wait_value(d[0], "g0:0", "streamed", 5000) >= 0);
+	for (int i = 0; i < M; i++)
+	{
+		assert_equals_table(d[i], 5000);
+		ddict_close(d[i]);
+	}
+	ddict_client_close(cl);
+	for (int i = 0; i < M; i++)
+		free(sqlf(admin, "DROP TABLE s_many%d", i));
+}
+
 /* ---- change callbacks and the client's other dicts ---- */
 
 /*
@@ -921,6 +989,7 @@ main(void)
 		cmocka_unit_test(test_stream_idle_close),
 		cmocka_unit_test(test_stream_redis_restart),
 		cmocka_unit_test(test_stream_opt_out),
+		cmocka_unit_test(test_stream_many_dicts),
 		cmocka_unit_test(test_stream_callback_other_dicts),
 		cmocka_unit_test(test_stream_stress),
 		cmocka_unit_test(test_stream_server_restart),
