@@ -39,7 +39,8 @@
  * starts with the server's marker).  A (re)confirmed subscription catches
  * up too: deliveries before it are lost.  Every reply and delivery is
  * type-checked; one that is not what Redis answers is an outage (backoff),
- * never a crash.
+ * never a crash — but an entry with a readable id and fields that are not
+ * the server's is a gap of its dict only (apply_stream()).
  *
  * Once per interval the connection also GETs the dicts' version keys,
  * which catches entries that never come (an opted-out dict, a stopped
@@ -490,10 +491,12 @@ valid_id(const char *p, size_t len)
 		strspn(p, "0123456789-") >= len && memchr(dash + 1, '-', (size_t) (p + len - dash - 1)) == NULL;
 }
 
-/* An entry [id, [kind, k, dict, d, ...]] as XREAD answers it. */
+/* An entry [id, [kind, k, dict, d, ...]] as XREAD answers it: false when
+ * even its id cannot be read (e->id NULL), or its fields are malformed. */
 static bool
 parse_entry(const redisReply *r, entry *e)
 {
+	e->id = NULL;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !dd_reply_is_bulk(r->element[0]) ||
 		!valid_id(r->element[0]->str, r->element[0]->len))
 		return false;
@@ -541,6 +544,18 @@ contiguous(const ddict_snapshot *cur, const entry *e)
 		e->epoch == cur->epoch && cur->floor != INT64_MAX && e->from <= cur->cursor;
 }
 
+/* The entry id cannot be applied: h goes to PostgreSQL and reads on after
+ * it once that check succeeded (sync_lock held). */
+static void
+hold_at(ddict *h, const char *id)
+{
+	snprintf(h->stream_id, sizeof(h->stream_id), "%s", id);
+	atomic_fetch_add_explicit(&h->stream_gaps, 1, memory_order_relaxed);
+	h->xs_hold = true;
+	h->pending = true;
+	h->sync_at = dd_now_us();
+}
+
 /* One entry for dict h (sync_lock held): false when h must go to
  * PostgreSQL first (the entry is then handled). */
 static bool
@@ -559,26 +574,37 @@ handle_entry(ddict *h, const entry *e)
 		return true;
 	}
 	/* a gap, a marker, another relation or epoch (or no memory) */
-	atomic_fetch_add_explicit(&h->stream_gaps, 1, memory_order_relaxed);
-	h->xs_hold = true;
-	h->pending = true;
-	h->sync_at = dd_now_us();
+	hold_at(h, e->id);
 	return false;
 }
 
-/* Every entry of one stream for dict h after its position (sync_lock
- * held); false: a malformed entry.  *all: the reply may hold more. */
+/*
+ * Every entry of one stream for dict h after its position (sync_lock held);
+ * false: an entry whose id cannot be read (the reply is not what Redis
+ * sends).  An entry with a readable id and malformed fields (forged, or
+ * written by something else) is this dict's problem only: a gap, after
+ * which it reads on — not an outage of every dict of the client that would
+ * meet the same entry again at each reconnect.
+ */
 static bool
 apply_stream(ddict *h, const redisReply *entries)
 {
 	for (size_t j = 0; j < entries->elements; j++)
 	{
 		entry		e;
+		bool		ok = parse_entry(entries->element[j], &e);
 
-		if (!parse_entry(entries->element[j], &e))
+		if (e.id == NULL)
 			return false;
 		if (!id_less(h->stream_id, e.id))
 			continue;			/* another handle was further behind */
+		if (!ok)
+		{
+			dd_note(h, "Redis %s: stream entry %s is malformed: the dict checks the server",
+					h->client->rtarget.url.desc, e.id);
+			hold_at(h, e.id);
+			break;
+		}
 		if (!handle_entry(h, &e))
 			break;
 	}
@@ -754,10 +780,12 @@ dd_stream_step(dd_client *c)
 
 /* ---- deliveries: PUBLISH on the stream's channel ---- */
 
-/* "<id>" or "<id>\n<RESP array of the entry's fields>": the id and the
- * parsed fields (*fields NULL: the entry is in the stream only). */
+/* "<id>" or "<id>\n<RESP array of the entry's fields>": false when the id
+ * cannot be read; else the id and the parsed fields (*fields NULL: the
+ * entry is in the stream only — or its fields are malformed: the stream
+ * tells, stream entries are checked there). */
 static bool
-parse_delivery(const redisReply *payload, char *id, redisReply **fields)
+parse_delivery(const redisReply *payload, char *id, redisReply **fields, entry *e)
 {
 	const char *nl;
 	size_t		idlen;
@@ -771,10 +799,13 @@ parse_delivery(const redisReply *payload, char *id, redisReply **fields)
 		return false;
 	memcpy(id, payload->str, idlen);
 	id[idlen] = '\0';
-	if (nl == NULL)
-		return true;
-	return dd_resp_parse(nl + 1, payload->len - idlen - 1, fields) == DDICT_OK &&
-		(*fields)->type == REDIS_REPLY_ARRAY;
+	if (nl != NULL && (dd_resp_parse(nl + 1, payload->len - idlen - 1, fields) != DDICT_OK ||
+					   !parse_fields(*fields, e)))
+	{
+		dd_rconn_reply_free(*fields);
+		*fields = NULL;
+	}
+	return true;
 }
 
 int
@@ -796,11 +827,8 @@ dd_stream_message(dd_client *c, const char *channel, const redisReply *payload)
 		if (!ours)
 		{
 			ours = true;
-			if (!parse_delivery(payload, id, &fields) || (fields && !parse_fields(fields, &e)))
-			{
-				dd_rconn_reply_free(fields);
+			if (!parse_delivery(payload, id, &fields, &e))
 				return -1;
-			}
 			parsed = fields != NULL;
 			e.id = id;
 		}

@@ -674,6 +674,74 @@ test_stream_many_dicts(void **state)
 		free(sqlf(admin, "DROP TABLE s_many%d", i));
 }
 
+/*
+ * A malformed entry in one stream (forged by an XADD: readable id, fields
+ * that are not the server's) sends only its dict to PostgreSQL, which then
+ * reads on after it; the client's other dict keeps following its stream.
+ * Before, the client dropped its stream connection for every dict and met
+ * the same entry at each reconnect: all polled PostgreSQL for good (attack
+ * round 5, finding 10).  The entry is announced by its id alone, as the
+ * streamer does for a large entry: the client reads it from the stream.
+ */
+static void
+test_stream_forged_entry(void **state)
+{
+	ddict	   *d,
+			   *e;
+	char		key[256];
+	redisReply *r;
+	uint64_t	gd,
+				ed,
+				ee;
+
+	(void) state;
+	need_redis();
+	if (getenv("DDICT_STREAMS_NOPUB"))
+		skip();
+	published_dict("s_forged", 1, 1);
+	published_dict("s_clean", 1, 1);
+	d = open_push("s_forged", 200, NULL, NULL);
+	e = open_push("s_clean", 200, NULL, NULL);
+	wait_following(d);
+	wait_following(e);
+	gd = gaps_of(d);
+	stream_of("s_forged", key, sizeof(key));
+	r = redis_cmd("XADD %s * kind d dict x epoch y version z from a cursor b until c n d %s v", key, "sgarbage");
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	assert_true(redis_int("PUBLISH %s %s", key, r->str) >= 1);
+	freeReplyObject(r);
+	sleep_ms(300);
+	for (int waited = 0; gaps_of(d) == gd; waited += 10)
+	{
+		if (waited > 5000)
+			fail_msg("the forged entry did not send its dict to PostgreSQL within 5 s");
+		sleep_ms(10);
+	}
+	/* both follow their streams again: commits come as entries */
+	ed = entries_of(d);
+	ee = entries_of(e);
+	for (int waited = 0; stats_of(d).redis != 1 || stats_of(e).redis != 1; waited += 10)
+	{
+		if (waited > 5000)
+			fail_msg("not following the streams 5 s after the forged entry (redis %d, %d): %s",
+					 stats_of(d).redis, stats_of(e).redis, stats_of(e).last_error);
+		sleep_ms(10);
+	}
+	sleep_ms(300);
+	free(sqlf(admin, "UPDATE s_forged SET value = 'after'"));
+	free(sqlf(admin, "UPDATE s_clean SET value = 'after'"));
+	assert_true(wait_value(d, "g0:0", "after", 5000) >= 0);
+	assert_true(wait_value(e, "g0:0", "after", 5000) >= 0);
+	assert_true(entries_of(d) > ed);
+	assert_true(entries_of(e) > ee);
+	assert_int_equal(gaps_of(d), gd + 1);
+	assert_equals_table(d, 5000);
+	assert_equals_table(e, 5000);
+	ddict_close(d);
+	ddict_close(e);
+}
+
 /* ---- change callbacks and the client's other dicts ---- */
 
 /*
@@ -990,6 +1058,7 @@ main(void)
 		cmocka_unit_test(test_stream_redis_restart),
 		cmocka_unit_test(test_stream_opt_out),
 		cmocka_unit_test(test_stream_many_dicts),
+		cmocka_unit_test(test_stream_forged_entry),
 		cmocka_unit_test(test_stream_callback_other_dicts),
 		cmocka_unit_test(test_stream_stress),
 		cmocka_unit_test(test_stream_server_restart),
