@@ -128,6 +128,21 @@ redis_outcome(dd_client *c, const char *err)
 	}
 }
 
+/* The checks' GET connection is up: it answers the autosync and interval
+ * dicts opened since it came too (their open waits for that; list lock). */
+static void
+settle_get_dicts(dd_client *c)
+{
+	for (size_t i = 0; i < c->ndicts; i++)
+	{
+		ddict	   *d = c->dicts[i];
+
+		if (d->opts.mode != DDICT_PUSH && d->opts.mode != DDICT_MANUAL &&
+			!atomic_load(&d->redis_settled) && atomic_load(&d->redis_key) != NULL)
+			atomic_store(&d->redis_settled, true);
+	}
+}
+
 /* ---- the subscription ---- */
 
 /*
@@ -422,6 +437,8 @@ redis_step(dd_client *c)
 	dd_list_lock(c);
 	n = what_is_needed(c);
 	have_get = atomic_load(&c->has_get);	/* c->get is the client lock's */
+	if (have_get && n.get)
+		settle_get_dicts(c);
 	if (have_get && !n.get)
 	{
 		dd_list_unlock(c);
