@@ -772,6 +772,18 @@ anything_due(dd_client *c, int64_t now)
 	return false;
 }
 
+/* A push dict whose check answered an older version than the one Redis
+ * announced: a hot standby that has not replayed that commit yet (the
+ * primary publishes).  It checks again each interval until it has it. */
+static bool
+behind_push(ddict *d)
+{
+	int64_t		pushed = atomic_load(&d->pushed);
+
+	return d->opts.mode == DDICT_PUSH && !delivered(d) && pushed != INT64_MIN &&
+		dd_current_version(d) < pushed;
+}
+
 /*
  * Never on a borrowed connection: the application uses it whenever it
  * likes between our calls (a reader that finds it busy checks at its next
@@ -818,6 +830,11 @@ check_step(dd_client *c)
 			v[i]->xs_hold = false;	/* the stream goes on (stream.c), from */
 			v[i]->xs_catchup = true;	/* the entry that held it */
 			dd_event_signal(c->kick_fd);
+		}
+		else if (rcs[i] >= 0 && behind_push(v[i]))
+		{
+			v[i]->pending = true;	/* again, until the server has it */
+			v[i]->sync_at = dd_now_us() + interval_us(c);
 		}
 		dd_unlock(v[i]);
 	}

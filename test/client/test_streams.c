@@ -742,6 +742,136 @@ test_stream_forged_entry(void **state)
 	ddict_close(e);
 }
 
+/*
+ * A published dict of a LATIN1 database, a client whose client_encoding is
+ * UTF8: loads and checks come converted, stream entries would carry the
+ * server's bytes ('café' twice in the cache, the loaded one stale: attack
+ * round 5, finding 28).  Such a client follows the version channel instead
+ * (plain push) and equals a fresh SELECT.
+ */
+/* foreach: the key has the same value in the dict arg. */
+static int
+same_in(void *arg, const char *key, size_t klen, const char *val, size_t vlen)
+{
+	char	   *v = NULL;
+	size_t		n = 0;
+	int			rc = ddict_get(arg, key, klen, &v, &n);
+
+	if (rc != DDICT_OK || n != vlen || memcmp(v, val, n) != 0)
+		fail_msg("key %.*s: %s", (int) klen, key, rc == DDICT_OK ? "another value" : "absent");
+	ddict_free(v);
+	return 0;
+}
+
+static void
+test_stream_client_encoding(void **state)
+{
+	PGconn	   *l1;
+	char		ci[1024];
+	ddict_options o;
+	ddict	   *d,
+			   *m;
+
+	(void) state;
+	need_redis();
+	if (getenv("DDICT_STREAMS_NOPUB"))
+		skip();
+	free(sqlf(admin, "DROP DATABASE IF EXISTS ddict_latin1 WITH (FORCE)"));
+	free(sqlf(admin, "CREATE DATABASE ddict_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+			  " TEMPLATE template0"));
+	snprintf(ci, sizeof(ci), "%s dbname=ddict_latin1 client_encoding=UTF8", admin_conninfo());
+	l1 = PQconnectdb(ci);
+	assert_int_equal(PQstatus(l1), CONNECTION_OK);
+	free(sqlf(l1, "SET client_min_messages = warning"));
+	free(sqlf(l1, "CREATE EXTENSION ddict"));
+	free(sqlf(l1, "SELECT ddict_create('enc')"));
+	free(sqlf(l1, "SELECT ddict_publish_changes('enc')"));
+	free(sqlf(l1, "SELECT ddict_set('enc', 'café', 'crème')"));
+	free(sqlf(l1, "SELECT ddict_set('enc', 'gone', 'x')"));
+	snprintf(ci, sizeof(ci), "%s dbname=ddict_latin1 client_encoding=UTF8", test_conninfo());
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	o.redis_url = rurl;
+	o.interval_ms = 200;
+	d = ddict_open(ci, "enc", &o);
+	if (d == NULL)
+		fail_msg("ddict_open: %s", ddict_errmsg());
+	assert_null(atomic_load(&d->stream_key));	/* not followed: plain push */
+	assert_int_equal(ddict_get(d, "café", DDICT_NTS, NULL, NULL), DDICT_OK);
+	free(sqlf(l1, "SELECT ddict_set('enc', 'café', 'brûlée')"));
+	free(sqlf(l1, "SELECT ddict_set('enc', 'naïve', 'oui')"));
+	free(sqlf(l1, "SELECT ddict_delete('enc', 'gone')"));
+	assert_true(wait_value(d, "gone", NULL, 5000) >= 0);
+	assert_true(wait_value(d, "naïve", "oui", 5000) >= 0);
+	/* one café (the loaded key, converted, was replaced), and every value
+	 * as a fresh load gives it (values come in the server's encoding from
+	 * loads and checks alike) */
+	assert_int_equal(ddict_len(d), 2);
+	o.mode = DDICT_MANUAL;
+	m = ddict_open(ci, "enc", &o);
+	assert_non_null(m);
+	assert_int_equal(ddict_len(m), 2);
+	assert_int_equal(ddict_foreach(m, same_in, d), DDICT_OK);
+	ddict_close(m);
+	ddict_close(d);
+	PQfinish(l1);
+	free(sqlf(admin, "DROP DATABASE ddict_latin1 WITH (FORCE)"));
+}
+
+/*
+ * A push client of a hot standby, with the primary's Redis: the published
+ * stream is the primary's, whose epoch the standby never has — every entry
+ * cost the client a full reload on the standby (attack round 5, finding 9).
+ * It follows the version channel instead (plain push).  Needs
+ * DDICT_TEST_STANDBY_CONNINFO (run.sh starts a streaming standby).
+ */
+static void
+test_stream_standby(void **state)
+{
+	const char *sci = getenv("DDICT_TEST_STANDBY_CONNINFO");
+	PGconn	   *sb;
+	long long	v;
+	ddict_options o;
+	ddict	   *d;
+
+	(void) state;
+	need_redis();
+	if (sci == NULL || getenv("DDICT_STREAMS_NOPUB"))
+		skip();
+	published_dict("s_standby", 1, 2);
+	v = sql_ll(admin, "SELECT ddict_last_updated('s_standby')");
+	sb = PQconnectdb(sci);
+	assert_int_equal(PQstatus(sb), CONNECTION_OK);
+	free(sqlf(sb, "SET client_min_messages = warning"));
+	for (int waited = 0; sql_ll(sb, "SELECT count(*) FROM ddict_dicts WHERE dict = 's_standby'::regclass"
+								" AND version >= %lld", v) != 1; waited += 20)
+	{
+		if (waited > 10000)
+			fail_msg("the standby did not replay s_standby within 10 s");
+		sleep_ms(20);
+	}
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	o.redis_url = rurl;
+	o.interval_ms = 200;
+	d = ddict_open(sci, "s_standby", &o);
+	if (d == NULL)
+		fail_msg("ddict_open on the standby: %s", ddict_errmsg());
+	assert_null(atomic_load(&d->stream_key));	/* the version channel */
+	for (int n = 0; n < 3; n++)
+	{
+		char		val[16];
+
+		snprintf(val, sizeof(val), "sb%d", n);
+		free(sqlf(admin, "UPDATE s_standby SET value = '%s'", val));
+		assert_true(wait_value(d, "g0:1", val, 5000) >= 0);
+	}
+	assert_int_equal(gaps_of(d), 0);
+	assert_int_equal(entries_of(d), 0);
+	ddict_close(d);
+	PQfinish(sb);
+}
+
 /* ---- change callbacks and the client's other dicts ---- */
 
 /*
@@ -1059,6 +1189,8 @@ main(void)
 		cmocka_unit_test(test_stream_opt_out),
 		cmocka_unit_test(test_stream_many_dicts),
 		cmocka_unit_test(test_stream_forged_entry),
+		cmocka_unit_test(test_stream_client_encoding),
+		cmocka_unit_test(test_stream_standby),
 		cmocka_unit_test(test_stream_callback_other_dicts),
 		cmocka_unit_test(test_stream_stress),
 		cmocka_unit_test(test_stream_server_restart),
