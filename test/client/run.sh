@@ -130,7 +130,7 @@ fi
 # A streaming hot standby (test_streams: a push client of a standby), which
 # publishes nothing itself.
 SB=$SCRATCH/standby SB_PORT=$(free_port)
-if as_pg mkdir -p "$SB/sock" && as_pg "$PG_BIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -D "$SB/data" -R \
+if as_pg mkdir -p "$SB/sock" && as_pg "$PG_BIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -D "$SB/data" -R -C -S ddict_standby \
      -X stream >"$OUT/standby.log" 2>&1 &&
    printf "port = %s\nunix_socket_directories = '%s'\nddict.redis_url = ''\n" "$SB_PORT" "$SB/sock" |
      as_pg tee -a "$SB/data/postgresql.auto.conf" >/dev/null &&

@@ -843,7 +843,7 @@ test_stream_standby(void **state)
 	sb = PQconnectdb(sci);
 	assert_int_equal(PQstatus(sb), CONNECTION_OK);
 	free(sqlf(sb, "SET client_min_messages = warning"));
-	for (int waited = 0; sql_ll(sb, "SELECT count(*) FROM ddict_dicts WHERE dict = 's_standby'::regclass"
+	for (int waited = 0; sql_ll(sb, "SELECT count(*) FROM ddict_dicts WHERE dict = pg_catalog.to_regclass('s_standby')"
 								" AND version >= %lld", v) != 1; waited += 20)
 	{
 		if (waited > 10000)
