@@ -423,6 +423,11 @@ ddict_open_on(ddict_client *client, const char *dict, const ddict_options *opts)
 		dd_seterr(DDICT_EINVAL, "ddict_open_on: push mode needs a connection of its own");
 		return NULL;
 	}
+	if (dd_in_callback(c))
+	{
+		dd_seterr(DDICT_EBUSY, "ddict_open_on: " DD_IN_CALLBACK_MSG);
+		return NULL;
+	}
 	h = handle_new(c, dict, opts);
 	if (h == NULL)
 		return NULL;
@@ -527,7 +532,7 @@ client_sync_batch(dd_client *c, size_t *pos, int *rc)
 	dd_client_lock(c);
 	dd_list_lock(c);
 	for (; *pos < c->ndicts && n < 256; (*pos)++)
-		if (!dd_in_callback(c->dicts[*pos]) && dd_trylock(c->dicts[*pos]))
+		if (dd_trylock(c->dicts[*pos]))
 			v[n++] = c->dicts[*pos];
 	more = *pos < c->ndicts;
 	dd_list_unlock(c);
@@ -554,6 +559,8 @@ ddict_client_sync(ddict_client *client)
 
 	if (c == NULL)
 		return dd_seterr(DDICT_EINVAL, "ddict_client_sync: client must not be NULL");
+	if (dd_in_callback(c))
+		return dd_seterr(DDICT_EBUSY, "ddict_client_sync: " DD_IN_CALLBACK_MSG);
 	while (client_sync_batch(c, &pos, &rc))
 		;
 	return rc;
@@ -758,8 +765,8 @@ ddict_sync(ddict *d)
 
 	if (d == NULL)
 		return dd_seterr(DDICT_EINVAL, "ddict_sync: handle must not be NULL");
-	if (dd_in_callback(d))
-		return dd_seterr(DDICT_EBUSY, "ddict_sync: not allowed from a change callback of the same handle");
+	if (dd_in_callback(d->client))
+		return dd_seterr(DDICT_EBUSY, "ddict_sync: " DD_IN_CALLBACK_MSG);
 	dd_lock(d);
 	rc = dd_sync_locked(d, false);
 	dd_unlock(d);
@@ -837,8 +844,8 @@ ddict_save_snapshot(ddict *d)
 
 	if (d == NULL || d->opts.snapshot_path == NULL)
 		return dd_seterr(DDICT_EINVAL, "ddict_save_snapshot: no snapshot_path was given");
-	if (dd_in_callback(d))
-		return dd_seterr(DDICT_EBUSY, "ddict_save_snapshot: not allowed from a change callback");
+	if (dd_in_callback(d->client))
+		return dd_seterr(DDICT_EBUSY, "ddict_save_snapshot: " DD_IN_CALLBACK_MSG);
 	dd_lock(d);
 	rc = dd_snapfile_write(d, atomic_load(&d->current));
 	dd_unlock(d);

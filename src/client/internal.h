@@ -672,7 +672,9 @@ struct ddict
 	bool		xs_catchup;		/* deliveries may be missing: read the stream
 								 * after stream_id (stream.c) */
 	bool		xs_asked,		/* in the XREAD being answered */
-				xs_again;		/* ... and to be read again (busy, full page) */
+				xs_again,		/* ... and to be read again (busy, full page) */
+				xs_read;		/* read in this step's catch-up (its XREADs
+								 * of XS_MAX streams each) */
 	bool		xs_hold;		/* sent to PostgreSQL by an entry: resume
 								 * after that check */
 	atomic_uint_fast64_t stream_entries;	/* entries applied from the stream */
@@ -808,7 +810,12 @@ int			dd_recv_check(ddict *h, dd_conn *c, ddict_snapshot **snap, dd_build *b,
 /* The dict's metadata (bytea, Redis key), looked up once. */
 int			dd_ensure_meta(ddict *h, dd_conn *c);
 int			dd_publish(ddict *h, ddict_snapshot *snap, dd_build *b);
-bool		dd_in_callback(const ddict *h);
+/* This thread runs a change callback of a dict of client c: calls that
+ * take the client's locks return DDICT_EBUSY with this (after "fn: "). */
+bool		dd_in_callback(const dd_client *c);
+#define DD_IN_CALLBACK_MSG "not allowed from a change callback of a dict of the same client" \
+	" (that thread holds the client's locks: hand the call to another thread)"
+
 int64_t		dd_current_version(ddict *h);
 void		dd_mark(ddict *h, bool ok);
 /* Reads: check per the mode, never blocking on another thread's check. */

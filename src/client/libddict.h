@@ -82,8 +82,8 @@ enum
 	DDICT_ECONN = -4,			/* the server is unreachable or the connection broke */
 	DDICT_ESERVER = -5,			/* the server reported an error (message has SQLSTATE) */
 	DDICT_ETIMEDOUT = -6,		/* no answer within timeout_ms / connect_timeout_ms */
-	DDICT_EBUSY = -7,			/* the call cannot run now (from a change callback on
-								 * the same handle; borrowed connection not idle) */
+	DDICT_EBUSY = -7,			/* the call cannot run now (from a change callback of
+								 * the same client; borrowed connection not idle) */
 	DDICT_ERANGE = -8,			/* ddict_get_buf(): the buffer is too small */
 	DDICT_EIO = -9				/* snapshot file could not be read or written */
 };
@@ -123,10 +123,16 @@ typedef struct ddict_change
  * a reader handed over on a shared client: the client's
  * thread, for the changes it applies), once per key whose value
  * changed, after the new snapshot is published (so reads from the callback
- * see it).  The callback may read from the handle; calling ddict_sync(),
- * ddict_set() or other writes on the same handle from it returns DDICT_EBUSY.
+ * see it).  The callback may read from the handle and from the other dicts
+ * of its client (they serve their snapshots without a check meanwhile).
+ * Calls that need the client's connection — ddict_sync(), ddict_set() and
+ * the other writes, ddict_save_snapshot() on ANY dict of the same client,
+ * ddict_client_sync() and ddict_open_on() of that client — return
+ * DDICT_EBUSY (NULL for ddict_open_on) from it: the thread that runs the
+ * callback holds the client's locks.  Hand such work to another thread.
  * Keep it short: other threads' version checks wait while it runs (their
- * reads do not).  Never call ddict_close() of the same handle from it.
+ * reads do not).  Never call ddict_close() of a dict of the same client
+ * from it.
  */
 typedef void (*ddict_change_fn) (const ddict_change *change, void *arg);
 

@@ -285,6 +285,23 @@ redis_key(const char *prefix, const char *db, const char *schema, const char *ta
 	return key;
 }
 
+/*
+ * May a client of this connection apply a published dict's stream entries?
+ * Not on a server in recovery: the stream is the primary's, whose epoch the
+ * standby never has (every entry would cost a full reload there).  Not when
+ * libpq converts text (client_encoding is not the server's): entries carry
+ * the server's bytes, loads and checks converted ones, and the two would
+ * disagree in the cache.  Such a push dict follows its version channel.
+ */
+static bool
+can_follow(const dd_conn *c, bool in_recovery)
+{
+	const char *ce = PQparameterStatus(c->pg, "client_encoding"),
+			   *se = PQparameterStatus(c->pg, "server_encoding");
+
+	return !in_recovery && ce && se && strcmp(ce, se) == 0;
+}
+
 int
 dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix,
 				dd_dict_meta *out)
@@ -306,7 +323,8 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 	 * spells it (../common/redis_key.h). */
 	sql = dd_asprintf("SELECT t.oid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype"
 					  " OR t.typbasetype OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype,"
-					  " pg_catalog.current_database(), n.nspname, c.relname%s"
+					  " pg_catalog.current_database(), n.nspname, c.relname%s,"
+					  " pg_catalog.pg_is_in_recovery()"
 					  " FROM %s.ddict_dicts d JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) d.value_type"
 					  " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.dict::pg_catalog.oid"
 					  " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
@@ -319,7 +337,7 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 	free(sql);
 	if (rc != DDICT_OK)
 		return rc;
-	if (PQntuples(r) != 1 || PQnfields(r) != (c->changes_rel ? 5 : 4))
+	if (PQntuples(r) != 1 || PQnfields(r) != (c->changes_rel ? 6 : 5))
 	{
 		PQclear(r);
 		return dd_fail(h, DDICT_ESERVER,
@@ -329,7 +347,8 @@ dd_session_dict(dd_conn *c, ddict *h, const char *dict, const char *redis_prefix
 	if (redis_prefix)
 		out->key = redis_key(redis_prefix, PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
 							 PQgetvalue(r, 0, 3));	/* NULL: Redis stays unused for it */
-	if (redis_prefix && c->changes_rel && !PQgetisnull(r, 0, 4))
+	if (redis_prefix && c->changes_rel && !PQgetisnull(r, 0, 4) &&
+		can_follow(c, PQgetvalue(r, 0, 5)[0] == 't'))
 		out->stream_key = strdup(PQgetvalue(r, 0, 4));	/* NULL: no stream */
 	PQclear(r);
 	return DDICT_OK;

@@ -39,7 +39,8 @@
  * starts with the server's marker).  A (re)confirmed subscription catches
  * up too: deliveries before it are lost.  Every reply and delivery is
  * type-checked; one that is not what Redis answers is an outage (backoff),
- * never a crash.
+ * never a crash — but an entry with a readable id and fields that are not
+ * the server's is a gap of its dict only (apply_stream()).
  *
  * Once per interval the connection also GETs the dicts' version keys,
  * which catches entries that never come (an opted-out dict, a stopped
@@ -229,78 +230,150 @@ take_positions(dd_client *c, char *err, size_t errsize)
 
 /* ---- the version keys: entries that never come ---- */
 
+/* A followed dict whose version key is watched (list lock held). */
+static bool
+watched(const ddict *d)
+{
+	return followable(d) && d->xs_ok && !d->xs_hold && atomic_load(&d->redis_key) != NULL;
+}
+
+/* The version keys of every watched dict, with its place in the list then
+ * (list lock held): *n of them, malloc'd (free with free_vkeys). */
+typedef struct vkeys
+{
+	int			n;
+	char	  **keys;
+	size_t	   *at;
+	int64_t    *versions;
+	int		   *rcs;
+} vkeys;
+
+static void
+free_vkeys(vkeys *v)
+{
+	for (int k = 0; k < v->n; k++)
+		free(v->keys[k]);
+	free(v->keys);
+	free(v->at);
+	free(v->versions);
+	free(v->rcs);
+}
+
+static int
+collect_vkeys(dd_client *c, vkeys *v)
+{
+	size_t		cap = c->ndicts ? c->ndicts : 1;
+
+	v->n = 0;
+	v->keys = malloc(cap * sizeof(*v->keys));
+	v->at = malloc(cap * sizeof(*v->at));
+	v->versions = malloc(cap * sizeof(*v->versions));
+	v->rcs = malloc(cap * sizeof(*v->rcs));
+	if (!v->keys || !v->at || !v->versions || !v->rcs)
+		return DDICT_ENOMEM;
+	for (size_t i = 0; i < c->ndicts; i++)
+	{
+		ddict	   *d = c->dicts[i];
+
+		/* no subscription (worker.c reconnects it): read the stream each
+		 * interval instead — PostgreSQL only while this connection fails */
+		if (followable(d) && d->xs_ok && d->sub != DD_SUB_OK)
+			d->xs_catchup = true;
+		if (!watched(d))
+			continue;
+		if ((v->keys[v->n] = strdup(atomic_load(&d->redis_key))) == NULL)
+			return DDICT_ENOMEM;
+		v->at[v->n++] = i;
+	}
+	return DDICT_OK;
+}
+
+/* The version key showed v (rc 1) or nothing (0) for d (list lock held). */
+static void
+version_seen(dd_client *c, ddict *d, int rc, int64_t v, int64_t now)
+{
+	int64_t		cur = dd_current_version(d);
+
+	if (d->xs_lag_version != 0 && cur >= d->xs_lag_version)
+		d->xs_lag_version = 0;	/* it came */
+	if (d->xs_lag_version == 0 && rc == 1 && v > cur)
+	{
+		d->xs_lag_version = v;
+		d->xs_lag_since = now;
+		d->xs_catchup = true;	/* a lost delivery, or a streamer that sends
+								 * none (before 1.3) */
+	}
+	else if (d->xs_lag_version != 0 && now - d->xs_lag_since >= block_ms(c) * 1000)
+	{
+		d->xs_lag_version = 0;
+		atomic_fetch_add_explicit(&d->stream_gaps, 1, memory_order_relaxed);
+		d->xs_hold = true;
+		d->pending = true;
+		d->sync_at = now;
+	}
+}
+
+/* The dict key k was collected for, if it is still listed (dicts closed
+ * meanwhile move others in the list: then look it up by key).  List lock
+ * held. */
+static ddict *
+vkey_dict(dd_client *c, const vkeys *v, int k, bool *seen)
+{
+	size_t		i = v->at[k];
+
+	if (i < c->ndicts && !seen[i] && watched(c->dicts[i]) &&
+		strcmp(atomic_load(&c->dicts[i]->redis_key), v->keys[k]) == 0)
+		return seen[i] = true, c->dicts[i];
+	for (i = 0; i < c->ndicts; i++)
+		if (!seen[i] && watched(c->dicts[i]) &&
+			strcmp(atomic_load(&c->dicts[i]->redis_key), v->keys[k]) == 0)
+			return seen[i] = true, c->dicts[i];
+	return NULL;
+}
+
 /*
  * Every interval, between two XREADs: GET the version keys of the followed
- * dicts.  A version newer than the cache's that the stream has not brought
- * within one more interval (the dict was opted out, the streamer is down,
- * Redis' clock went back) hands the dict to PostgreSQL — the staleness
- * bound holds without entries.  One round trip per interval per client.
+ * dicts (all of them, one pipeline).  A version newer than the cache's that
+ * the stream has not brought within one more interval (the dict was opted
+ * out, the streamer is down, Redis' clock went back) hands the dict to
+ * PostgreSQL — the staleness bound holds without entries.  One round trip
+ * per interval per client.
  */
 static int
 check_versions(dd_client *c, char *err, size_t errsize)
 {
-	char	   *keys[64];
-	int64_t		versions[64];
-	int			rcs[64],
-				n = 0,
-				rc;
+	vkeys		v = {0};
+	bool	   *seen = NULL;
+	int			rc;
 	int64_t		now = dd_now_us();
 
 	if (now < c->xs_next_vcheck)
 		return DDICT_OK;
 	c->xs_next_vcheck = now + block_ms(c) * 1000;
 	dd_list_lock(c);
-	for (size_t i = 0; i < c->ndicts && n < 64; i++)
-	{
-		ddict	   *d = c->dicts[i];
-		const char *key = atomic_load(&d->redis_key);
-
-		/* no subscription (worker.c reconnects it): read the stream each
-		 * interval instead — PostgreSQL only while this connection fails */
-		if (followable(d) && d->xs_ok && d->sub != DD_SUB_OK)
-			d->xs_catchup = true;
-
-		if (followable(d) && d->xs_ok && !d->xs_hold && key && (keys[n] = strdup(key)) != NULL)
-			n++;
-	}
+	rc = collect_vkeys(c, &v);
 	dd_list_unlock(c);
-	rc = n ? dd_redis_get_many(&c->rtarget, c->xs, (const char *const *) keys, n, versions, rcs,
-							   err, errsize) : DDICT_OK;
+	if (rc == DDICT_OK && v.n > 0)
+		rc = dd_redis_get_many(&c->rtarget, c->xs, (const char *const *) v.keys, v.n,
+							   v.versions, v.rcs, err, errsize);
+	else if (rc != DDICT_OK)
+		snprintf(err, errsize, "out of memory");
 	dd_list_lock(c);
-	for (size_t i = 0; i < c->ndicts && rc == DDICT_OK; i++)
+	if (rc == DDICT_OK && v.n > 0 && (seen = calloc(c->ndicts + 1, sizeof(bool))) == NULL)
 	{
-		ddict	   *d = c->dicts[i];
-		const char *key = atomic_load(&d->redis_key);
+		snprintf(err, errsize, "out of memory");
+		rc = DDICT_ENOMEM;
+	}
+	for (int k = 0; k < v.n && rc == DDICT_OK; k++)
+	{
+		ddict	   *d = vkey_dict(c, &v, k, seen);
 
-		for (int k = 0; k < n && key && followable(d) && d->xs_ok && !d->xs_hold; k++)
-		{
-			if (strcmp(keys[k], key) != 0)
-				continue;
-			int64_t		cur = dd_current_version(d);
-
-			if (d->xs_lag_version != 0 && cur >= d->xs_lag_version)
-				d->xs_lag_version = 0;	/* it came */
-			if (d->xs_lag_version == 0 && rcs[k] == 1 && versions[k] > cur)
-			{
-				d->xs_lag_version = versions[k];
-				d->xs_lag_since = now;
-				d->xs_catchup = true;	/* a lost delivery, or a streamer
-										 * that sends none (before 1.3) */
-			}
-			else if (d->xs_lag_version != 0 && now - d->xs_lag_since >= block_ms(c) * 1000)
-			{
-				d->xs_lag_version = 0;
-				atomic_fetch_add_explicit(&d->stream_gaps, 1, memory_order_relaxed);
-				d->xs_hold = true;
-				d->pending = true;
-				d->sync_at = now;
-			}
-			break;
-		}
+		if (d)
+			version_seen(c, d, v.rcs[k], v.versions[k], now);
 	}
 	dd_list_unlock(c);
-	for (int k = 0; k < n; k++)
-		free(keys[k]);
+	free(seen);
+	free_vkeys(&v);
 	return rc;
 }
 
@@ -313,8 +386,9 @@ catching_up(const ddict *d)
 	return followable(d) && d->xs_ok && !d->xs_hold && d->xs_catchup;
 }
 
-/* XREAD COUNT n STREAMS k... id...: each stream of a dict catching up once,
- * from the lowest position of its handles.  List lock held. */
+/* XREAD COUNT n STREAMS k... id...: each stream of a dict catching up (and
+ * not read yet in this step) once, from the lowest position of its handles,
+ * at most XS_MAX streams (the others: the next XREAD).  List lock held. */
 static int
 send_xread(dd_client *c, int *nstreams)
 {
@@ -330,7 +404,7 @@ send_xread(dd_client *c, int *nstreams)
 		const char *key;
 		int			k;
 
-		if (!catching_up(d))
+		if (!catching_up(d) || d->xs_read)
 			continue;
 		key = atomic_load(&d->stream_key);
 		for (k = 0; k < n && strcmp(keys[k], key) != 0; k++)
@@ -417,10 +491,12 @@ valid_id(const char *p, size_t len)
 		strspn(p, "0123456789-") >= len && memchr(dash + 1, '-', (size_t) (p + len - dash - 1)) == NULL;
 }
 
-/* An entry [id, [kind, k, dict, d, ...]] as XREAD answers it. */
+/* An entry [id, [kind, k, dict, d, ...]] as XREAD answers it: false when
+ * even its id cannot be read (e->id NULL), or its fields are malformed. */
 static bool
 parse_entry(const redisReply *r, entry *e)
 {
+	e->id = NULL;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !dd_reply_is_bulk(r->element[0]) ||
 		!valid_id(r->element[0]->str, r->element[0]->len))
 		return false;
@@ -468,6 +544,18 @@ contiguous(const ddict_snapshot *cur, const entry *e)
 		e->epoch == cur->epoch && cur->floor != INT64_MAX && e->from <= cur->cursor;
 }
 
+/* The entry id cannot be applied: h goes to PostgreSQL and reads on after
+ * it once that check succeeded (sync_lock held). */
+static void
+hold_at(ddict *h, const char *id)
+{
+	snprintf(h->stream_id, sizeof(h->stream_id), "%s", id);
+	atomic_fetch_add_explicit(&h->stream_gaps, 1, memory_order_relaxed);
+	h->xs_hold = true;
+	h->pending = true;
+	h->sync_at = dd_now_us();
+}
+
 /* One entry for dict h (sync_lock held): false when h must go to
  * PostgreSQL first (the entry is then handled). */
 static bool
@@ -486,26 +574,37 @@ handle_entry(ddict *h, const entry *e)
 		return true;
 	}
 	/* a gap, a marker, another relation or epoch (or no memory) */
-	atomic_fetch_add_explicit(&h->stream_gaps, 1, memory_order_relaxed);
-	h->xs_hold = true;
-	h->pending = true;
-	h->sync_at = dd_now_us();
+	hold_at(h, e->id);
 	return false;
 }
 
-/* Every entry of one stream for dict h after its position (sync_lock
- * held); false: a malformed entry.  *all: the reply may hold more. */
+/*
+ * Every entry of one stream for dict h after its position (sync_lock held);
+ * false: an entry whose id cannot be read (the reply is not what Redis
+ * sends).  An entry with a readable id and malformed fields (forged, or
+ * written by something else) is this dict's problem only: a gap, after
+ * which it reads on — not an outage of every dict of the client that would
+ * meet the same entry again at each reconnect.
+ */
 static bool
 apply_stream(ddict *h, const redisReply *entries)
 {
 	for (size_t j = 0; j < entries->elements; j++)
 	{
 		entry		e;
+		bool		ok = parse_entry(entries->element[j], &e);
 
-		if (!parse_entry(entries->element[j], &e))
+		if (e.id == NULL)
 			return false;
 		if (!id_less(h->stream_id, e.id))
 			continue;			/* another handle was further behind */
+		if (!ok)
+		{
+			dd_note(h, "Redis %s: stream entry %s is malformed: the dict checks the server",
+					h->client->rtarget.url.desc, e.id);
+			hold_at(h, e.id);
+			break;
+		}
 		if (!handle_entry(h, &e))
 			break;
 	}
@@ -554,10 +653,10 @@ apply_reply(dd_client *c, const redisReply *r)
 	return true;
 }
 
-/* Read every catching-up dict's stream after its position, one round
- * trip (a page of XS_COUNT entries per stream). */
+/* One XREAD of up to XS_MAX streams of dicts catching up, and its
+ * answer; *n: the streams asked (0: none left). */
 static int
-catch_up(dd_client *c, char *err, size_t errsize)
+catch_up_some(dd_client *c, int *nstreams, char *err, size_t errsize)
 {
 	redisReply *r = NULL;
 	int			n = 0,
@@ -566,6 +665,7 @@ catch_up(dd_client *c, char *err, size_t errsize)
 	dd_list_lock(c);
 	rc = send_xread(c, &n);
 	dd_list_unlock(c);
+	*nstreams = n;
 	if (rc != DDICT_OK)
 	{
 		snprintf(err, errsize, "out of memory");
@@ -589,6 +689,7 @@ catch_up(dd_client *c, char *err, size_t errsize)
 		 * the answer): caught up, unless busy or a full page */
 		if (rc == DDICT_OK && d->xs_asked && !d->xs_again)
 			d->xs_catchup = false;
+		d->xs_read |= d->xs_asked;
 		d->xs_asked = d->xs_again = false;
 	}
 	dd_list_unlock(c);
@@ -602,6 +703,24 @@ catch_up(dd_client *c, char *err, size_t errsize)
 			snprintf(err, errsize, "XREAD: malformed reply");
 	}
 	dd_rconn_reply_free(r);
+	return rc;
+}
+
+/* Read every catching-up dict's stream after its position: one round trip
+ * per XS_MAX streams (a page of XS_PAGE entries per stream). */
+static int
+catch_up(dd_client *c, char *err, size_t errsize)
+{
+	int			n,
+				rc;
+
+	dd_list_lock(c);
+	for (size_t i = 0; i < c->ndicts; i++)
+		c->dicts[i]->xs_read = false;
+	dd_list_unlock(c);
+	do
+		rc = catch_up_some(c, &n, err, errsize);
+	while (rc == DDICT_OK && n > 0);
 	return rc;
 }
 
@@ -661,10 +780,12 @@ dd_stream_step(dd_client *c)
 
 /* ---- deliveries: PUBLISH on the stream's channel ---- */
 
-/* "<id>" or "<id>\n<RESP array of the entry's fields>": the id and the
- * parsed fields (*fields NULL: the entry is in the stream only). */
+/* "<id>" or "<id>\n<RESP array of the entry's fields>": false when the id
+ * cannot be read; else the id and the parsed fields (*fields NULL: the
+ * entry is in the stream only — or its fields are malformed: the stream
+ * tells, stream entries are checked there). */
 static bool
-parse_delivery(const redisReply *payload, char *id, redisReply **fields)
+parse_delivery(const redisReply *payload, char *id, redisReply **fields, entry *e)
 {
 	const char *nl;
 	size_t		idlen;
@@ -678,10 +799,13 @@ parse_delivery(const redisReply *payload, char *id, redisReply **fields)
 		return false;
 	memcpy(id, payload->str, idlen);
 	id[idlen] = '\0';
-	if (nl == NULL)
-		return true;
-	return dd_resp_parse(nl + 1, payload->len - idlen - 1, fields) == DDICT_OK &&
-		(*fields)->type == REDIS_REPLY_ARRAY;
+	if (nl != NULL && (dd_resp_parse(nl + 1, payload->len - idlen - 1, fields) != DDICT_OK ||
+					   !parse_fields(*fields, e)))
+	{
+		dd_rconn_reply_free(*fields);
+		*fields = NULL;
+	}
+	return true;
 }
 
 int
@@ -703,11 +827,8 @@ dd_stream_message(dd_client *c, const char *channel, const redisReply *payload)
 		if (!ours)
 		{
 			ours = true;
-			if (!parse_delivery(payload, id, &fields) || (fields && !parse_fields(fields, &e)))
-			{
-				dd_rconn_reply_free(fields);
+			if (!parse_delivery(payload, id, &fields, &e))
 				return -1;
-			}
 			parsed = fields != NULL;
 			e.id = id;
 		}

@@ -90,12 +90,20 @@
 
 #define DD_BATCH_MAX 256
 
-static _Thread_local const ddict *tl_callback_handle;
+/*
+ * The client whose change callback this thread is running (NULL: none).  The
+ * thread that runs a callback holds locks of that client — the dict's
+ * sync_lock, and the client's lock or its list_lock — so a call on any dict
+ * of the same client that would take one of them deadlocks on the thread
+ * itself: writes, syncs and opens refuse (DDICT_EBUSY), reads serve the
+ * snapshot without a check.
+ */
+static _Thread_local const dd_client *tl_callback_client;
 
 bool
-dd_in_callback(const ddict *h)
+dd_in_callback(const dd_client *c)
 {
-	return tl_callback_handle == h;
+	return tl_callback_client == c;
 }
 
 /* ---- locks ---- */
@@ -624,10 +632,13 @@ dd_publish(ddict *h, ddict_snapshot *snap, dd_build *b)
 		atomic_fetch_add_explicit(&h->compactions, 1, memory_order_relaxed);
 	if (h->opts.on_change)
 	{
-		tl_callback_handle = h;
+		const dd_client *outer = tl_callback_client;	/* (a callback's read of
+														 * another client's dict) */
+
+		tl_callback_client = h->client;
 		dd_snap_diff(old, snap, b->full ? NULL : b->tab, h->opts.on_change,
 					 h->opts.on_change_arg);
-		tl_callback_handle = NULL;
+		tl_callback_client = outer;
 	}
 	/* Freed once no reader can still be looking at it through h->current. */
 	dd_guard_retire(&h->guard, old, snap_unref_cb);
@@ -1784,6 +1795,10 @@ dd_maybe_sync(ddict *h)
 
 	if (h->opts.mode == DDICT_MANUAL || h->opts.mode == DDICT_PUSH)
 		return;
+	/* From a change callback of the same client: its locks are this
+	 * thread's (dd_in_callback) — the snapshot, no check. */
+	if (DD_UNLIKELY(tl_callback_client == c))
+		return;
 	if (h->opts.mode == DDICT_AUTOSYNC)
 	{
 		vp = vp_state(h);
@@ -1794,7 +1809,7 @@ dd_maybe_sync(ddict *h)
 		 * trylock (lock order, internal.h) — it serves the snapshot. */
 		if ((vp == VP_CHANGED ||
 			 (vp == VP_NONE && atomic_load_explicit(&c->vpage, memory_order_relaxed) != NULL)) &&
-			tl_callback_handle == NULL)
+			tl_callback_client == NULL)
 		{
 			strict_check(h);
 			return;

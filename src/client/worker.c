@@ -128,6 +128,21 @@ redis_outcome(dd_client *c, const char *err)
 	}
 }
 
+/* The checks' GET connection is up: it answers the autosync and interval
+ * dicts opened since it came too (their open waits for that; list lock). */
+static void
+settle_get_dicts(dd_client *c)
+{
+	for (size_t i = 0; i < c->ndicts; i++)
+	{
+		ddict	   *d = c->dicts[i];
+
+		if (d->opts.mode != DDICT_PUSH && d->opts.mode != DDICT_MANUAL &&
+			!atomic_load(&d->redis_settled) && atomic_load(&d->redis_key) != NULL)
+			atomic_store(&d->redis_settled, true);
+	}
+}
+
 /* ---- the subscription ---- */
 
 /*
@@ -422,6 +437,8 @@ redis_step(dd_client *c)
 	dd_list_lock(c);
 	n = what_is_needed(c);
 	have_get = atomic_load(&c->has_get);	/* c->get is the client lock's */
+	if (have_get && n.get)
+		settle_get_dicts(c);
 	if (have_get && !n.get)
 	{
 		dd_list_unlock(c);
@@ -755,6 +772,18 @@ anything_due(dd_client *c, int64_t now)
 	return false;
 }
 
+/* A push dict whose check answered an older version than the one Redis
+ * announced: a hot standby that has not replayed that commit yet (the
+ * primary publishes).  It checks again each interval until it has it. */
+static bool
+behind_push(ddict *d)
+{
+	int64_t		pushed = atomic_load(&d->pushed);
+
+	return d->opts.mode == DDICT_PUSH && !delivered(d) && pushed != INT64_MIN &&
+		dd_current_version(d) < pushed;
+}
+
 /*
  * Never on a borrowed connection: the application uses it whenever it
  * likes between our calls (a reader that finds it busy checks at its next
@@ -801,6 +830,11 @@ check_step(dd_client *c)
 			v[i]->xs_hold = false;	/* the stream goes on (stream.c), from */
 			v[i]->xs_catchup = true;	/* the entry that held it */
 			dd_event_signal(c->kick_fd);
+		}
+		else if (rcs[i] >= 0 && behind_push(v[i]))
+		{
+			v[i]->pending = true;	/* again, until the server has it */
+			v[i]->sync_at = dd_now_us() + interval_us(c);
 		}
 		dd_unlock(v[i]);
 	}

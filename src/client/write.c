@@ -222,8 +222,8 @@ do_write(ddict *h, int which, const char *key, size_t klen, const void *val,
 		vlen = strlen(val);
 	if (memchr(key, '\0', klen))
 		return dd_seterr(DDICT_EINVAL, "%s: keys are text and cannot contain NUL bytes", fn);
-	if (dd_in_callback(h))
-		return dd_seterr(DDICT_EBUSY, "%s: not allowed from a change callback of the same handle", fn);
+	if (dd_in_callback(h->client))
+		return dd_seterr(DDICT_EBUSY, "%s: " DD_IN_CALLBACK_MSG, fn);
 	kcopy = malloc(klen + 1);
 	if (kcopy == NULL)
 		return dd_seterr(DDICT_ENOMEM, "out of memory");

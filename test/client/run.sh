@@ -96,7 +96,7 @@ fi
 # ---- server ----
 SCRATCH=$(make_scratch)
 REDIS_CTL=$ROOT/test/client/redis-ctl.sh
-cleanup() { stop_pg "$SCRATCH/pg"; stop_started; bash "$REDIS_CTL" stop "$SCRATCH" 0; rm -rf "$SCRATCH"; }
+cleanup() { stop_pg "$SCRATCH/standby"; stop_pg "$SCRATCH/pg"; stop_started; bash "$REDIS_CTL" stop "$SCRATCH" 0; rm -rf "$SCRATCH"; }
 trap cleanup EXIT
 PORT=$(free_port)
 if ! start_pg "$SCRATCH/pg" "$PORT" "shared_preload_libraries = 'ddict, pg_stat_statements'"; then
@@ -125,6 +125,20 @@ if command -v redis-server >/dev/null 2>&1; then
   fi
 else
   diag "redis-server is not installed: the Redis tests are skipped"
+fi
+
+# A streaming hot standby (test_streams: a push client of a standby), which
+# publishes nothing itself.
+SB=$SCRATCH/standby SB_PORT=$(free_port)
+if as_pg mkdir -p "$SB/sock" && as_pg "$PG_BIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -D "$SB/data" -R -C -S ddict_standby \
+     -X stream >"$OUT/standby.log" 2>&1 &&
+   printf "port = %s\nunix_socket_directories = '%s'\nddict.redis_url = ''\n" "$SB_PORT" "$SB/sock" |
+     as_pg tee -a "$SB/data/postgresql.auto.conf" >/dev/null &&
+   as_pg "$PG_BIN/pg_ctl" -D "$SB/data" -l "$SB/server.log" -w -t 60 start >>"$OUT/standby.log" 2>&1; then
+  STARTED_PIDS+=("$(head -1 "$SB/data/postmaster.pid")")
+  export DDICT_TEST_STANDBY_CONNINFO="host=$SB/sock port=$SB_PORT user=postgres dbname=ddict_client"
+else
+  not_ok "start a streaming standby"; sed 's/^/# /' "$OUT/standby.log" | tail -5
 fi
 
 export DDICT_TEST_CONNINFO="host=$SOCK port=$PORT user=postgres dbname=ddict_client"

@@ -15,6 +15,8 @@
  *   threads            threads writing and reading their own dicts of one
  *                      client concurrently: every read-your-write holds
  *   close orders       client before or after its dicts
+ *   open with Redis    every dict of a client with a redis_url opens at once
+ *                      (autosync, interval; after a published push dict)
  *   pool               200 processes x 5 dicts through pgbouncer
  *                      (transaction pooling, pool of 10) all converge after a
  *                      burst of writes (DDICT_TEST_POOL_CONNINFO; skipped
@@ -553,6 +555,70 @@ test_close_orders(void **state)
 	ddict_client_close(c);
 }
 
+/*
+ * Opening dicts on a client with a redis_url: each open waits for the
+ * client's first Redis answer that covers the dict — which, for autosync and
+ * interval dicts opened after the GET connection was up, never came: each
+ * took connect_timeout_ms + timeout_ms + 500 ms (10.5 s; attack round 5,
+ * finding 26).  Also after a push dict whose changes are published (the
+ * subscription carries its stream's channel only).  Every open < 2 s.
+ */
+static void
+open_timed(ddict_client *c, const char *dict, ddict_mode mode, ddict **out)
+{
+	int64_t		t0 = mono_ms(),
+				ms;
+
+	*out = open_on(c, dict, mode);
+	ms = mono_ms() - t0;
+	print_message("# open %s (mode %d): %lld ms\n", dict, (int) mode, (long long) ms);
+	if (ms >= 2000)
+		fail_msg("opening %s took %lld ms", dict, (long long) ms);
+}
+
+static void
+test_open_with_redis(void **state)
+{
+	const char *rurl = getenv("DDICT_TEST_REDIS_URL");
+	ddict_client_options co;
+	ddict_client *c;
+	ddict	   *d[5];
+	char		name[32];
+
+	(void) state;
+	if (rurl == NULL)
+		skip();
+	for (int i = 0; i < 5; i++)
+	{
+		snprintf(name, sizeof(name), "sr_open%d", i);
+		fresh_dict(admin, name, "text");
+	}
+	free(sqlf(admin, "SELECT ddict_publish_changes('sr_open4')"));
+	ddict_client_options_init(&co);
+	co.redis_url = rurl;
+	for (int round = 0; round < 2; round++)
+	{
+		c = ddict_client_open(test_conninfo(), &co);
+		assert_non_null(c);
+		/* round 0: autosync and interval; round 1: a published push dict
+		 * first, then autosync and interval */
+		if (round == 1)
+			open_timed(c, "sr_open4", DDICT_PUSH, &d[4]);
+		for (int i = 0; i < 4; i++)
+		{
+			snprintf(name, sizeof(name), "sr_open%d", i);
+			open_timed(c, name, i % 2 ? DDICT_INTERVAL : DDICT_AUTOSYNC, &d[i]);
+		}
+		free(sqlf(admin, "INSERT INTO sr_open3 VALUES ('k', 'v%d')", round));
+		ddict_sync(d[3]);
+		assert_value(d[3], "k", round ? "v1" : "v0");
+		free(sqlf(admin, "DELETE FROM sr_open3"));
+		for (int i = 0; i < 4 + round; i++)
+			ddict_close(d[i]);
+		ddict_client_close(c);
+	}
+}
+
 /* ---- 200 processes x 5 dicts through a transaction pooler ---- */
 
 #define POOL_PROCS 200
@@ -731,6 +797,7 @@ main(void)
 		cmocka_unit_test(test_long_full_load),
 		cmocka_unit_test(test_threads_on_dicts),
 		cmocka_unit_test(test_close_orders),
+		cmocka_unit_test(test_open_with_redis),
 		cmocka_unit_test(test_pool_200_processes),
 	};
 

@@ -16,6 +16,7 @@
 #include "common.h"
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <hiredis/hiredis.h>
 
@@ -605,6 +606,395 @@ test_stream_opt_out(void **state)
 	ddict_close(d);
 }
 
+/*
+ * One client following more published dicts than one batch of the version
+ * watchdog used to cover (64): the last one opened, opted out and then
+ * written, is noticed by its version key like the first (attack round 5,
+ * finding 16: it stayed stale for ever).
+ */
+static void
+test_stream_many_dicts(void **state)
+{
+	enum
+	{
+		M = 70
+	};
+	ddict_client_options co;
+	ddict_client *cl;
+	ddict_options o;
+	ddict	   *d[M];
+	char		name[32];
+	uint64_t	g0;
+	int64_t		ms;
+
+	(void) state;
+	need_redis();
+	if (getenv("DDICT_STREAMS_NOPUB"))
+		skip();
+	for (int i = 0; i < M; i++)
+	{
+		snprintf(name, sizeof(name), "s_many%d", i);
+		published_dict(name, 1, 1);
+	}
+	ddict_client_options_init(&co);
+	co.redis_url = rurl;
+	co.interval_ms = 200;
+	co.backoff_min_ms = 20;
+	co.backoff_max_ms = 200;
+	cl = ddict_client_open(test_conninfo(), &co);
+	assert_non_null(cl);
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	for (int i = 0; i < M; i++)
+	{
+		snprintf(name, sizeof(name), "s_many%d", i);
+		d[i] = ddict_open_on(cl, name, &o);
+		if (d[i] == NULL)
+			fail_msg("ddict_open_on(%s): %s", name, ddict_errmsg());
+	}
+	for (int i = 0; i < M; i++)
+		wait_following(d[i]);
+	g0 = gaps_of(d[M - 1]);
+	free(sqlf(admin, "SELECT ddict_publish_changes('s_many%d', false)", M - 1));
+	free(sqlf(admin, "UPDATE s_many%d SET value = 'unpublished'", M - 1));
+	free(sqlf(admin, "UPDATE s_many0 SET value = 'streamed'"));
+	ms = wait_value(d[M - 1], "g0:0", "unpublished", 5000);
+	print_message("# dict %d of %d opted out: a commit seen after %lld ms (interval 200 ms)\n",
+				  M, M, (long long) ms);
+	assert_true(ms >= 0);
+	assert_true(gaps_of(d[M - 1]) > g0);
+	assert_true(wait_value(d[0], "g0:0", "streamed", 5000) >= 0);
+	for (int i = 0; i < M; i++)
+	{
+		assert_equals_table(d[i], 5000);
+		ddict_close(d[i]);
+	}
+	ddict_client_close(cl);
+	for (int i = 0; i < M; i++)
+		free(sqlf(admin, "DROP TABLE s_many%d", i));
+}
+
+/*
+ * A malformed entry in one stream (forged by an XADD: readable id, fields
+ * that are not the server's) sends only its dict to PostgreSQL, which then
+ * reads on after it; the client's other dict keeps following its stream.
+ * Before, the client dropped its stream connection for every dict and met
+ * the same entry at each reconnect: all polled PostgreSQL for good (attack
+ * round 5, finding 10).  The entry is announced by its id alone, as the
+ * streamer does for a large entry: the client reads it from the stream.
+ */
+static void
+test_stream_forged_entry(void **state)
+{
+	ddict	   *d,
+			   *e;
+	char		key[256];
+	redisReply *r;
+	uint64_t	gd,
+				ed,
+				ee;
+
+	(void) state;
+	need_redis();
+	if (getenv("DDICT_STREAMS_NOPUB"))
+		skip();
+	published_dict("s_forged", 1, 1);
+	published_dict("s_clean", 1, 1);
+	d = open_push("s_forged", 200, NULL, NULL);
+	e = open_push("s_clean", 200, NULL, NULL);
+	wait_following(d);
+	wait_following(e);
+	gd = gaps_of(d);
+	stream_of("s_forged", key, sizeof(key));
+	r = redis_cmd("XADD %s * kind d dict x epoch y version z from a cursor b until c n d %s v", key, "sgarbage");
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	assert_true(redis_int("PUBLISH %s %s", key, r->str) >= 1);
+	freeReplyObject(r);
+	sleep_ms(300);
+	for (int waited = 0; gaps_of(d) == gd; waited += 10)
+	{
+		if (waited > 5000)
+			fail_msg("the forged entry did not send its dict to PostgreSQL within 5 s");
+		sleep_ms(10);
+	}
+	/* both follow their streams again: commits come as entries */
+	ed = entries_of(d);
+	ee = entries_of(e);
+	for (int waited = 0; stats_of(d).redis != 1 || stats_of(e).redis != 1; waited += 10)
+	{
+		if (waited > 5000)
+			fail_msg("not following the streams 5 s after the forged entry (redis %d, %d): %s",
+					 stats_of(d).redis, stats_of(e).redis, stats_of(e).last_error);
+		sleep_ms(10);
+	}
+	sleep_ms(300);
+	free(sqlf(admin, "UPDATE s_forged SET value = 'after'"));
+	free(sqlf(admin, "UPDATE s_clean SET value = 'after'"));
+	assert_true(wait_value(d, "g0:0", "after", 5000) >= 0);
+	assert_true(wait_value(e, "g0:0", "after", 5000) >= 0);
+	assert_true(entries_of(d) > ed);
+	assert_true(entries_of(e) > ee);
+	assert_int_equal(gaps_of(d), gd + 1);
+	assert_equals_table(d, 5000);
+	assert_equals_table(e, 5000);
+	ddict_close(d);
+	ddict_close(e);
+}
+
+/*
+ * A published dict of a LATIN1 database, a client whose client_encoding is
+ * UTF8: loads and checks come converted, stream entries would carry the
+ * server's bytes ('café' twice in the cache, the loaded one stale: attack
+ * round 5, finding 28).  Such a client follows the version channel instead
+ * (plain push) and equals a fresh SELECT.
+ */
+/* foreach: the key has the same value in the dict arg. */
+static int
+same_in(void *arg, const char *key, size_t klen, const char *val, size_t vlen)
+{
+	char	   *v = NULL;
+	size_t		n = 0;
+	int			rc = ddict_get(arg, key, klen, &v, &n);
+
+	if (rc != DDICT_OK || n != vlen || memcmp(v, val, n) != 0)
+		fail_msg("key %.*s: %s", (int) klen, key, rc == DDICT_OK ? "another value" : "absent");
+	ddict_free(v);
+	return 0;
+}
+
+static void
+test_stream_client_encoding(void **state)
+{
+	PGconn	   *l1;
+	char		ci[1024];
+	ddict_options o;
+	ddict	   *d,
+			   *m;
+
+	(void) state;
+	need_redis();
+	if (getenv("DDICT_STREAMS_NOPUB"))
+		skip();
+	free(sqlf(admin, "DROP DATABASE IF EXISTS ddict_latin1 WITH (FORCE)"));
+	free(sqlf(admin, "CREATE DATABASE ddict_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+			  " TEMPLATE template0"));
+	snprintf(ci, sizeof(ci), "%s dbname=ddict_latin1 client_encoding=UTF8", admin_conninfo());
+	l1 = PQconnectdb(ci);
+	assert_int_equal(PQstatus(l1), CONNECTION_OK);
+	free(sqlf(l1, "SET client_min_messages = warning"));
+	free(sqlf(l1, "CREATE EXTENSION ddict"));
+	free(sqlf(l1, "SELECT ddict_create('enc')"));
+	free(sqlf(l1, "SELECT ddict_publish_changes('enc')"));
+	free(sqlf(l1, "SELECT ddict_set('enc', 'café', 'crème')"));
+	free(sqlf(l1, "SELECT ddict_set('enc', 'gone', 'x')"));
+	snprintf(ci, sizeof(ci), "%s dbname=ddict_latin1 client_encoding=UTF8", test_conninfo());
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	o.redis_url = rurl;
+	o.interval_ms = 200;
+	d = ddict_open(ci, "enc", &o);
+	if (d == NULL)
+		fail_msg("ddict_open: %s", ddict_errmsg());
+	assert_null(atomic_load(&d->stream_key));	/* not followed: plain push */
+	assert_int_equal(ddict_get(d, "café", DDICT_NTS, NULL, NULL), DDICT_OK);
+	free(sqlf(l1, "SELECT ddict_set('enc', 'café', 'brûlée')"));
+	free(sqlf(l1, "SELECT ddict_set('enc', 'naïve', 'oui')"));
+	free(sqlf(l1, "SELECT ddict_delete('enc', 'gone')"));
+	assert_true(wait_value(d, "gone", NULL, 5000) >= 0);
+	assert_true(wait_value(d, "naïve", "oui", 5000) >= 0);
+	/* one café (the loaded key, converted, was replaced), and every value
+	 * as a fresh load gives it (values come in the server's encoding from
+	 * loads and checks alike) */
+	assert_int_equal(ddict_len(d), 2);
+	o.mode = DDICT_MANUAL;
+	m = ddict_open(ci, "enc", &o);
+	assert_non_null(m);
+	assert_int_equal(ddict_len(m), 2);
+	assert_int_equal(ddict_foreach(m, same_in, d), DDICT_OK);
+	ddict_close(m);
+	ddict_close(d);
+	PQfinish(l1);
+	free(sqlf(admin, "DROP DATABASE ddict_latin1 WITH (FORCE)"));
+}
+
+/*
+ * A push client of a hot standby, with the primary's Redis: the published
+ * stream is the primary's, whose epoch the standby never has — every entry
+ * cost the client a full reload on the standby (attack round 5, finding 9).
+ * It follows the version channel instead (plain push).  Needs
+ * DDICT_TEST_STANDBY_CONNINFO (run.sh starts a streaming standby).
+ */
+static void
+test_stream_standby(void **state)
+{
+	const char *sci = getenv("DDICT_TEST_STANDBY_CONNINFO");
+	PGconn	   *sb;
+	long long	v;
+	ddict_options o;
+	ddict	   *d;
+
+	(void) state;
+	need_redis();
+	if (sci == NULL || getenv("DDICT_STREAMS_NOPUB"))
+		skip();
+	published_dict("s_standby", 1, 2);
+	v = sql_ll(admin, "SELECT ddict_last_updated('s_standby')");
+	sb = PQconnectdb(sci);
+	assert_int_equal(PQstatus(sb), CONNECTION_OK);
+	free(sqlf(sb, "SET client_min_messages = warning"));
+	for (int waited = 0; sql_ll(sb, "SELECT count(*) FROM ddict_dicts WHERE dict = pg_catalog.to_regclass('s_standby')"
+								" AND version >= %lld", v) != 1; waited += 20)
+	{
+		if (waited > 10000)
+			fail_msg("the standby did not replay s_standby within 10 s");
+		sleep_ms(20);
+	}
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	o.redis_url = rurl;
+	o.interval_ms = 200;
+	d = ddict_open(sci, "s_standby", &o);
+	if (d == NULL)
+		fail_msg("ddict_open on the standby: %s", ddict_errmsg());
+	assert_null(atomic_load(&d->stream_key));	/* the version channel */
+	for (int n = 0; n < 3; n++)
+	{
+		char		val[16];
+
+		snprintf(val, sizeof(val), "sb%d", n);
+		free(sqlf(admin, "UPDATE s_standby SET value = '%s'", val));
+		assert_true(wait_value(d, "g0:1", val, 5000) >= 0);
+	}
+	assert_int_equal(gaps_of(d), 0);
+	assert_int_equal(entries_of(d), 0);
+	ddict_close(d);
+	PQfinish(sb);
+}
+
+/* ---- change callbacks and the client's other dicts ---- */
+
+/*
+ * The thread that runs a change callback holds its client's locks (the
+ * connection for a version-channel push, the list for a delivery): from
+ * the callback, writes, syncs and opens on ANY dict of the same client
+ * return DDICT_EBUSY, reads of them serve their snapshots.  Before, a
+ * write of another dict deadlocked the client's thread on itself for
+ * ever (attack round 5, finding 22).  A deadlock here ends the program
+ * (alarm) instead of hanging the suite.
+ */
+typedef struct cb_calls
+{
+	ddict_client *cl;
+	ddict	   *other;			/* an autosync dict of the same client */
+	atomic_int	calls,
+				set_rc,
+				sync_rc,
+				client_sync_rc,
+				get_rc,
+				open_busy;
+} cb_calls;
+
+static void
+other_dict_cb(const ddict_change *change, void *arg)
+{
+	cb_calls   *c = arg;
+	ddict	   *o;
+
+	(void) change;
+	atomic_store(&c->set_rc, ddict_set(c->other, "from_cb", DDICT_NTS, "x", 1));
+	atomic_store(&c->sync_rc, ddict_sync(c->other));
+	atomic_store(&c->client_sync_rc, ddict_client_sync(c->cl));
+	atomic_store(&c->get_rc, ddict_get(c->other, "k", DDICT_NTS, NULL, NULL));
+	o = ddict_open_on(c->cl, "s_cb_other", NULL);
+	atomic_store(&c->open_busy, o == NULL && strstr(ddict_errmsg(), "change callback") != NULL);
+	if (o)
+		ddict_close(o);
+	atomic_fetch_add(&c->calls, 1);
+}
+
+static void
+on_deadlock(int sig)
+{
+	static const char m[] = "# the client deadlocked (a call from a change callback)\n";
+
+	(void) sig;
+	(void) !write(2, m, sizeof(m) - 1);
+	_exit(3);
+}
+
+static void
+test_stream_callback_other_dicts(void **state)
+{
+	ddict_client_options co;
+	ddict_client *cl;
+	ddict_options o;
+	ddict	   *a,
+			   *p;
+	cb_calls	c = {0};
+
+	(void) state;
+	need_redis();
+	fresh_dict(admin, "s_cb_other", "text");
+	free(sqlf(admin, "INSERT INTO s_cb_other VALUES ('k', 'v0')"));
+	fresh_dict(admin, "s_cb_plain", "text");	/* push on the version channel */
+	published_dict("s_cb_pub", 1, 1);			/* push by deliveries */
+	signal(SIGALRM, on_deadlock);
+	alarm(60);
+	ddict_client_options_init(&co);
+	co.redis_url = rurl;
+	co.interval_ms = 200;
+	co.versions_page = "off";	/* the read of the other dict checks */
+	cl = ddict_client_open(test_conninfo(), &co);
+	assert_non_null(cl);
+	c.cl = cl;
+	c.other = ddict_open_on(cl, "s_cb_other", NULL);
+	assert_non_null(c.other);
+	ddict_options_init(&o);
+	o.mode = DDICT_PUSH;
+	o.on_change = other_dict_cb;
+	o.on_change_arg = &c;
+	a = ddict_open_on(cl, "s_cb_plain", &o);
+	p = ddict_open_on(cl, "s_cb_pub", &o);
+	assert_non_null(a);
+	assert_non_null(p);
+	if (!getenv("DDICT_STREAMS_NOPUB"))
+		wait_following(p);
+	for (int i = 0; i < 2; i++)
+	{
+		ddict	   *d = i ? a : p;	/* deliveries first: the list lock */
+		int			calls = atomic_load(&c.calls);
+
+		/* the other dict moved: a read of it would check */
+		free(sqlf(admin, "UPDATE s_cb_other SET value = 'v%d'", i + 1));
+		sleep_ms(300);
+		free(sqlf(admin, "INSERT INTO %s VALUES ('cb', '%d')", d->dict, i));
+		for (int waited = 0; atomic_load(&c.calls) == calls; waited += 5)
+		{
+			if (waited > 10000)
+				fail_msg("%s: no change callback within 10 s", d->dict);
+			sleep_ms(5);
+		}
+		assert_int_equal(atomic_load(&c.set_rc), DDICT_EBUSY);
+		assert_int_equal(atomic_load(&c.sync_rc), DDICT_EBUSY);
+		assert_int_equal(atomic_load(&c.client_sync_rc), DDICT_EBUSY);
+		assert_int_equal(atomic_load(&c.get_rc), DDICT_OK);
+		assert_true(atomic_load(&c.open_busy));
+	}
+	/* the client goes on: writes from this thread, every dict follows */
+	assert_int_equal(ddict_set(c.other, "main", DDICT_NTS, "y", 1), DDICT_OK);
+	assert_value(c.other, "main", "y");
+	free(sqlf(admin, "UPDATE s_cb_pub SET value = 'after'"));
+	assert_true(wait_value(p, "cb", "after", 5000) >= 0);
+	free(sqlf(admin, "UPDATE s_cb_plain SET value = 'after'"));
+	assert_true(wait_value(a, "cb", "after", 5000) >= 0);
+	alarm(0);
+	ddict_close(a);
+	ddict_close(p);
+	ddict_close(c.other);
+	ddict_client_close(cl);
+}
+
 /* ---- stress ---- */
 
 enum
@@ -797,6 +1187,11 @@ main(void)
 		cmocka_unit_test(test_stream_idle_close),
 		cmocka_unit_test(test_stream_redis_restart),
 		cmocka_unit_test(test_stream_opt_out),
+		cmocka_unit_test(test_stream_many_dicts),
+		cmocka_unit_test(test_stream_forged_entry),
+		cmocka_unit_test(test_stream_client_encoding),
+		cmocka_unit_test(test_stream_standby),
+		cmocka_unit_test(test_stream_callback_other_dicts),
 		cmocka_unit_test(test_stream_stress),
 		cmocka_unit_test(test_stream_server_restart),
 	};
