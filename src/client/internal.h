@@ -682,6 +682,8 @@ struct ddict
 	int64_t		xs_lag_version;	/* a version the version key showed and the
 								 * stream has not brought yet; 0 none */
 	int64_t		xs_lag_since;	/* when it was seen */
+	int64_t		xs_ahead_since; /* the cache's version above the version
+								 * key's since then; 0 not */
 	atomic_bool subscribed;		/* stats.redis in push mode */
 
 	/*

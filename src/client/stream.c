@@ -294,6 +294,31 @@ version_seen(dd_client *c, ddict *d, int rc, int64_t v, int64_t now)
 {
 	int64_t		cur = dd_current_version(d);
 
+	/*
+	 * The cache ahead of the version key for a whole interval: it applied
+	 * something the server never published (a forged delivery or entry:
+	 * whoever may PUBLISH on the channel or write the stream), whose
+	 * far-off id would also make it skip every real entry.  Start again:
+	 * a new position, then a check from its (forged) state, which the
+	 * server answers in full (attack round 6).
+	 */
+	if (rc == 1 && v < cur)
+	{
+		if (d->xs_ahead_since == 0)
+			d->xs_ahead_since = now;
+		else if (now - d->xs_ahead_since >= block_ms(c) * 1000)
+		{
+			d->xs_ahead_since = 0;
+			d->xs_lag_version = 0;
+			atomic_fetch_add_explicit(&d->stream_gaps, 1, memory_order_relaxed);
+			d->stream_id[0] = '\0';
+			d->xs_ok = false;
+			d->xs_catchup = false;
+			atomic_store(&d->subscribed, false);
+		}
+		return;
+	}
+	d->xs_ahead_since = 0;
 	if (d->xs_lag_version != 0 && cur >= d->xs_lag_version)
 		d->xs_lag_version = 0;	/* it came */
 	if (d->xs_lag_version == 0 && rc == 1 && v > cur)

@@ -742,6 +742,72 @@ test_stream_forged_entry(void **state)
 	ddict_close(e);
 }
 
+/* A RESP bulk string appended to buf at *len. */
+static void
+resp_bulk(char *buf, size_t size, size_t *len, const char *s)
+{
+	*len += (size_t) snprintf(buf + *len, size - *len, "$%zu\r\n%s\r\n", strlen(s), s);
+}
+
+/*
+ * A forged delivery that follows the cache (so it is applied) with a
+ * version and a stream id far ahead: the cache is ahead of the version key
+ * for an interval, starts again from a new position and a check the server
+ * answers in full — the forged key goes, real deliveries apply again
+ * (attack round 6: it stayed frozen, real entries skipped as older).
+ */
+static void
+test_stream_forged_ahead(void **state)
+{
+	ddict	   *d;
+	char		key[256],
+				payload[2048],
+				num[7][32];
+	const ddict_snapshot *cur;
+	size_t		len;
+	const char *names[7] = {"dict", "epoch", "version", "from", "cursor", "until", "n"};
+	uint64_t	e0;
+
+	(void) state;
+	need_redis();
+	if (getenv("DDICT_STREAMS_NOPUB"))
+		skip();
+	published_dict("s_ahead", 1, 2);
+	d = open_push("s_ahead", 200, NULL, NULL);
+	wait_following(d);
+	stream_of("s_ahead", key, sizeof(key));
+	cur = atomic_load(&d->current);
+	snprintf(num[0], 32, "%u", (unsigned) cur->relid);
+	snprintf(num[1], 32, "%lld", (long long) cur->epoch);
+	snprintf(num[2], 32, "%lld", (long long) cur->version + 1000000000000LL);
+	snprintf(num[3], 32, "%lld", (long long) cur->cursor);
+	snprintf(num[4], 32, "%lld", (long long) cur->cursor + 1000000);
+	snprintf(num[5], 32, "%lld", (long long) cur->cursor + 1000000);
+	snprintf(num[6], 32, "1");
+	len = (size_t) snprintf(payload, sizeof(payload), "99999999999999-0\n*18\r\n");
+	resp_bulk(payload, sizeof(payload), &len, "kind");
+	resp_bulk(payload, sizeof(payload), &len, "d");
+	for (int i = 0; i < 7; i++)
+	{
+		resp_bulk(payload, sizeof(payload), &len, names[i]);
+		resp_bulk(payload, sizeof(payload), &len, num[i]);
+	}
+	resp_bulk(payload, sizeof(payload), &len, "sforged");
+	resp_bulk(payload, sizeof(payload), &len, "evil");
+	assert_true(redis_int("PUBLISH %s %s", key, payload) >= 1);
+	assert_true(wait_value(d, "forged", "evil", 5000) >= 0);	/* applied: it follows */
+	/* within a few intervals: the server's table again, without the key */
+	assert_true(wait_value(d, "forged", NULL, 5000) >= 0);
+	assert_equals_table(d, 5000);
+	wait_following(d);
+	e0 = entries_of(d);
+	free(sqlf(admin, "UPDATE s_ahead SET value = 'real'"));
+	assert_true(wait_value(d, "g0:1", "real", 5000) >= 0);
+	assert_true(entries_of(d) > e0);	/* from a delivery, not skipped */
+	assert_equals_table(d, 5000);
+	ddict_close(d);
+}
+
 /*
  * A published dict of a LATIN1 database, a client whose client_encoding is
  * UTF8: loads and checks come converted, stream entries would carry the
@@ -1189,6 +1255,7 @@ main(void)
 		cmocka_unit_test(test_stream_opt_out),
 		cmocka_unit_test(test_stream_many_dicts),
 		cmocka_unit_test(test_stream_forged_entry),
+		cmocka_unit_test(test_stream_forged_ahead),
 		cmocka_unit_test(test_stream_client_encoding),
 		cmocka_unit_test(test_stream_standby),
 		cmocka_unit_test(test_stream_callback_other_dicts),
