@@ -20,10 +20,9 @@ set title "PostgreSQL statements per commit (all processes)"
 set ylabel "statements / commit (log)"
 plot csv using 2:xtic(1) title "published changes", \
      csv using 3 title "versions only (baseline)"
-unset logscale y
-set yrange [0:*]
+set yrange [1:*]
 set title "commit -> visible, p99 over all processes (ms)"
-set ylabel "ms"
+set ylabel "ms (log)"
 plot csv using 4:xtic(1) title "published changes", \
      csv using 5 title "versions only (baseline)", \
      csv using 6 title "floor: bare Redis pub/sub subscribers"
