@@ -28,8 +28,9 @@
  *               (a version probe, then one pipeline), full loads, publish;
  *               the reads' checks
  *   write.c     set / delete / pop / setdefault
- *   stream.c    published changes: follows dicts' Redis Streams (XREAD on
- *               a connection of its own) and applies entries by the README's
+ *   stream.c    published changes: applies the deliveries worker.c's
+ *               subscription hands it, reads dicts' Redis Streams to catch
+ *               up (XREAD on a connection of its own), by the README's
  *               contiguity rule, or hands the dict to a PostgreSQL check
  *   worker.c    the client's one thread: Redis connection, push mode,
  *               checks that readers handed over, polling
