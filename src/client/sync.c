@@ -822,6 +822,23 @@ answered_unchanged(ddict *h, check_out *o, int64_t now)
 	o->refull = false;
 }
 
+/* After a probe: dict j answered unchanged is settled, else it stays to be
+ * checked, moved down to position *k of w / wf / idx (compacted in place). */
+static void
+settle_or_keep(ddict **w, bool *wf, int *idx, check_out *out, int j, int *k,
+			   bool unchanged, int64_t now)
+{
+	if (unchanged)
+	{
+		answered_unchanged(w[j], &out[idx[j]], now);
+		return;
+	}
+	w[*k] = w[j];
+	wf[*k] = wf[j];
+	idx[*k] = idx[j];
+	(*k)++;
+}
+
 /* The first result of the statement just sent (the rest read and dropped),
  * in *r; rc: how sending went.  Returns the outcome. */
 static int
@@ -1099,15 +1116,8 @@ settle_probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out, i
 	{
 		const ddict_snapshot *cur = atomic_load(&w[j]->current);
 
-		if (!wf[j] && cur->epoch != 0 && cur->relid != 0 && ans[j] == 'u')
-		{
-			answered_unchanged(w[j], &out[idx[j]], now);
-			continue;
-		}
-		w[k] = w[j];
-		wf[k] = wf[j];
-		idx[k] = idx[j];
-		k++;
+		settle_or_keep(w, wf, idx, out, j, &k,
+					   !wf[j] && cur->epoch != 0 && cur->relid != 0 && ans[j] == 'u', now);
 	}
 	PQclear(r);
 	return k;
@@ -1354,6 +1364,7 @@ probe_packed(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 static int
 probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 {
+	int64_t		now;
 	char	   *arr;
 	const char *params[1];
 	PGresult   *r = NULL;
@@ -1380,6 +1391,7 @@ probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 			(void) dd_conn_failed(c, w[0], rc, "ddict_last_updated", NULL);
 		return m;				/* a dict gone, say: each finds out in its check */
 	}
+	now = dd_now_us();
 	for (int j = 0; j < m; j++)
 	{
 		const ddict_snapshot *cur = atomic_load(&w[j]->current);
@@ -1387,15 +1399,8 @@ probe(dd_conn *c, ddict **w, bool *wf, int *idx, int m, check_out *out)
 					v = PQgetisnull(r, j, 1) ? -1 : strtoll(PQgetvalue(r, j, 1), NULL, 10);
 		bool		same_rel = !c->changes_rel || (cur->relid != 0 && rel == (long long) cur->relid);
 
-		if (!wf[j] && cur->epoch != 0 && same_rel && v == cur->version)
-		{
-			answered_unchanged(w[j], &out[idx[j]], dd_now_us());
-			continue;
-		}
-		w[k] = w[j];
-		wf[k] = wf[j];
-		idx[k] = idx[j];
-		k++;
+		settle_or_keep(w, wf, idx, out, j, &k,
+					   !wf[j] && cur->epoch != 0 && same_rel && v == cur->version, now);
 	}
 	PQclear(r);
 	return k;

@@ -53,6 +53,19 @@ static atomic_long seen;
 
 static void write_samples(const char *dir);
 
+/* Sleep until *next + 1/rate s (CLOCK_MONOTONIC), which becomes *next. */
+static void
+pace(struct timespec *next, double rate)
+{
+	next->tv_nsec += (long) (1e9 / rate);
+	while (next->tv_nsec >= 1000000000L)
+	{
+		next->tv_nsec -= 1000000000L;
+		next->tv_sec++;
+	}
+	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, next, NULL);
+}
+
 static int64_t
 wall_us(void)
 {
@@ -198,7 +211,6 @@ writer_main(int argc, char **argv)
 	{
 		char		q[256];
 		PGresult   *r;
-		long		step = (long) (1e9 / rate);
 
 		/* a value never written before: an UPDATE to the same value is no change */
 		snprintf(q, sizeof(q), "UPDATE %s%d SET value = '%d-%lld' WHERE key = 'k' /* fleet writer */",
@@ -206,13 +218,7 @@ writer_main(int argc, char **argv)
 		r = PQexec(c, q);
 		done += PQresultStatus(r) == PGRES_COMMAND_OK;
 		PQclear(r);
-		next.tv_nsec += step;
-		while (next.tv_nsec >= 1000000000L)
-		{
-			next.tv_nsec -= 1000000000L;
-			next.tv_sec++;
-		}
-		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+		pace(&next, rate);
 	}
 	printf("%d\n", done);
 	PQfinish(c);
@@ -321,7 +327,6 @@ publish_main(char **argv)
 	{
 		char		msg[320];
 		redisReply *r;
-		long		step = (long) (1e9 / rate);
 
 		/* "<us> " + padding: a one-key delivery is about 300 bytes */
 		snprintf(msg, sizeof(msg), "%lld %0280d", (long long) wall_us(), 0);
@@ -329,13 +334,7 @@ publish_main(char **argv)
 		done += r && r->type == REDIS_REPLY_INTEGER;
 		if (r)
 			freeReplyObject(r);
-		next.tv_nsec += step;
-		while (next.tv_nsec >= 1000000000L)
-		{
-			next.tv_nsec -= 1000000000L;
-			next.tv_sec++;
-		}
-		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+		pace(&next, rate);
 	}
 	printf("%d\n", done);
 	redisFree(c);

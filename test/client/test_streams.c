@@ -115,8 +115,10 @@ published_dict(const char *name, int groups, int keys)
 		free(sqlf(admin, "SELECT ddict_publish_changes('%s')", name));
 }
 
+/* A push dict on conninfo (NULL: the test database). */
 static ddict *
-open_push(const char *dict, unsigned interval_ms, ddict_change_fn cb, void *arg)
+open_push_at(const char *conninfo, const char *dict, unsigned interval_ms, ddict_change_fn cb,
+			 void *arg)
 {
 	ddict_options o;
 	ddict	   *d;
@@ -130,10 +132,16 @@ open_push(const char *dict, unsigned interval_ms, ddict_change_fn cb, void *arg)
 	o.timeout_ms = 3000;
 	o.on_change = cb;
 	o.on_change_arg = arg;
-	d = ddict_open(test_conninfo(), dict, &o);
+	d = ddict_open(conninfo ? conninfo : test_conninfo(), dict, &o);
 	if (d == NULL)
 		fail_msg("ddict_open(%s): %s", dict, ddict_errmsg());
 	return d;
+}
+
+static ddict *
+open_push(const char *dict, unsigned interval_ms, ddict_change_fn cb, void *arg)
+{
+	return open_push_at(NULL, dict, interval_ms, cb, arg);
 }
 
 static uint64_t
@@ -855,13 +863,7 @@ test_stream_client_encoding(void **state)
 	free(sqlf(l1, "SELECT ddict_set('enc', 'café', 'crème')"));
 	free(sqlf(l1, "SELECT ddict_set('enc', 'gone', 'x')"));
 	snprintf(ci, sizeof(ci), "%s dbname=ddict_latin1 client_encoding=UTF8", test_conninfo());
-	ddict_options_init(&o);
-	o.mode = DDICT_PUSH;
-	o.redis_url = rurl;
-	o.interval_ms = 200;
-	d = ddict_open(ci, "enc", &o);
-	if (d == NULL)
-		fail_msg("ddict_open: %s", ddict_errmsg());
+	d = open_push_at(ci, "enc", 200, NULL, NULL);
 	assert_null(atomic_load(&d->stream_key));	/* not followed: plain push */
 	assert_int_equal(ddict_get(d, "café", DDICT_NTS, NULL, NULL), DDICT_OK);
 	free(sqlf(l1, "SELECT ddict_set('enc', 'café', 'brûlée')"));
@@ -873,6 +875,7 @@ test_stream_client_encoding(void **state)
 	 * as a fresh load gives it (values come in the server's encoding from
 	 * loads and checks alike) */
 	assert_int_equal(ddict_len(d), 2);
+	ddict_options_init(&o);
 	o.mode = DDICT_MANUAL;
 	m = ddict_open(ci, "enc", &o);
 	assert_non_null(m);
@@ -897,7 +900,6 @@ test_stream_standby(void **state)
 	const char *sci = getenv("DDICT_TEST_STANDBY_CONNINFO");
 	PGconn	   *sb;
 	long long	v;
-	ddict_options o;
 	ddict	   *d;
 
 	(void) state;
@@ -916,13 +918,7 @@ test_stream_standby(void **state)
 			fail_msg("the standby did not replay s_standby within 10 s");
 		sleep_ms(20);
 	}
-	ddict_options_init(&o);
-	o.mode = DDICT_PUSH;
-	o.redis_url = rurl;
-	o.interval_ms = 200;
-	d = ddict_open(sci, "s_standby", &o);
-	if (d == NULL)
-		fail_msg("ddict_open on the standby: %s", ddict_errmsg());
+	d = open_push_at(sci, "s_standby", 200, NULL, NULL);
 	assert_null(atomic_load(&d->stream_key));	/* the version channel */
 	for (int n = 0; n < 3; n++)
 	{
